@@ -1,0 +1,24 @@
+from django.db import models
+
+
+class HostTransport(models.TextChoices):
+    SSH = "ssh", "SSH"
+    # The embedded default: the control plane's own machine is the hypervisor.
+    LOCAL = "local", "Local (this machine)"
+
+
+class HostStatus(models.TextChoices):
+    ENABLED = "enabled", "Enabled"
+    DRAINING = "draining", "Draining (no new VMs)"
+    DOWN = "down", "Down"
+
+
+class OperationState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_OPERATION_STATES = (OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED)

@@ -1,0 +1,100 @@
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from agents.choices import HostStatus, HostTransport, OperationState
+from agents.validators import validate_absolute_path, validate_host_name, validate_ifname
+
+
+class Host(models.Model):
+    """A hypervisor. Staff register it; the reconciler keeps `status` and the heartbeat honest."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=253, unique=True, validators=[validate_host_name])
+    transport = models.CharField(max_length=10, choices=HostTransport.choices, default=HostTransport.SSH)
+    ssh_address = models.CharField(max_length=255, blank=True, help_text="IPv6/IPv4 address or DNS name")
+    ssh_port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    ssh_user = models.CharField(max_length=32, default="root")
+    host_key = models.TextField(
+        blank=True, help_text="Pinned public host key ('ssh-ed25519 AAAA...'); a changed key is refused."
+    )
+    underlay_device = models.CharField(max_length=15, default="eth0", validators=[validate_ifname])
+    state_dir = models.CharField(max_length=255, default="/var/lib/uncloud", validators=[validate_absolute_path])
+    cores = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField(default=0)
+    disk_gib = models.PositiveBigIntegerField(default=0)
+    cpu_overbooking = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("4.00"), validators=[MinValueValidator(Decimal("0.1"))]
+    )
+    memory_overbooking = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("1.00"), validators=[MinValueValidator(Decimal("0.1"))]
+    )
+    status = models.CharField(max_length=10, choices=HostStatus.choices, default=HostStatus.ENABLED)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    facts = models.JSONField(default=dict, blank=True, help_text="What the host said of itself at its last check")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(transport=HostTransport.SSH) | ~models.Q(ssh_address=""),
+                name="host_ssh_needs_address",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Operation(models.Model):
+    """The durable record of one long piece of work, advanced one idempotent step at a time.
+
+    Celery only carries "advance operation N"; this row says what is done, what is next and who
+    holds it (the lease). See agents/operations.py.
+    """
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=64, db_index=True)
+    project = models.ForeignKey("accounts.Project", null=True, blank=True, on_delete=models.CASCADE)
+    target_kind = models.CharField(max_length=32, blank=True)
+    target_uuid = models.UUIDField(null=True, blank=True, db_index=True)
+    host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL)
+    state = models.CharField(
+        max_length=10, choices=OperationState.choices, default=OperationState.PENDING, db_index=True
+    )
+    step = models.CharField(max_length=64, blank=True)
+    steps_done = models.PositiveIntegerField(default=0)
+    steps_total = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Tries of the current step")
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["state", "lease_until"])]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(steps_done__lte=models.F("steps_total")), name="op_steps_done_le_total"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.uuid} ({self.state})"
+
+    @property
+    def progress(self) -> int:
+        """Percent of steps done."""
+        if self.state == OperationState.SUCCEEDED:
+            return 100
+        return int(100 * self.steps_done / self.steps_total) if self.steps_total else 0

@@ -1,0 +1,237 @@
+"""The Operation engine: long work as a list of idempotent steps, advanced under a lease.
+
+An app registers a workflow (`register_workflow("vm.create", [...steps])`) and starts it with
+`start_operation(...)` inside its own transaction. A Celery task calls `advance(op_id)`, which
+
+1. claims the row with a conditional UPDATE (only one worker can win, and only when nobody
+   holds an unexpired lease),
+2. runs ONE step,
+3. records the next step (or the terminal state) and releases the lease.
+
+A worker that dies mid-step loses nothing: its lease expires, `resume_stalled()` (beat)
+enqueues the operation again and the step runs again; steps are idempotent, so the result is
+the same. Transient errors retry with backoff; permanent errors, or too many attempts, end the
+operation as failed with the error text the customer sees.
+"""
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.choices import TERMINAL_OPERATION_STATES, OperationState
+from agents.models import Operation
+
+log = logging.getLogger(__name__)
+
+
+class StepError(Exception):
+    """A step could not finish. `transient` ones are retried with backoff."""
+
+    transient = False
+
+    def __init__(self, message: str, *, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+class TransientStepError(StepError):
+    transient = True
+
+
+class PermanentStepError(StepError):
+    transient = False
+
+
+@dataclass
+class Step:
+    name: str
+    run: Callable[[Operation], dict | None]
+
+
+@dataclass
+class Workflow:
+    kind: str
+    steps: list[Step]
+    # Called (in its own transaction) when the operation fails for good, to make the target's
+    # state say so (e.g. a VM in "error"), so nothing stays "building" forever.
+    on_failure: Callable[[Operation], None] | None = None
+    on_success: Callable[[Operation], None] | None = None
+    step_names: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.step_names = [step.name for step in self.steps]
+
+
+_WORKFLOWS: dict[str, Workflow] = {}
+
+
+def register_workflow(kind: str, steps: list[Step], *, on_failure=None, on_success=None) -> Workflow:
+    workflow = Workflow(kind, steps, on_failure=on_failure, on_success=on_success)
+    _WORKFLOWS[kind] = workflow
+    return workflow
+
+
+def workflow_for(kind: str) -> Workflow | None:
+    return _WORKFLOWS.get(kind)
+
+
+def start_operation(kind: str, *, project=None, target=None, host=None, payload=None, created_by=None) -> Operation:
+    """Create the Operation and enqueue its first step once the surrounding transaction commits."""
+    workflow = _WORKFLOWS.get(kind)
+    if workflow is None:
+        raise LookupError(f"no workflow registered for {kind!r}")
+    operation = Operation.objects.create(
+        kind=kind,
+        project=project,
+        target_kind=target._meta.model_name if target is not None else "",
+        target_uuid=getattr(target, "uuid", None),
+        host=host,
+        step=workflow.step_names[0],
+        steps_total=len(workflow.steps),
+        payload=payload or {},
+        created_by=created_by if created_by is not None and created_by.is_authenticated else None,
+    )
+    transaction.on_commit(lambda: enqueue(operation.id))
+    return operation
+
+
+def enqueue(operation_id: int, countdown: float = 0) -> None:
+    from agents.tasks import advance_operation
+
+    advance_operation.apply_async((operation_id,), countdown=countdown)
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _lease_seconds() -> int:
+    return settings.UNCLOUD_OPERATION_LEASE_SECONDS
+
+
+def claim(operation_id: int) -> Operation | None:
+    """Take the lease, or return None when the operation is finished or someone else holds it."""
+    now = timezone.now()
+    claimed = (
+        Operation.objects.filter(id=operation_id, state__in=[OperationState.PENDING, OperationState.RUNNING])
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(
+            state=OperationState.RUNNING,
+            lease_owner=_worker_id(),
+            lease_until=now + timedelta(seconds=_lease_seconds()),
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not claimed:
+        return None
+    operation = Operation.objects.get(id=operation_id)
+    if operation.started is None:
+        Operation.objects.filter(id=operation_id, started__isnull=True).update(started=now)
+        operation.started = now
+    return operation
+
+
+def advance(operation_id: int) -> str:
+    """Run one step of the operation. Returns what happened (for logs and tests)."""
+    operation = claim(operation_id)
+    if operation is None:
+        return "not-claimed"
+    workflow = _WORKFLOWS.get(operation.kind)
+    if workflow is None:
+        _finish(operation, OperationState.FAILED, f"This kind of operation ({operation.kind}) is unknown.")
+        return "failed"
+    if operation.step not in workflow.step_names:
+        _finish(operation, OperationState.FAILED, f"Unknown step {operation.step!r}.")
+        return "failed"
+    index = workflow.step_names.index(operation.step)
+    step = workflow.steps[index]
+    try:
+        step_result = step.run(operation) or {}
+    except StepError as error:
+        return _step_failed(operation, workflow, error)
+    except Exception as error:  # a bug or an unexpected host answer: fail visibly, never hang
+        log.exception("operation %s step %s crashed", operation.uuid, step.name)
+        return _step_failed(operation, workflow, PermanentStepError(f"Internal error in step {step.name}: {error}"))
+
+    result = {**operation.result, **step_result}
+    if index + 1 < len(workflow.steps):
+        next_step = workflow.step_names[index + 1]
+        with transaction.atomic():
+            updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
+                step=next_step, steps_done=index + 1, attempts=0, lease_owner="", lease_until=None,
+                result=result, error="",
+            )
+            if updated:
+                transaction.on_commit(lambda: enqueue(operation.id))
+        return "advanced" if updated else "lost-lease"
+    operation.result = result
+    operation.steps_done = len(workflow.steps)
+    _finish(operation, OperationState.SUCCEEDED, "", workflow=workflow)
+    return "succeeded"
+
+
+def _backoff_seconds(attempts: int) -> float:
+    return min(2 ** attempts, 60)
+
+
+def _step_failed(operation: Operation, workflow: Workflow, error: StepError) -> str:
+    message = str(error) + (f"\n{error.details}" if error.details else "")
+    if error.transient and operation.attempts < settings.UNCLOUD_OPERATION_MAX_ATTEMPTS:
+        delay = _backoff_seconds(operation.attempts)
+        # The lease doubles as "not before": nobody claims the operation until the backoff ends.
+        Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
+            lease_owner="", lease_until=timezone.now() + timedelta(seconds=delay), error=message,
+        )
+        enqueue(operation.id, countdown=delay + 0.1)
+        return "retrying"
+    if error.transient:
+        message = f"Gave up after {operation.attempts} attempts: {message}"
+    _finish(operation, OperationState.FAILED, message, workflow=workflow)
+    return "failed"
+
+
+def _finish(operation: Operation, state: str, error: str, workflow: Workflow | None = None) -> None:
+    with transaction.atomic():
+        updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
+            state=state, error=error, finished=timezone.now(), lease_owner="", lease_until=None,
+            result=operation.result, steps_done=operation.steps_done,
+        )
+        if not updated:
+            return
+        operation.state = state
+        operation.error = error
+        hook = None
+        if workflow is not None:
+            hook = workflow.on_success if state == OperationState.SUCCEEDED else workflow.on_failure
+        if hook is not None:
+            hook(operation)
+
+
+def resume_stalled() -> int:
+    """Re-enqueue operations that nobody is advancing: an expired lease or a lost message."""
+    now = timezone.now()
+    stale_pending = now - timedelta(seconds=30)
+    stalled = Operation.objects.exclude(state__in=TERMINAL_OPERATION_STATES).filter(
+        Q(lease_until__lt=now) | Q(lease_until__isnull=True, updated__lt=stale_pending)
+    )
+    ids = list(stalled.values_list("id", flat=True)[:500])
+    for operation_id in ids:
+        enqueue(operation_id)
+    return len(ids)
+
+
+def cancel(operation: Operation, reason: str) -> bool:
+    """Mark a not-yet-finished operation cancelled (e.g. its target was deleted)."""
+    return bool(
+        Operation.objects.filter(id=operation.id).exclude(state__in=TERMINAL_OPERATION_STATES).update(
+            state=OperationState.CANCELLED, error=reason, finished=timezone.now(), lease_owner="", lease_until=None
+        )
+    )

@@ -1,0 +1,243 @@
+"""How the control plane reaches a hypervisor: SSH (paramiko) or, for the embedded default, locally.
+
+Commands are argument lists. Over SSH they are joined with shlex.join, so the remote shell sees
+each argument as one quoted word: nothing a customer typed can become shell syntax.
+This module needs no Django: benchmarks and the lab use it directly.
+"""
+
+import base64
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+
+class TransportError(Exception):
+    """The host could not be reached or did not answer in time. Usually worth a retry."""
+
+    transient = True
+
+
+class HostKeyMismatch(TransportError):
+    """The host presented a key other than the pinned one: possibly an attack, never retried."""
+
+    transient = False
+
+
+@dataclass(frozen=True)
+class HostConnection:
+    """Everything needed to reach one host; built from agents.models.Host or by the lab."""
+
+    name: str
+    transport: str = "ssh"  # "ssh" or "local"
+    address: str = ""
+    port: int = 22
+    user: str = "root"
+    host_key: str = ""  # "ssh-ed25519 AAAA..."
+    key_file: str = ""
+    connect_timeout: float = 10
+    command_timeout: float = 120
+
+
+@dataclass
+class CommandResult:
+    argv: list[str]
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class LocalTransport:
+    def __init__(self, connection: HostConnection):
+        self.connection = connection
+
+    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None) -> CommandResult:
+        timeout = timeout or self.connection.command_timeout
+        try:
+            completed = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise TransportError(f"{argv[0]} did not finish within {timeout:.0f} s on {self.connection.name}") from error
+        except FileNotFoundError as error:
+            return CommandResult(argv, 127, "", str(error))
+        return CommandResult(argv, completed.returncode, completed.stdout, completed.stderr)
+
+    def put_file(self, path: str, data: bytes, mode: int = 0o755) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_bytes(data)
+        temporary.chmod(mode)
+        temporary.replace(target)
+
+    def close(self) -> None:
+        pass
+
+
+def parse_public_key(line: str) -> paramiko.PKey:
+    parts = line.strip().split()
+    if len(parts) < 2:
+        raise ValueError("a host key looks like 'ssh-ed25519 AAAA...'")
+    try:
+        return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+    except Exception as error:
+        raise ValueError(f"not a usable public key: {error}") from None
+
+
+def _known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class SSHTransport:
+    def __init__(self, connection: HostConnection):
+        self.connection = connection
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> paramiko.SSHClient:
+        connection = self.connection
+        if not connection.host_key:
+            raise HostKeyMismatch(f"{connection.name} has no pinned host key; fetch and confirm it first.")
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        pinned = parse_public_key(connection.host_key)
+        client.get_host_keys().add(_known_hosts_name(connection.address, connection.port), pinned.get_name(), pinned)
+        try:
+            client.connect(
+                connection.address,
+                port=connection.port,
+                username=connection.user,
+                key_filename=connection.key_file or None,
+                timeout=connection.connect_timeout,
+                banner_timeout=connection.connect_timeout,
+                auth_timeout=connection.connect_timeout,
+                allow_agent=False,
+                look_for_keys=not connection.key_file,
+            )
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            raise HostKeyMismatch(
+                f"{connection.name} presented host key {error.key.get_base64()[:24]}…, not the pinned one: "
+                "refusing to connect. If the host was reinstalled, update its pinned key."
+            ) from None
+        except paramiko.SSHException as error:
+            client.close()
+            if "not found in known_hosts" in str(error):
+                raise HostKeyMismatch(
+                    f"{connection.name} offered a host key of another type than the pinned one; refusing."
+                ) from None
+            raise TransportError(f"SSH to {connection.name} failed: {error}") from None
+        except OSError as error:
+            client.close()
+            raise TransportError(f"cannot reach {connection.name} ({connection.address}): {error}") from None
+        transport = client.get_transport()
+        transport.set_keepalive(30)
+        return client
+
+    def _client_or_connect(self) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is None or not self._client.get_transport() or not self._client.get_transport().is_active():
+                self._client = self._connect()
+            return self._client
+
+    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None) -> CommandResult:
+        timeout = timeout or self.connection.command_timeout
+        command = shlex.join(argv)
+        for attempt in (1, 2):
+            client = self._client_or_connect()
+            try:
+                return self._run_once(client, argv, command, input, timeout)
+            except (paramiko.SSHException, EOFError, ConnectionError) as error:
+                # A pooled connection can die between commands; reconnect once, then give up.
+                self.close()
+                if attempt == 2:
+                    raise TransportError(f"SSH command on {self.connection.name} failed: {error}") from None
+        raise AssertionError("unreachable")
+
+    def _run_once(self, client, argv, command, input, timeout) -> CommandResult:
+        channel = client.get_transport().open_session(timeout=self.connection.connect_timeout)
+        try:
+            channel.settimeout(1.0)
+            channel.exec_command(command)
+            if input is not None:
+                channel.sendall(input.encode())
+            channel.shutdown_write()
+            deadline = time.monotonic() + timeout
+            stdout, stderr = bytearray(), bytearray()
+            while True:
+                while channel.recv_ready():
+                    stdout += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    stderr += channel.recv_stderr(65536)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"{argv[0]} did not finish within {timeout:.0f} s on {self.connection.name}"
+                    )
+                channel.status_event.wait(0.005)
+            return CommandResult(
+                argv, channel.recv_exit_status(), stdout.decode(errors="replace"), stderr.decode(errors="replace")
+            )
+        finally:
+            channel.close()
+
+    def put_file(self, path: str, data: bytes, mode: int = 0o755) -> None:
+        client = self._client_or_connect()
+        temporary = path + ".tmp"
+        try:
+            with client.open_sftp() as sftp:
+                with sftp.open(temporary, "wb") as remote:
+                    remote.write(data)
+                sftp.chmod(temporary, mode)
+                sftp.posix_rename(temporary, path)
+        except (OSError, paramiko.SSHException) as error:
+            raise TransportError(f"cannot upload {path} to {self.connection.name}: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+_pool: dict[HostConnection, "LocalTransport | SSHTransport"] = {}
+_pool_lock = threading.Lock()
+
+
+def transport_for(connection: HostConnection):
+    """A pooled transport: one open SSH connection per host and process, reused across commands."""
+    with _pool_lock:
+        transport = _pool.get(connection)
+        if transport is None:
+            transport = LocalTransport(connection) if connection.transport == "local" else SSHTransport(connection)
+            _pool[connection] = transport
+        return transport
+
+
+def close_all() -> None:
+    with _pool_lock:
+        for transport in _pool.values():
+            transport.close()
+        _pool.clear()
+
+
+def fetch_host_key(address: str, port: int = 22, timeout: float = 10) -> str:
+    """Ask a host for its public key (to show staff before pinning it at registration)."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as error:
+        raise TransportError(f"cannot reach {address}:{port}: {error}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    except paramiko.SSHException as error:
+        raise TransportError(f"no SSH host key from {address}:{port}: {error}") from None
+    finally:
+        transport.close()

@@ -1,0 +1,60 @@
+"""Fixtures every test may use: alice owns a project, bob is a member of it, charlie is a stranger."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import actions as account_actions
+from accounts.models import Project
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+
+@pytest.fixture
+def alice(db):
+    return account_actions.do_create_user("alice", "alice-password-1")
+
+
+@pytest.fixture
+def bob(db, alice):
+    user = account_actions.do_create_user("bob", "bob-password-1")
+    account_actions.do_add_member(alice, alice_project_of(alice), user)
+    return user
+
+
+@pytest.fixture
+def charlie(db):
+    return account_actions.do_create_user("charlie", "charlie-password-1")
+
+
+@pytest.fixture
+def staff(db):
+    return account_actions.do_create_user("staff", "staff-password-1", is_staff=True)
+
+
+def alice_project_of(user) -> Project:
+    return Project.objects.get(owner=user)
+
+
+@pytest.fixture
+def alice_project(alice):
+    return alice_project_of(alice)
+
+
+def client_for(user) -> APIClient:
+    """An API client that authenticates like a real customer script: with a bearer token."""
+    _, raw = account_actions.do_create_token(user, "tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def api(alice, bob, charlie):
+    """API clients for alice, bob and charlie."""
+    return {"alice": client_for(alice), "bob": client_for(bob), "charlie": client_for(charlie)}
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness protects stored passwords, not tests: it made each test ~1 s slower.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

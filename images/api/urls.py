@@ -1,0 +1,8 @@
+from rest_framework.routers import DefaultRouter
+
+from images.api import views
+
+router = DefaultRouter()
+router.register("images", views.ImageViewSet, basename="image")
+router.register("disks", views.DiskViewSet, basename="disk")
+urlpatterns = router.urls

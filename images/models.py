@@ -1,0 +1,71 @@
+import uuid
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from images.choices import DiskRole, DiskStatus, ImageFormat, ImageStatus, StorageBackend
+
+
+class Image(models.Model):
+    """An OS image. Without a project it is public (published by staff)."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey("accounts.Project", null=True, blank=True, on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    format = models.CharField(max_length=10, choices=ImageFormat.choices, default=ImageFormat.QCOW2)
+    status = models.CharField(max_length=12, choices=ImageStatus.choices, default=ImageStatus.PENDING)
+    virtual_size_bytes = models.PositiveBigIntegerField(default=0)
+    file_size_bytes = models.PositiveBigIntegerField(default=0)
+    checksum_sha256 = models.CharField(max_length=64, blank=True)
+    storage = models.CharField(max_length=10, choices=StorageBackend.choices, default=StorageBackend.LOCAL)
+    # Where the control plane keeps the validated file (a path it chose, never one a customer named).
+    location = models.CharField(max_length=500, blank=True)
+    # Direct kernel boot, for images that carry no bootloader (paths the control plane chose).
+    kernel_location = models.CharField(max_length=500, blank=True)
+    initrd_location = models.CharField(max_length=500, blank=True)
+    kernel_cmdline = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="image_name_unique_per_project"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(project__isnull=True), name="public_image_name_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_public(self) -> bool:
+        return self.project_id is None
+
+
+class Disk(models.Model):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey("accounts.Project", on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    vm = models.ForeignKey("vms.VM", null=True, blank=True, on_delete=models.SET_NULL, related_name="disks")
+    role = models.CharField(max_length=10, choices=DiskRole.choices, default=DiskRole.DATA)
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="disks")
+    size_mib = models.PositiveBigIntegerField(validators=[MinValueValidator(1)])
+    status = models.CharField(max_length=10, choices=DiskStatus.choices, default=DiskStatus.PENDING)
+    storage = models.CharField(max_length=10, choices=StorageBackend.choices, default=StorageBackend.LOCAL)
+    location = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(size_mib__gte=1), name="disk_size_positive"),
+            models.UniqueConstraint(
+                fields=["vm"], condition=models.Q(role="root"), name="one_root_disk_per_vm"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name

@@ -1,0 +1,8 @@
+from rest_framework.routers import DefaultRouter
+
+from networks.api import views
+
+router = DefaultRouter()
+router.register("networks", views.NetworkViewSet, basename="network")
+router.register("nics", views.NICViewSet, basename="nic")
+urlpatterns = router.urls

@@ -1,0 +1,66 @@
+"""Settings come from the environment: SQLite and a filesystem broker by default, PostgreSQL/Redis by URL."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import django, json; django.setup(); from django.conf import settings; from django.db import connection;"
+    "print(json.dumps({'vendor': connection.vendor, 'broker': settings.CELERY_BROKER_URL, 'debug': settings.DEBUG,"
+    "'name': str(settings.DATABASES['default']['NAME'])}))"
+)
+
+
+def probe(tmp_path, **env):
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY")}
+    clean.update({"DJANGO_SETTINGS_MODULE": "uncloud_project.settings", "UNCLOUD_DATA_DIR": str(tmp_path), **env})
+    completed = subprocess.run([sys.executable, "-c", PROBE], cwd=BASE_DIR, env=clean, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    import json
+
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_default_is_sqlite_and_filesystem_broker(tmp_path):
+    result = probe(tmp_path)
+    assert result["vendor"] == "sqlite"
+    assert result["name"] == str(tmp_path / "uncloud.sqlite3")
+    assert result["broker"] == "filesystem://"
+    assert result["debug"] is False
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_database_url_selects_postgresql(tmp_path):
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        pytest.fail("the test command runs the suite against PostgreSQL: DATABASE_URL must be set")
+    result = probe(tmp_path, DATABASE_URL=url, CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+    assert result["vendor"] == "postgresql"
+    assert result["broker"] == "redis://127.0.0.1:6379/0"
+
+
+def test_bad_boolean_is_refused(tmp_path):
+    clean = dict(os.environ, UNCLOUD_DATA_DIR=str(tmp_path), DEBUG="maybe")
+    completed = subprocess.run([sys.executable, "-c", PROBE], cwd=BASE_DIR, env=clean, capture_output=True, text=True)
+    assert completed.returncode != 0
+    assert "DEBUG='maybe' is not a boolean" in completed.stderr
+
+
+def test_check_deploy_passes_with_env_example(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_"))}
+    for line in (BASE_DIR / ".env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    env["UNCLOUD_DATA_DIR"] = str(tmp_path)
+    # check --deploy does not connect to the database; the URL only has to parse.
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr

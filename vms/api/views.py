@@ -1,0 +1,73 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.response import Response
+
+from accounts.api.mixins import ProjectScopedViewSet
+from accounts.scoping import default_project, scoped
+from vms import actions
+from vms.api.serializers import (
+    SSHKeySerializer,
+    SSHKeyUpdateSerializer,
+    VMCreateSerializer,
+    VMSerializer,
+    VMUpdateSerializer,
+)
+from vms.models import VM, SSHKey
+
+
+class SSHKeyViewSet(ProjectScopedViewSet):
+    model = SSHKey
+    serializer_class = SSHKeySerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    filterset_fields = ["name", "fingerprint"]
+
+    def get_serializer_class(self):
+        return SSHKeyUpdateSerializer if self.action == "partial_update" else SSHKeySerializer
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        project = data.get("project") or default_project(self.request.user)
+        serializer.instance = actions.do_add_ssh_key(self.request.user, project, data["name"], data["public_key"])
+
+    def perform_destroy(self, instance):
+        actions.do_delete_ssh_key(self.request.user, instance)
+
+
+class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    serializer_class = VMSerializer
+    lookup_field = "uuid"
+    filterset_fields = ["status", "desired_state", "name"]
+
+    def get_queryset(self):
+        return scoped(VM.objects.all(), self.request.user).select_related("project", "image").prefetch_related(
+            "ssh_keys", "nics__network", "disks"
+        )
+
+    @extend_schema(
+        request=VMCreateSerializer, responses={201: VMSerializer, 200: VMSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="Repeat a create safely: the same key returns the same VM.")],
+    )
+    def create(self, request):
+        serializer = VMCreateSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:200] or None
+        vm, created = actions.do_create_vm(
+            request.user, data["project"], name=data["name"], cores=data["cores"], memory_mib=data["memory"],
+            disk_mib=data["disk"], image=data.get("image"), networks=data.get("networks"),
+            ssh_keys=data.get("ssh_keys", []), user_data=data.get("user_data", ""), idempotency_key=idempotency_key,
+        )
+        vm = self.get_queryset().get(pk=vm.pk)
+        return Response(VMSerializer(vm).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=VMUpdateSerializer, responses=VMSerializer)
+    def partial_update(self, request, uuid=None):
+        vm = self.get_object()
+        serializer = VMUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        actions.do_rename_vm(request.user, vm, serializer.validated_data["name"])
+        return Response(VMSerializer(self.get_queryset().get(pk=vm.pk)).data)
+
+    def perform_destroy(self, instance):
+        actions.do_delete_vm(self.request.user, instance)

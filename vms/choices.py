@@ -1,0 +1,31 @@
+from django.db import models
+
+
+class DesiredState(models.TextChoices):
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+    DELETED = "deleted", "Deleted"
+
+
+class VMStatus(models.TextChoices):
+    """What we last saw (or are doing). The customer sees this."""
+
+    PENDING = "pending", "Pending"
+    WAITING_FOR_CAPACITY = "waiting", "Waiting for capacity"
+    BUILDING = "building", "Building"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+    DELETING = "deleting", "Deleting"
+    ERROR = "error", "Error"
+
+
+class SSHKeyType(models.TextChoices):
+    ED25519 = "ssh-ed25519", "Ed25519"
+    ECDSA_256 = "ecdsa-sha2-nistp256", "ECDSA P-256"
+    ECDSA_384 = "ecdsa-sha2-nistp384", "ECDSA P-384"
+    ECDSA_521 = "ecdsa-sha2-nistp521", "ECDSA P-521"
+    RSA = "ssh-rsa", "RSA"
+    SK_ED25519 = "sk-ssh-ed25519@openssh.com", "Ed25519 security key"
+    SK_ECDSA = "sk-ecdsa-sha2-nistp256@openssh.com", "ECDSA security key"
