@@ -1,0 +1,153 @@
+"""The Operation engine driven step by step in-process.
+
+`enqueue` is replaced by a recorder here so each test decides when the next step runs; the real
+broker + worker path is covered by test_worker.py.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from agents import operations
+from agents.choices import OperationState
+from agents.models import Operation
+from agents.operations import PermanentStepError, Step, TransientStepError, register_workflow
+
+calls = []
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    queued = []
+    monkeypatch.setattr(operations, "enqueue", lambda op_id, countdown=0: queued.append((op_id, countdown)))
+    calls.clear()
+    return queued
+
+
+def _record(name, result=None):
+    def run(operation):
+        calls.append((name, operation.attempts))
+        return result
+
+    return run
+
+
+register_workflow("test.two-steps", [Step("first", _record("first", {"a": 1})), Step("second", _record("second", {"b": 2}))])
+
+
+def _flaky(operation):
+    calls.append(("flaky", operation.attempts))
+    if operation.attempts < 3:
+        raise TransientStepError("host busy")
+
+
+failed_targets = []
+register_workflow("test.flaky", [Step("flaky", _flaky)])
+register_workflow(
+    "test.broken", [Step("broken", lambda op: (_ for _ in ()).throw(PermanentStepError("disk full", details="ENOSPC")))],
+    on_failure=lambda op: failed_targets.append(op.uuid),
+)
+register_workflow("test.crash", [Step("crash", lambda op: 1 / 0)])
+
+
+def start(kind, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        return operations.start_operation(kind)
+
+
+def test_steps_run_in_order_and_finish(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.two-steps", django_capture_on_commit_callbacks)
+    assert enqueued == [(op.id, 0)] and op.steps_total == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operations.advance(op.id) == "advanced"
+    op.refresh_from_db()
+    assert (op.state, op.step, op.steps_done, op.progress) == ("running", "second", 1, 50)
+    assert op.lease_until is None and op.result == {"a": 1}
+    assert operations.advance(op.id) == "succeeded"
+    op.refresh_from_db()
+    assert op.state == OperationState.SUCCEEDED and op.progress == 100 and op.finished is not None
+    assert op.result == {"a": 1, "b": 2}
+    assert calls == [("first", 1), ("second", 1)]
+    assert operations.advance(op.id) == "not-claimed"  # finished operations never run again
+
+
+def test_a_held_lease_blocks_a_second_worker(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.two-steps", django_capture_on_commit_callbacks)
+    assert operations.claim(op.id) is not None
+    assert operations.claim(op.id) is None
+    # The holder died: once its lease expires, someone else may take over and rerun the step.
+    Operation.objects.filter(id=op.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert operations.advance(op.id) == "advanced"
+    op.refresh_from_db()
+    assert op.step == "second"
+
+
+def test_transient_errors_retry_with_backoff_then_succeed(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.flaky", django_capture_on_commit_callbacks)
+    assert operations.advance(op.id) == "retrying"
+    op.refresh_from_db()
+    assert op.state == "running" and op.error == "host busy" and op.lease_until > timezone.now()
+    assert enqueued[-1][1] > 1  # the retry is delayed
+    assert operations.advance(op.id) == "not-claimed"  # not before the backoff ends
+    for _ in range(2):
+        Operation.objects.filter(id=op.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+        operations.advance(op.id)
+    op.refresh_from_db()
+    assert op.state == OperationState.SUCCEEDED and op.error == ""
+
+
+def test_transient_errors_give_up_after_max_attempts(db, enqueued, settings, django_capture_on_commit_callbacks):
+    settings.UNCLOUD_OPERATION_MAX_ATTEMPTS = 2
+    op = start("test.flaky", django_capture_on_commit_callbacks)
+    operations.advance(op.id)
+    Operation.objects.filter(id=op.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert operations.advance(op.id) == "failed"
+    op.refresh_from_db()
+    assert op.state == "failed" and op.error.startswith("Gave up after 2 attempts: host busy")
+
+
+def test_permanent_error_fails_at_once_with_details(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.broken", django_capture_on_commit_callbacks)
+    assert operations.advance(op.id) == "failed"
+    op.refresh_from_db()
+    assert op.state == "failed" and op.error == "disk full\nENOSPC" and op.finished is not None
+    assert failed_targets == [op.uuid]
+
+
+def test_a_crashing_step_fails_visibly(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.crash", django_capture_on_commit_callbacks)
+    assert operations.advance(op.id) == "failed"
+    op.refresh_from_db()
+    assert "Internal error in step crash" in op.error
+
+
+def test_unknown_kind_fails_instead_of_hanging(db, enqueued):
+    op = Operation.objects.create(kind="test.nonexistent", step="x", steps_total=1)
+    assert operations.advance(op.id) == "failed"
+    op.refresh_from_db()
+    assert op.state == "failed" and "unknown" in op.error
+
+
+def test_resume_stalled_requeues_expired_and_lost(db, enqueued, django_capture_on_commit_callbacks):
+    expired = start("test.two-steps", django_capture_on_commit_callbacks)
+    Operation.objects.filter(id=expired.id).update(
+        state="running", lease_owner="dead-worker", lease_until=timezone.now() - timedelta(seconds=5)
+    )
+    lost = start("test.two-steps", django_capture_on_commit_callbacks)
+    Operation.objects.filter(id=lost.id).update(updated=timezone.now() - timedelta(minutes=5))
+    fresh = start("test.two-steps", django_capture_on_commit_callbacks)
+    done = start("test.two-steps", django_capture_on_commit_callbacks)
+    Operation.objects.filter(id=done.id).update(state="succeeded", updated=timezone.now() - timedelta(minutes=5))
+    enqueued.clear()
+    assert operations.resume_stalled() == 2
+    assert {op_id for op_id, _ in enqueued} == {expired.id, lost.id}
+    assert fresh.id not in {op_id for op_id, _ in enqueued}
+
+
+def test_cancel(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.two-steps", django_capture_on_commit_callbacks)
+    assert operations.cancel(op, "VM deleted")
+    assert operations.advance(op.id) == "not-claimed"
+    op.refresh_from_db()
+    assert op.state == "cancelled"
