@@ -40,7 +40,7 @@ def alice_project(alice):
     return alice_project_of(alice)
 
 
-def client_for(user) -> APIClient:
+def _client_for(user) -> APIClient:
     """An API client that authenticates like a real customer script: with a bearer token."""
     _, raw = account_actions.do_create_token(user, "tests")
     client = APIClient()
@@ -51,7 +51,13 @@ def client_for(user) -> APIClient:
 @pytest.fixture
 def api(alice, bob, charlie):
     """API clients for alice, bob and charlie."""
-    return {"alice": client_for(alice), "bob": client_for(bob), "charlie": client_for(charlie)}
+    return {"alice": _client_for(alice), "bob": _client_for(bob), "charlie": _client_for(charlie)}
+
+
+@pytest.fixture
+def client_for(db):
+    """`client_for(user)`: a token-authenticated API client for any user."""
+    return _client_for
 
 
 @pytest.fixture(autouse=True)

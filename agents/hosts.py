@@ -51,10 +51,10 @@ def _probe_host(operation):
     # Staff may set capacity by hand; what the host reports fills in what was left empty.
     if not host.cores and facts.get("cores"):
         updates["cores"] = facts["cores"]
-    if not host.memory_mib and facts.get("memory_mib"):
-        updates["memory_mib"] = facts["memory_mib"]
-    if not host.disk_gib and facts.get("disk_free_gib"):
-        updates["disk_gib"] = facts["disk_free_gib"]
+    if not host.memory_mib and (facts.get("memory_mib") or {}).get("total"):
+        updates["memory_mib"] = facts["memory_mib"]["total"]
+    if not host.disk_gib and facts.get("disk_free_bytes"):
+        updates["disk_gib"] = facts["disk_free_bytes"] // 1024**3
     if host.status == HostStatus.DOWN:
         updates["status"] = HostStatus.ENABLED
     Host.objects.filter(id=host.id).update(**updates)

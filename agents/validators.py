@@ -20,3 +20,6 @@ def validate_ifname(value: str) -> None:
 def validate_absolute_path(value: str) -> None:
     if not value.startswith("/") or "\x00" in value or "/../" in f"{value}/" or "\n" in value:
         raise ValidationError("Use an absolute path without '..'.")
+    if len(value) > 57:
+        # VM sockets live at <state_dir>/vms/<uuid>/qmp.sock and a unix socket path has 108 bytes.
+        raise ValidationError("Keep the state directory at most 57 characters long.")

@@ -152,7 +152,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: the filesystem transport needs no server; Redis (or RabbitMQ) by CELERY_BROKER_URL.
-CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_TASK_DEFAULT_QUEUE", "uncloud")
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -28,7 +28,7 @@ python_for_venv() {
   local candidate
   for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
     [ -n "$candidate" ] || continue
-    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       echo "$candidate"; return 0
     fi
   done

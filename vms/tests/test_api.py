@@ -195,9 +195,7 @@ def test_unavailable_image_is_409(api, alice_project):
     assert VM.objects.count() == 0
 
 
-def test_hosts_are_staff_only(api, staff):
-    from conftest import client_for
-
+def test_hosts_are_staff_only(api, staff, client_for):
     assert api["alice"].get("/api/v1/hosts/").status_code == 403
     admin = client_for(staff)
     response = admin.post("/api/v1/hosts/", {"name": "hv1", "ssh_address": "2001:db8::1",

@@ -60,13 +60,19 @@ class Command(BaseCommand):
             transport=HostTransport.LOCAL,
             defaults={
                 "name": name,
-                "state_dir": str(Path(settings.DATA_DIR) / "hosts" / "local"),
+                "state_dir": _local_state_dir(),
                 "underlay_device": _default_route_device(),
             },
         )
         if created:
             self.stdout.write(f"  registered this machine as hypervisor {host.name} (local transport)")
         do_check_host(None, host)
+
+
+def _local_state_dir() -> str:
+    # Sockets live below the state dir and unix socket paths are short: fall back to a short path.
+    preferred = str(Path(settings.DATA_DIR) / "hosts" / "local")
+    return preferred if len(preferred) <= 57 else "/var/lib/uncloud"
 
 
 def _default_route_device() -> str:

@@ -1,0 +1,1382 @@
+#!/usr/bin/env python3
+"""uncloud host-side program: runs on a hypervisor, one verb per invocation.
+
+    python3 uncloud_hostside.py VERB  < spec.json  > answer.json
+
+Python 3.11 standard library only: the control plane ships this single file to each hypervisor
+(checksum-verified) and runs it over SSH. The wire format is described in README.md next to it.
+Every verb is idempotent. Every host command is an argument list; no shell is ever involved.
+"""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid as uuid_module
+
+VERSION = "1"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_SPEC = 2
+
+NFT_FAMILY = "bridge"
+NFT_TABLE = "uncloud"
+VXLAN_PORT = 4789
+VXLAN_TTL = 5
+VXLAN_GROUP_BASE = ipaddress.IPv6Address("ff05::")
+# Every host's bridge for a network carries this MAC (plus the VNI in the low 24 bits), so the
+# router link-local address guests learn is the same wherever they run. The control plane must
+# never hand out guest MACs from this prefix.
+ROUTER_MAC_PREFIX = (0x02, 0x75, 0x63)
+RADVD_RDNSS_LIFETIME_S = 600
+# A unix socket path must fit in sun_path (108 bytes with the NUL); the longest one we create is
+# <state_dir>/vms/<uuid>/qmp.sock.
+MAX_SOCKET_PATH = 107
+LONGEST_SOCKET_SUFFIX = len("/vms/") + 36 + len("/qmp.sock")
+MAX_STATE_DIR = MAX_SOCKET_PATH - LONGEST_SOCKET_SUFFIX
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+QEMU_BINARY = "qemu-system-x86_64"
+COMMAND_TIMEOUT_S = 30
+QEMU_START_TIMEOUT_S = 60
+LOCK_TIMEOUT_S = 60
+
+# No component may start with "-": a path must never look like an option to any program.
+SAFE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._+][A-Za-z0-9._+-]*)+$")
+INTERFACE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+# Tap names also become nft chain names, so they get the stricter nft identifier alphabet.
+TAP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,14}$")
+VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+DOMAIN_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+CMDLINE_RE = re.compile(r"^[\x20-\x7e]{0,4096}$")
+RESERVED_INTERFACE_PREFIXES = ("br", "vxlan", "lo", "eth", "ul")
+
+
+class HostsideError(Exception):
+    def __init__(self, code, message, *, stderr="", argv=None, details=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.stderr = stderr
+        self.argv = argv or []
+        self.details = details or {}
+
+    def as_dict(self):
+        error = {"code": self.code, "message": self.message, "stderr": self.stderr, "argv": self.argv}
+        error.update(self.details)
+        return error
+
+
+def bad_spec(message):
+    return HostsideError("bad_spec", message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec validation: everything that reaches a command line passes through one of these first.
+# ---------------------------------------------------------------------------------------------
+
+def check_fields(spec, required, optional=()):
+    if not isinstance(spec, dict):
+        raise bad_spec("spec must be a JSON object")
+    missing = [name for name in required if name not in spec]
+    if missing:
+        raise bad_spec(f"missing field(s): {', '.join(missing)}")
+    unknown = sorted(set(spec) - set(required) - set(optional))
+    if unknown:
+        raise bad_spec(f"unknown field(s): {', '.join(unknown)}")
+
+
+def check_int(value, field, low, high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_spec(f"{field} must be an integer")
+    if not low <= value <= high:
+        raise bad_spec(f"{field} must be between {low} and {high}")
+    return value
+
+
+def check_number(value, field, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad_spec(f"{field} must be a number")
+    if not low <= value <= high:
+        raise bad_spec(f"{field} must be between {low} and {high}")
+    return value
+
+
+def check_bool(value, field):
+    if not isinstance(value, bool):
+        raise bad_spec(f"{field} must be true or false")
+    return value
+
+
+def check_string(value, field, pattern, explanation):
+    if not isinstance(value, str) or not pattern.match(value):
+        raise bad_spec(f"{field} is invalid: {explanation}")
+    return value
+
+
+def check_state_dir(value):
+    if not isinstance(value, str) or not SAFE_PATH_RE.match(value):
+        raise bad_spec("state_dir must be an absolute path of letters, digits and ._/+- "
+                       "(no component starting with -)")
+    if os.path.normpath(value) != value or value == "/":
+        raise bad_spec("state_dir must be a normalised absolute path other than /")
+    if len(value) > MAX_STATE_DIR:
+        raise bad_spec(f"state_dir is longer than {MAX_STATE_DIR} characters: the QMP socket path "
+                       "below it would not fit in a unix socket address")
+    return value
+
+
+def check_path_under(value, field, state_dir):
+    """A file the spec names must be an existing regular file below state_dir, symlinks included."""
+    if not isinstance(value, str) or not SAFE_PATH_RE.match(value):
+        raise bad_spec(f"{field} must be an absolute path of letters, digits and ._/+-")
+    if os.path.normpath(value) != value:
+        raise bad_spec(f"{field} must be a normalised path")
+    if os.path.commonpath([state_dir, value]) != state_dir or value == state_dir:
+        raise bad_spec(f"{field} must be below state_dir")
+    real_state_dir = os.path.realpath(state_dir)
+    real_value = os.path.realpath(value)
+    if os.path.commonpath([real_state_dir, real_value]) != real_state_dir:
+        raise bad_spec(f"{field} resolves outside state_dir")
+    if not os.path.isfile(real_value):
+        raise bad_spec(f"{field} is not an existing regular file: {value}")
+    return value
+
+
+def check_vni(value, field="vni"):
+    return check_int(value, field, 1, 16777215)
+
+
+def check_uuid(value):
+    if not isinstance(value, str):
+        raise bad_spec("uuid must be a string")
+    try:
+        parsed = uuid_module.UUID(value)
+    except ValueError:
+        raise bad_spec("uuid is not a UUID") from None
+    if str(parsed) != value:
+        raise bad_spec("uuid must be in canonical lowercase 8-4-4-4-12 form")
+    return value
+
+
+def check_mac(value, field):
+    if not isinstance(value, str) or not MAC_RE.match(value.lower()):
+        raise bad_spec(f"{field} must be a MAC address like 02:00:f0:a9:c4:4e")
+    mac = value.lower()
+    first_octet = int(mac[:2], 16)
+    if first_octet & 0x01:
+        raise bad_spec(f"{field} must be a unicast MAC")
+    if mac == "00:00:00:00:00:00":
+        raise bad_spec(f"{field} must not be all zero")
+    if tuple(int(part, 16) for part in mac.split(":")[:3]) == ROUTER_MAC_PREFIX:
+        raise bad_spec(f"{field} is in the range reserved for network routers (02:75:63:...)")
+    return mac
+
+
+def check_prefix64(value, field="prefix"):
+    if not isinstance(value, str):
+        raise bad_spec(f"{field} must be a string like 2001:db8:1:1::/64")
+    try:
+        network = ipaddress.IPv6Network(value, strict=True)
+    except ValueError:
+        raise bad_spec(f"{field} must be an IPv6 network with no host bits set") from None
+    if network.prefixlen != 64:
+        raise bad_spec(f"{field} must be a /64 (SLAAC needs 64-bit interface ids)")
+    if network.is_multicast or network.is_link_local or network.is_loopback:
+        raise bad_spec(f"{field} must be a unicast prefix")
+    return network
+
+
+def check_ipv6_address(value, field):
+    if not isinstance(value, str):
+        raise bad_spec(f"{field} must be an IPv6 address")
+    try:
+        return ipaddress.IPv6Address(value)
+    except ValueError:
+        raise bad_spec(f"{field} must be an IPv6 address") from None
+
+
+def check_domain(value, field):
+    if not isinstance(value, str) or not 0 < len(value) <= 253:
+        raise bad_spec(f"{field} must be a domain name")
+    labels = value.rstrip(".").split(".")
+    if not all(DOMAIN_LABEL_RE.match(label) for label in labels):
+        raise bad_spec(f"{field} must be a domain name of letters, digits and hyphens")
+    return value.rstrip(".").lower()
+
+
+def check_list(value, field, max_items):
+    if not isinstance(value, list):
+        raise bad_spec(f"{field} must be a list")
+    if len(value) > max_items:
+        raise bad_spec(f"{field} has more than {max_items} items")
+    return value
+
+
+def check_interface_name(value, field):
+    return check_string(value, field, INTERFACE_NAME_RE, "an interface name of at most 15 letters, "
+                        "digits and _.- characters")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host commands
+# ---------------------------------------------------------------------------------------------
+
+def search_path():
+    return os.environ.get("PATH") or DEFAULT_PATH
+
+
+def find_binary(name):
+    return shutil.which(name, path=search_path())
+
+
+def require_binaries(*names):
+    missing = [name for name in names if find_binary(name) is None]
+    if missing:
+        raise HostsideError("missing_binary", f"not installed on this host: {', '.join(missing)}",
+                            details={"missing": missing})
+
+
+def looks_like_disk_full(text):
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def run_command(argv, *, input_text=None, timeout=COMMAND_TIMEOUT_S, check=True):
+    binary = find_binary(argv[0])
+    if binary is None:
+        raise HostsideError("missing_binary", f"not installed on this host: {argv[0]}",
+                            argv=argv, details={"missing": [argv[0]]})
+    try:
+        completed = subprocess.run([binary, *argv[1:]], input=input_text, capture_output=True,
+                                   text=True, timeout=timeout, stdin=None if input_text is not None
+                                   else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise HostsideError("timeout", f"{argv[0]} did not finish within {timeout} s",
+                            argv=argv) from None
+    if check and completed.returncode != 0:
+        raise command_failure(argv, completed)
+    return completed
+
+
+def command_failure(argv, completed):
+    stderr = (completed.stderr or "") + (completed.stdout or "")
+    if looks_like_disk_full(stderr):
+        return HostsideError("disk_full", f"{argv[0]} ran out of disk space", stderr=stderr, argv=argv)
+    return HostsideError("command_failed", f"{argv[0]} exited with status {completed.returncode}",
+                         stderr=stderr, argv=argv)
+
+
+def ip_json(*args):
+    """`ip -j -d ...` parsed, or None when the device does not exist."""
+    completed = run_command(["ip", "-j", "-d", *args], check=False)
+    if completed.returncode != 0:
+        if "does not exist" in completed.stderr or "Cannot find device" in completed.stderr:
+            return None
+        raise command_failure(["ip", "-j", "-d", *args], completed)
+    return json.loads(completed.stdout or "[]")
+
+
+def link_info(name):
+    links = ip_json("link", "show", "dev", name)
+    return links[0] if links else None
+
+
+def link_kind(link):
+    return link.get("linkinfo", {}).get("info_kind")
+
+
+def write_interface_sysctl(interface, key, value):
+    # /proc/sys/net belongs to the network namespace this program runs in.
+    with open(f"/proc/sys/net/ipv6/conf/{interface}/{key}", "w") as sysctl_file:
+        sysctl_file.write(f"{value}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and processes under state_dir
+# ---------------------------------------------------------------------------------------------
+
+def ensure_directory(path):
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def write_file_atomically(path, text):
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_json_file(path):
+    text = read_text(path)
+    return None if text is None else json.loads(text)
+
+
+def write_json_file(path, data):
+    write_file_atomically(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def remove_file(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def host_lock(state_dir):
+    """One mutating verb at a time per state_dir: the nft table is rebuilt from files, and two
+    concurrent rebuilds could otherwise drop each other's ports."""
+    ensure_directory(state_dir)
+    with open(os.path.join(state_dir, ".lock"), "w") as lock_file:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HostsideError("timeout", "another verb holds the host lock") from None
+                time.sleep(0.1)
+        yield
+
+
+def process_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def process_stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name: [state, ppid, ...], or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_is_alive(pid):
+    """True for a live process; a zombie (an exited daemon nobody reaped yet) counts as gone."""
+    fields = process_stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def parent_pid(pid):
+    fields = process_stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def read_pid_file(path):
+    text = read_text(path)
+    if text is None or not text.strip().isdigit():
+        return None
+    return int(text.strip())
+
+
+def owned_process(pid_file, marker):
+    """The pid in pid_file when that process is alive and its command line names marker (a path
+    below state_dir). Other test hosts share this process table, so a bare pid is not proof."""
+    pid = read_pid_file(pid_file)
+    if pid is None or not process_is_alive(pid):
+        return None
+    if not any(marker in argument for argument in process_cmdline(pid)):
+        return None
+    return pid
+
+
+def wait_for_exit(pid, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while process_is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def send_signal(pid, signal_number):
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal_number)
+
+
+def stop_process(pid, term_wait_s=5):
+    send_signal(pid, signal.SIGTERM)
+    if not wait_for_exit(pid, term_wait_s):
+        send_signal(pid, signal.SIGKILL)
+        wait_for_exit(pid, 5)
+
+
+def networks_dir(state_dir):
+    return os.path.join(state_dir, "networks")
+
+
+def network_dir(state_dir, vni):
+    return os.path.join(networks_dir(state_dir), str(vni))
+
+
+def vms_dir(state_dir):
+    return os.path.join(state_dir, "vms")
+
+
+def vm_dir(state_dir, vm_uuid):
+    return os.path.join(vms_dir(state_dir), vm_uuid)
+
+
+def ports_dir(state_dir):
+    return os.path.join(state_dir, "ports")
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses and names
+# ---------------------------------------------------------------------------------------------
+
+def vxlan_name(vni):
+    return f"vxlan{vni}"
+
+
+def bridge_name(vni):
+    return f"br{vni}"
+
+
+def vxlan_group(vni):
+    """ff05::/16 with the VNI as the low 32 bits: VNI 100 -> ff05::64."""
+    return ipaddress.IPv6Address(int(VXLAN_GROUP_BASE) + vni)
+
+
+def router_mac(vni):
+    return ":".join(f"{octet:02x}" for octet in (*ROUTER_MAC_PREFIX, *vni.to_bytes(3, "big")))
+
+
+def eui64_interface_id(mac):
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    return int.from_bytes(bytes(octets[:3] + [0xFF, 0xFE] + octets[3:]), "big")
+
+
+def eui64_address(prefix, mac):
+    return ipaddress.IPv6Address(int(prefix.network_address) | eui64_interface_id(mac))
+
+
+def link_local_address(mac):
+    return ipaddress.IPv6Address(int(ipaddress.IPv6Address("fe80::")) | eui64_interface_id(mac))
+
+
+def derived_tap_name(vm_uuid, nic_index):
+    # Hashed, not a slice of the UUID: time-ordered UUIDs (v1, v7) share their leading digits.
+    digest = hashlib.sha256(vm_uuid.encode()).hexdigest()
+    return f"uc{digest[:10]}n{nic_index}"
+
+
+# ---------------------------------------------------------------------------------------------
+# nftables: the whole table is rebuilt from the files under state_dir on every change
+# ---------------------------------------------------------------------------------------------
+
+def load_port_states(state_dir):
+    directory = ports_dir(state_dir)
+    if not os.path.isdir(directory):
+        return []
+    ports = [read_json_file(os.path.join(directory, name))
+             for name in sorted(os.listdir(directory)) if name.endswith(".json")]
+    return [port for port in ports if port]
+
+
+def load_network_states(state_dir):
+    directory = networks_dir(state_dir)
+    if not os.path.isdir(directory):
+        return []
+    states = [read_json_file(os.path.join(directory, name, "network.json"))
+              for name in sorted(os.listdir(directory), key=lambda name: (len(name), name))]
+    return [state for state in states if state]
+
+
+def render_guard_chain(port):
+    tap = port["tap"]
+    allowed_sources = ", ".join(["::", port["link_local"], port["ipv6"]])
+    return [
+        f"    chain guard_{tap} {{",
+        f"        ether saddr != {port['mac']} counter drop comment \"spoofed-mac\"",
+        # Only IPv6, plus ARP/IPv4 so the DHCPv4 rule below means something; this also drops
+        # 802.1Q-tagged frames, which would otherwise slip past the ip6 matches.
+        "        ether type != { ip6, ip, arp } counter drop comment \"bad-ethertype\"",
+        f"        ip6 saddr != {{ {allowed_sources} }} counter drop comment \"spoofed-ipv6\"",
+        "        icmpv6 type nd-router-advert counter drop comment \"router-advert\"",
+        "        icmpv6 type nd-redirect counter drop comment \"redirect\"",
+        "        udp sport 547 udp dport 546 counter drop comment \"dhcpv6-server\"",
+        # The kernel skips transport-header matches (udp sport ...) for an IPv4 packet whose
+        # header checksum is wrong, so DHCPv4 is matched at fixed offsets instead, and IPv4
+        # headers with options (which would move those offsets) are not accepted from guests.
+        "        ether type ip @nh,4,4 != 5 counter drop comment \"ipv4-options\"",
+        "        ether type ip @nh,72,8 17 @nh,160,16 67 @nh,176,16 68 counter drop "
+        "comment \"dhcpv4-server\"",
+        "    }",
+    ]
+
+
+def render_security_group_ingress_chain(port):
+    """Security-group ingress for the guest behind this port: traffic bridged towards the tap.
+    Filled in by the security-group issue from port["security_group_ingress"]; empty = allow."""
+    return [f"    chain ingress_{port['tap']} {{", "    }"]
+
+
+def render_ruleset(networks, ports):
+    lines = [
+        f"table {NFT_FAMILY} {NFT_TABLE}",
+        f"delete table {NFT_FAMILY} {NFT_TABLE}",
+        f"table {NFT_FAMILY} {NFT_TABLE} {{",
+        # Every host's bridge has the same router MAC and link-local address; keeping frames the
+        # host itself sends off the VXLAN means guests only ever talk to their local router.
+        "    chain router_stays_local {",
+        "        type filter hook output priority 0; policy accept;",
+    ]
+    for network in networks:
+        lines.append(f"        oifname \"{network['vxlan']}\" ether saddr {network['router_mac']} "
+                     "counter drop comment \"router-local\"")
+    lines.append("    }")
+    # Multicast from a guest passes both the forward and the input hook: guard both.
+    for hook in ("forward", "input"):
+        lines += [f"    chain guest_ports_{hook} {{",
+                  f"        type filter hook {hook} priority 0; policy accept;"]
+        for port in ports:
+            lines.append(f"        iifname \"{port['tap']}\" jump guard_{port['tap']}")
+        if hook == "forward":
+            for port in ports:
+                lines.append(f"        oifname \"{port['tap']}\" jump ingress_{port['tap']}")
+        lines.append("    }")
+    for port in ports:
+        lines += render_guard_chain(port)
+        lines += render_security_group_ingress_chain(port)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def nft_table_chains():
+    completed = run_command(["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE], check=False)
+    if completed.returncode != 0:
+        return None
+    items = json.loads(completed.stdout).get("nftables", [])
+    return sorted(item["chain"]["name"] for item in items if "chain" in item)
+
+
+def apply_ruleset(state_dir):
+    """Rebuild the table from state files; check it with `nft -c` and swap it in one transaction.
+    Skipped when nothing changed, so repeating a verb does not reset the counters."""
+    ruleset = render_ruleset(load_network_states(state_dir), load_port_states(state_dir))
+    ruleset_path = os.path.join(state_dir, "nftables.conf")
+    if read_text(ruleset_path) == ruleset and nft_table_chains() is not None:
+        return False
+    candidate_path = os.path.join(state_dir, "nftables.conf.candidate")
+    write_file_atomically(candidate_path, ruleset)
+    run_command(["nft", "-c", "-f", candidate_path])
+    run_command(["nft", "-f", candidate_path])
+    os.replace(candidate_path, ruleset_path)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# host-info
+# ---------------------------------------------------------------------------------------------
+
+KVM_GET_API_VERSION = 0xAE00
+KVM_API_VERSION = 12
+HOST_BINARIES = ("ip", "nft", "radvd", QEMU_BINARY, "qemu-img")
+
+
+def program_checksum():
+    with open(os.path.abspath(__file__), "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def kvm_is_usable():
+    """/dev/kvm opens and speaks the stable API. (A nested KVM can pass this and still fail to run
+    guests; the control plane can force accel=tcg for such hosts.)"""
+    try:
+        descriptor = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(descriptor, KVM_GET_API_VERSION) == KVM_API_VERSION
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def memory_mib():
+    values = {}
+    for line in read_text("/proc/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        values[key] = int(rest.split()[0]) // 1024
+    return {"total": values.get("MemTotal"), "available": values.get("MemAvailable")}
+
+
+def verb_host_info(spec):
+    check_fields(spec, ["state_dir"])
+    state_dir = check_state_dir(spec["state_dir"])
+    ensure_directory(state_dir)
+    disk = os.statvfs(state_dir)
+    return {
+        "version": VERSION,
+        "sha256": program_checksum(),
+        "python": sys.version.split()[0],
+        "binaries": {name: find_binary(name) for name in HOST_BINARIES},
+        "kvm_usable": kvm_is_usable(),
+        "cores": os.cpu_count(),
+        "memory_mib": memory_mib(),
+        "state_dir": state_dir,
+        "disk_free_bytes": disk.f_bavail * disk.f_frsize,
+        "disk_total_bytes": disk.f_blocks * disk.f_frsize,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# net-up / net-down
+# ---------------------------------------------------------------------------------------------
+
+def parse_net_up_spec(spec):
+    check_fields(spec, ["state_dir", "vni", "prefix", "underlay_device"],
+                 ["dns_servers", "dns_search", "mtu"])
+    dns_servers = check_list(spec.get("dns_servers", []), "dns_servers", 3)
+    dns_search = check_list(spec.get("dns_search", []), "dns_search", 6)
+    return {
+        "state_dir": check_state_dir(spec["state_dir"]),
+        "vni": check_vni(spec["vni"]),
+        "prefix": check_prefix64(spec["prefix"]),
+        "underlay_device": check_interface_name(spec["underlay_device"], "underlay_device"),
+        "dns_servers": [str(check_ipv6_address(server, "dns_servers[]")) for server in dns_servers],
+        "dns_search": [check_domain(domain, "dns_search[]") for domain in dns_search],
+        "mtu": None if spec.get("mtu") is None else check_int(spec["mtu"], "mtu", 1280, 9000),
+    }
+
+
+def vxlan_matches(link, vni, underlay_device):
+    data = link.get("linkinfo", {}).get("info_data", {})
+    return (link_kind(link) == "vxlan" and data.get("id") == vni
+            and data.get("group6") == str(vxlan_group(vni)) and data.get("link") == underlay_device
+            and data.get("port") == VXLAN_PORT and data.get("ttl") == VXLAN_TTL)
+
+
+def ensure_vxlan(vni, underlay_device, changes):
+    name = vxlan_name(vni)
+    link = link_info(name)
+    if link is not None and vxlan_matches(link, vni, underlay_device):
+        return
+    if link is not None:
+        run_command(["ip", "link", "del", "dev", name])
+        changes.append(f"replaced {name}")
+    else:
+        changes.append(f"created {name}")
+    run_command(["ip", "-6", "link", "add", name, "type", "vxlan", "id", str(vni), "dstport",
+                 str(VXLAN_PORT), "group", str(vxlan_group(vni)), "dev", underlay_device,
+                 "ttl", str(VXLAN_TTL)])
+    # A bridge port needs no addresses of its own.
+    write_interface_sysctl(name, "disable_ipv6", 1)
+
+
+def ensure_bridge(vni, changes):
+    name = bridge_name(vni)
+    link = link_info(name)
+    if link is not None and link_kind(link) != "bridge":
+        raise HostsideError("in_use", f"{name} exists and is not a bridge")
+    if link is None:
+        run_command(["ip", "link", "add", name, "type", "bridge"])
+        changes.append(f"created {name}")
+        link = link_info(name)
+    # The router's link-local address is shared by every host in the network (see
+    # router_stays_local), so duplicate address detection must not fight over it.
+    write_interface_sysctl(name, "accept_dad", 0)
+    write_interface_sysctl(name, "accept_ra", 0)
+    write_interface_sysctl(name, "autoconf", 0)
+    wanted_mac = router_mac(vni)
+    if link.get("address") != wanted_mac:
+        run_command(["ip", "link", "set", "dev", name, "address", wanted_mac])
+        changes.append(f"set {name} address")
+    # No multicast snooping: every multicast frame is flooded to every port of this small bridge,
+    # which keeps neighbour discovery across the VXLAN independent of MLD state.
+    if link.get("linkinfo", {}).get("info_data", {}).get("mcast_snooping") != 0:
+        run_command(["ip", "link", "set", "dev", name, "type", "bridge", "mcast_snooping", "0"])
+
+
+def ensure_port_of_bridge(port_name, bridge, changes, mtu=None):
+    link = link_info(port_name)
+    if link.get("master") != bridge:
+        run_command(["ip", "link", "set", "dev", port_name, "master", bridge])
+        changes.append(f"attached {port_name} to {bridge}")
+    if mtu is not None and link.get("mtu") != mtu:
+        run_command(["ip", "link", "set", "dev", port_name, "mtu", str(mtu)])
+    if "UP" not in link.get("flags", []):
+        run_command(["ip", "link", "set", "dev", port_name, "up"])
+
+
+def ensure_link_up(name):
+    link = link_info(name)
+    if "UP" not in link.get("flags", []):
+        run_command(["ip", "link", "set", "dev", name, "up"])
+
+
+def ensure_ipv6_forwarding():
+    # radvd only advertises when the host forwards IPv6.
+    path = "/proc/sys/net/ipv6/conf/all/forwarding"
+    if read_text(path).strip() != "1":
+        with open(path, "w") as handle:
+            handle.write("1\n")
+
+
+def render_radvd_config(bridge, prefix, mtu, dns_servers, dns_search):
+    lines = [
+        f"interface {bridge} {{",
+        "    AdvSendAdvert on;",
+        "    MinRtrAdvInterval 3;",
+        "    MaxRtrAdvInterval 10;",
+        f"    AdvLinkMTU {mtu};",
+        # Not a default router until routing out of the network exists.
+        "    AdvDefaultLifetime 0;",
+        f"    prefix {prefix} {{",
+        "        AdvOnLink on;",
+        "        AdvAutonomous on;",
+        "    };",
+    ]
+    if dns_servers:
+        lines += [f"    RDNSS {' '.join(dns_servers)} {{",
+                  f"        AdvRDNSSLifetime {RADVD_RDNSS_LIFETIME_S};", "    };"]
+    if dns_search:
+        lines += [f"    DNSSL {' '.join(dns_search)} {{",
+                  f"        AdvDNSSLLifetime {RADVD_RDNSS_LIFETIME_S};", "    };"]
+    lines.append("};")
+    return "\n".join(lines) + "\n"
+
+
+def radvd_paths(state_dir, vni):
+    directory = network_dir(state_dir, vni)
+    return {"config": os.path.join(directory, "radvd.conf"),
+            "pid": os.path.join(directory, "radvd.pid"),
+            "log": os.path.join(directory, "radvd.log")}
+
+
+def running_radvd(state_dir, vni):
+    paths = radvd_paths(state_dir, vni)
+    return owned_process(paths["pid"], paths["config"])
+
+
+def ensure_radvd(state_dir, vni, config_text, changes):
+    paths = radvd_paths(state_dir, vni)
+    pid = running_radvd(state_dir, vni)
+    if pid is not None and read_text(paths["config"]) == config_text:
+        return pid
+    candidate = paths["config"] + ".candidate"
+    write_file_atomically(candidate, config_text)
+    run_command(["radvd", "--configtest", "-C", candidate])
+    os.replace(candidate, paths["config"])
+    if pid is not None:
+        stop_process(pid)
+        changes.append("restarted radvd")
+    else:
+        changes.append("started radvd")
+    remove_file(paths["pid"])
+    run_command(["radvd", "-C", paths["config"], "-p", paths["pid"], "-m", "logfile",
+                 "-l", paths["log"]])
+    return wait_for_radvd(state_dir, vni)
+
+
+def wait_for_radvd(state_dir, vni):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pid = running_radvd(state_dir, vni)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    log_tail = tail_of_file(radvd_paths(state_dir, vni)["log"])
+    raise HostsideError("command_failed", "radvd did not stay up", stderr=log_tail,
+                        argv=["radvd", "-C", radvd_paths(state_dir, vni)["config"]])
+
+
+def verb_net_up(spec):
+    net = parse_net_up_spec(spec)
+    require_binaries("ip", "nft", "radvd")
+    state_dir, vni = net["state_dir"], net["vni"]
+    with host_lock(state_dir):
+        if link_info(net["underlay_device"]) is None:
+            raise HostsideError("not_found", f"underlay device {net['underlay_device']} does not exist")
+        changes = []
+        ensure_directory(network_dir(state_dir, vni))
+        ensure_vxlan(vni, net["underlay_device"], changes)
+        ensure_bridge(vni, changes)
+        ensure_port_of_bridge(vxlan_name(vni), bridge_name(vni), changes, mtu=net["mtu"])
+        ensure_link_up(bridge_name(vni))
+        mtu = link_info(vxlan_name(vni))["mtu"]
+        ensure_ipv6_forwarding()
+        network_state = {
+            "vni": vni, "prefix": str(net["prefix"]), "underlay_device": net["underlay_device"],
+            "vxlan": vxlan_name(vni), "bridge": bridge_name(vni), "group": str(vxlan_group(vni)),
+            "router_mac": router_mac(vni), "mtu": mtu,
+            "router_link_local": str(link_local_address(router_mac(vni))),
+            "dns_servers": net["dns_servers"], "dns_search": net["dns_search"],
+        }
+        write_json_file(os.path.join(network_dir(state_dir, vni), "network.json"), network_state)
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+        config = render_radvd_config(bridge_name(vni), net["prefix"], mtu, net["dns_servers"],
+                                     net["dns_search"])
+        radvd_pid = ensure_radvd(state_dir, vni, config, changes)
+    return {**network_state, "radvd_pid": radvd_pid, "changes": changes}
+
+
+def bridge_guest_ports(vni):
+    bridge = bridge_name(vni)
+    ports = ip_json("link", "show", "master", bridge) or []
+    return sorted(port["ifname"] for port in ports if port["ifname"] != vxlan_name(vni))
+
+
+def verb_net_down(spec):
+    check_fields(spec, ["state_dir", "vni"], ["force"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vni = check_vni(spec["vni"])
+    force = check_bool(spec.get("force", False), "force")
+    require_binaries("ip", "nft")
+    with host_lock(state_dir):
+        changes = []
+        guest_ports = bridge_guest_ports(vni) if link_info(bridge_name(vni)) else []
+        if guest_ports and not force:
+            raise HostsideError("in_use", f"guest ports still on {bridge_name(vni)}: "
+                                f"{', '.join(guest_ports)} (pass force: true to detach them)",
+                                details={"ports": guest_ports})
+        radvd_pid = running_radvd(state_dir, vni)
+        if radvd_pid is not None:
+            stop_process(radvd_pid)
+            changes.append("stopped radvd")
+        for name in (bridge_name(vni), vxlan_name(vni)):
+            if link_info(name) is not None:
+                run_command(["ip", "link", "del", "dev", name])
+                changes.append(f"deleted {name}")
+        if os.path.isdir(network_dir(state_dir, vni)):
+            shutil.rmtree(network_dir(state_dir, vni))
+            changes.append("removed network files")
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+    return {"vni": vni, "detached_ports": guest_ports, "changes": changes}
+
+
+# ---------------------------------------------------------------------------------------------
+# QMP
+# ---------------------------------------------------------------------------------------------
+
+def qmp_read_reply(reader):
+    while True:
+        line = reader.readline()
+        if not line:
+            raise HostsideError("qmp_failed", "QMP connection closed")
+        message = json.loads(line)
+        if "return" in message or "error" in message:
+            return message
+        # Events ({"event": ...}) and the greeting are not replies.
+
+
+def qmp_execute(socket_path, command, arguments=None, timeout_s=5):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout_s)
+        try:
+            connection.connect(socket_path)
+            reader = connection.makefile("rb")
+            greeting = json.loads(reader.readline() or b"{}")
+            if "QMP" not in greeting:
+                raise HostsideError("qmp_failed", "no QMP greeting")
+            for request in ({"execute": "qmp_capabilities"},
+                            {"execute": command, **({"arguments": arguments} if arguments else {})}):
+                connection.sendall(json.dumps(request).encode() + b"\n")
+                reply = qmp_read_reply(reader)
+                if "error" in reply:
+                    raise HostsideError("qmp_failed", f"QMP {request['execute']}: "
+                                        f"{reply['error'].get('desc', reply['error'])}")
+            return reply["return"]
+        except (OSError, ValueError) as error:
+            raise HostsideError("qmp_failed", f"QMP {command} on {socket_path}: {error}") from None
+
+
+def qmp_status(socket_path):
+    try:
+        return qmp_execute(socket_path, "query-status")["status"], None
+    except HostsideError as error:
+        return "unresponsive", error.message
+
+
+# ---------------------------------------------------------------------------------------------
+# vm-up / vm-down / vm-status
+# ---------------------------------------------------------------------------------------------
+
+def vm_paths(state_dir, vm_uuid):
+    directory = vm_dir(state_dir, vm_uuid)
+    return {"dir": directory,
+            "spec": os.path.join(directory, "spec.json"),
+            "qmp": os.path.join(directory, "qmp.sock"),
+            "vnc": os.path.join(directory, "vnc.sock"),
+            "pid": os.path.join(directory, "qemu.pid"),
+            "serial": os.path.join(directory, "serial.log")}
+
+
+def running_qemu(state_dir, vm_uuid):
+    paths = vm_paths(state_dir, vm_uuid)
+    return owned_process(paths["pid"], paths["qmp"])
+
+
+def parse_disk(disk, index, state_dir):
+    field = f"disks[{index}]"
+    check_fields(disk, ["path", "format"], ["readonly"])
+    if disk["format"] not in ("qcow2", "raw"):
+        raise bad_spec(f"{field}.format must be qcow2 or raw")
+    return {"path": check_path_under(disk["path"], f"{field}.path", state_dir),
+            "format": disk["format"],
+            "readonly": check_bool(disk.get("readonly", False), f"{field}.readonly")}
+
+
+def load_network_state(state_dir, vni):
+    return read_json_file(os.path.join(network_dir(state_dir, vni), "network.json"))
+
+
+def parse_nic(nic, index, vm_uuid, state_dir):
+    field = f"nics[{index}]"
+    check_fields(nic, ["mac", "vni", "ipv6"], ["tap"])
+    mac = check_mac(nic["mac"], f"{field}.mac")
+    vni = check_vni(nic["vni"], f"{field}.vni")
+    address = check_ipv6_address(nic["ipv6"], f"{field}.ipv6")
+    if int(address) & ((1 << 64) - 1) != eui64_interface_id(mac):
+        raise bad_spec(f"{field}.ipv6 is not the EUI-64 address of {mac}")
+    tap = nic.get("tap", derived_tap_name(vm_uuid, index))
+    check_string(tap, f"{field}.tap", TAP_NAME_RE, "lowercase letters, digits and _, at most 15")
+    if tap.startswith(RESERVED_INTERFACE_PREFIXES):
+        raise bad_spec(f"{field}.tap must not start with {', '.join(RESERVED_INTERFACE_PREFIXES)}")
+    network = load_network_state(state_dir, vni)
+    if network is not None and address not in ipaddress.IPv6Network(network["prefix"]):
+        raise bad_spec(f"{field}.ipv6 is not in the network's prefix {network['prefix']}")
+    return {"mac": mac, "vni": vni, "ipv6": str(address), "tap": tap,
+            "link_local": str(link_local_address(mac))}
+
+
+def parse_vm_up_spec(spec):
+    check_fields(spec, ["state_dir", "uuid", "name", "cores", "memory_mib", "disks", "nics"],
+                 ["kernel", "initrd", "cmdline", "accel"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    disks = check_list(spec["disks"], "disks", 16)
+    nics = check_list(spec["nics"], "nics", 8)
+    vm = {
+        "state_dir": state_dir,
+        "uuid": vm_uuid,
+        "name": check_string(spec["name"], "name", VM_NAME_RE,
+                             "letters, digits and ._- (at most 63, starting with a letter or digit)"),
+        "cores": check_int(spec["cores"], "cores", 1, 256),
+        "memory_mib": check_int(spec["memory_mib"], "memory_mib", 32, 4 * 1024 * 1024),
+        "disks": [parse_disk(disk, index, state_dir) for index, disk in enumerate(disks)],
+        "nics": [parse_nic(nic, index, vm_uuid, state_dir) for index, nic in enumerate(nics)],
+        "kernel": None, "initrd": None, "cmdline": None,
+        "accel": spec.get("accel", "auto"),
+    }
+    for field in ("kernel", "initrd"):
+        if spec.get(field) is not None:
+            vm[field] = check_path_under(spec[field], field, state_dir)
+    if spec.get("cmdline") is not None:
+        vm["cmdline"] = check_string(spec["cmdline"], "cmdline", CMDLINE_RE,
+                                     "printable ASCII on one line, at most 4096 characters")
+        if vm["kernel"] is None:
+            raise bad_spec("cmdline needs kernel")
+    if vm["initrd"] is not None and vm["kernel"] is None:
+        raise bad_spec("initrd needs kernel")
+    if vm["accel"] not in ("auto", "kvm", "tcg"):
+        raise bad_spec("accel must be auto, kvm or tcg")
+    taps = [nic["tap"] for nic in vm["nics"]]
+    if len(set(taps)) != len(taps):
+        raise bad_spec("two nics share a tap name")
+    return vm
+
+
+def resolve_accel(requested):
+    if requested == "auto":
+        return "kvm" if kvm_is_usable() else "tcg"
+    return requested
+
+
+def qemu_argv(vm, accel):
+    paths = vm_paths(vm["state_dir"], vm["uuid"])
+    argv = [QEMU_BINARY,
+            "-name", f"guest={vm['name']},debug-threads=on",
+            "-uuid", vm["uuid"],
+            "-machine", f"q35,accel={accel}",
+            "-m", str(vm["memory_mib"]),
+            "-smp", str(vm["cores"]),
+            "-nodefaults", "-no-user-config",
+            "-device", "VGA",
+            "-display", "none",
+            "-vnc", f"unix:{paths['vnc']}",
+            "-qmp", f"unix:{paths['qmp']},server=on,wait=off",
+            "-serial", f"file:{paths['serial']}",
+            "-pidfile", paths["pid"],
+            "-daemonize"]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    for index, disk in enumerate(vm["disks"]):
+        readonly = ",readonly=on" if disk["readonly"] else ""
+        argv += ["-drive", f"file={disk['path']},format={disk['format']},if=virtio,"
+                           f"id=disk{index}{readonly}"]
+    for index, nic in enumerate(vm["nics"]):
+        argv += ["-netdev", f"tap,id=net{index},ifname={nic['tap']},script=no,downscript=no",
+                 # romfile= with nothing: no iPXE, so nothing but the guest's own OS talks.
+                 "-device", f"virtio-net-pci,netdev=net{index},mac={nic['mac']},romfile="]
+    if vm["kernel"]:
+        argv += ["-kernel", vm["kernel"]]
+    if vm["initrd"]:
+        argv += ["-initrd", vm["initrd"]]
+    if vm["cmdline"]:
+        argv += ["-append", vm["cmdline"]]
+    return argv
+
+
+def port_state_path(state_dir, tap):
+    return os.path.join(ports_dir(state_dir), f"{tap}.json")
+
+
+def record_ports(vm):
+    state_dir = vm["state_dir"]
+    ensure_directory(ports_dir(state_dir))
+    for nic in vm["nics"]:
+        existing = read_json_file(port_state_path(state_dir, nic["tap"]))
+        if existing is not None and existing["vm_uuid"] != vm["uuid"]:
+            raise HostsideError("in_use", f"tap {nic['tap']} belongs to VM {existing['vm_uuid']}")
+        write_json_file(port_state_path(state_dir, nic["tap"]), {
+            "tap": nic["tap"], "vm_uuid": vm["uuid"], "mac": nic["mac"], "vni": nic["vni"],
+            "ipv6": nic["ipv6"], "link_local": nic["link_local"],
+            "security_group_ingress": [],
+        })
+
+
+def ensure_tap(nic, changes):
+    tap, bridge = nic["tap"], bridge_name(nic["vni"])
+    link = link_info(tap)
+    if link is not None and link_kind(link) != "tun":
+        raise HostsideError("in_use", f"{tap} exists and is not a tap device")
+    if link is None:
+        run_command(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+        changes.append(f"created {tap}")
+    # The host itself has nothing to say on a guest's port.
+    write_interface_sysctl(tap, "disable_ipv6", 1)
+    ensure_port_of_bridge(tap, bridge, changes, mtu=link_info(bridge)["mtu"])
+
+
+def require_networks_up(vm):
+    for nic in vm["nics"]:
+        if load_network_state(vm["state_dir"], nic["vni"]) is None or \
+                link_info(bridge_name(nic["vni"])) is None:
+            raise HostsideError("not_found", f"network vni {nic['vni']} is not up on this host "
+                                "(run net-up first)")
+
+
+def tail_of_file(path, max_bytes=4000):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            return handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def start_qemu(vm, accel):
+    paths = vm_paths(vm["state_dir"], vm["uuid"])
+    for stale in (paths["qmp"], paths["vnc"], paths["pid"]):
+        remove_file(stale)
+    argv = qemu_argv(vm, accel)
+    completed = run_command(argv, timeout=QEMU_START_TIMEOUT_S, check=False)
+    if completed.returncode != 0:
+        stderr = completed.stderr + completed.stdout
+        code = "disk_full" if looks_like_disk_full(stderr) else "qemu_failed"
+        raise HostsideError(code, f"qemu exited with status {completed.returncode}", stderr=stderr,
+                            argv=argv, details={"serial_tail": tail_of_file(paths["serial"])})
+    pid = running_qemu(vm["state_dir"], vm["uuid"])
+    if pid is None:
+        raise HostsideError("qemu_failed", "qemu exited right after starting",
+                            stderr=completed.stderr, argv=argv,
+                            details={"serial_tail": tail_of_file(paths["serial"])})
+    return pid
+
+
+def spec_for_disk(vm, accel):
+    return {key: vm[key] for key in ("uuid", "name", "cores", "memory_mib", "disks", "nics",
+                                     "kernel", "initrd", "cmdline")} | {"accel": accel}
+
+
+def verb_vm_up(spec):
+    vm = parse_vm_up_spec(spec)
+    require_binaries("ip", "nft", QEMU_BINARY)
+    state_dir, vm_uuid = vm["state_dir"], vm["uuid"]
+    paths = vm_paths(state_dir, vm_uuid)
+    with host_lock(state_dir):
+        require_networks_up(vm)
+        changes = []
+        ensure_directory(paths["dir"])
+        pid = running_qemu(state_dir, vm_uuid)
+        accel = resolve_accel(vm["accel"])
+        if pid is None:
+            write_json_file(paths["spec"], spec_for_disk(vm, accel))
+        # Rules first, then taps, then qemu: the guest's first frame already meets its guard.
+        record_ports(vm)
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+        for nic in vm["nics"]:
+            ensure_tap(nic, changes)
+        already_running = pid is not None
+        if not already_running:
+            pid = start_qemu(vm, accel)
+            changes.append("started qemu")
+    status, qmp_error = qmp_status(paths["qmp"])
+    recorded = read_json_file(paths["spec"]) or {}
+    return {"uuid": vm_uuid, "name": vm["name"], "pid": pid, "status": status,
+            "qmp_error": qmp_error, "already_running": already_running,
+            "accel": recorded.get("accel", accel),
+            "taps": [nic["tap"] for nic in vm["nics"]], "qmp_socket": paths["qmp"],
+            "vnc_socket": paths["vnc"], "serial_log": paths["serial"], "changes": changes}
+
+
+def vm_taps(state_dir, vm_uuid):
+    """Taps of a VM: from its port files, and from its recorded spec in case a port file is gone."""
+    taps = {port["tap"] for port in load_port_states(state_dir) if port["vm_uuid"] == vm_uuid}
+    recorded = read_json_file(vm_paths(state_dir, vm_uuid)["spec"]) or {}
+    taps.update(nic["tap"] for nic in recorded.get("nics", []))
+    return sorted(taps)
+
+
+def shut_down_qemu(state_dir, vm_uuid, timeout_s, hard):
+    paths = vm_paths(state_dir, vm_uuid)
+    pid = running_qemu(state_dir, vm_uuid)
+    if pid is None:
+        return "already_stopped"
+    if not hard:
+        with contextlib.suppress(HostsideError):
+            qmp_execute(paths["qmp"], "system_powerdown")
+        if wait_for_exit(pid, timeout_s):
+            return "powerdown"
+    stop_process(pid)
+    if process_is_alive(pid):
+        raise HostsideError("timeout", f"qemu pid {pid} did not die")
+    return "killed"
+
+
+def verb_vm_down(spec):
+    check_fields(spec, ["state_dir", "uuid"], ["timeout_s", "hard"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    timeout_s = check_number(spec.get("timeout_s", 30), "timeout_s", 0, 600)
+    hard = check_bool(spec.get("hard", False), "hard")
+    require_binaries("ip", "nft")
+    ensure_directory(state_dir)
+    # Waiting for the guest happens outside the host lock so other verbs are not held up.
+    stopped_by = shut_down_qemu(state_dir, vm_uuid, timeout_s, hard)
+    changes = []
+    with host_lock(state_dir):
+        for tap in vm_taps(state_dir, vm_uuid):
+            link = link_info(tap)
+            if link is not None and link_kind(link) == "tun":
+                run_command(["ip", "link", "del", "dev", tap])
+                changes.append(f"deleted {tap}")
+            if os.path.exists(port_state_path(state_dir, tap)):
+                remove_file(port_state_path(state_dir, tap))
+                changes.append(f"removed port {tap}")
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+        paths = vm_paths(state_dir, vm_uuid)
+        for runtime_file in (paths["qmp"], paths["vnc"], paths["pid"]):
+            if os.path.exists(runtime_file):
+                remove_file(runtime_file)
+                changes.append(f"removed {os.path.basename(runtime_file)}")
+    return {"uuid": vm_uuid, "stopped_by": stopped_by, "changes": changes}
+
+
+def vm_status(state_dir, vm_uuid):
+    paths = vm_paths(state_dir, vm_uuid)
+    pid = running_qemu(state_dir, vm_uuid)
+    if pid is None:
+        return {"uuid": vm_uuid, "status": "stopped", "pid": None, "qmp_error": None}
+    status, qmp_error = qmp_status(paths["qmp"])
+    return {"uuid": vm_uuid, "status": status, "pid": pid, "qmp_error": qmp_error}
+
+
+def verb_vm_status(spec):
+    check_fields(spec, ["state_dir", "uuid"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    recorded = read_json_file(vm_paths(state_dir, vm_uuid)["spec"]) or {}
+    return {**vm_status(state_dir, vm_uuid), "name": recorded.get("name"),
+            "known": bool(recorded)}
+
+
+# ---------------------------------------------------------------------------------------------
+# inventory
+# ---------------------------------------------------------------------------------------------
+
+def inventory_vms(state_dir):
+    directory = vms_dir(state_dir)
+    if not os.path.isdir(directory):
+        return []
+    vms = []
+    for entry in sorted(os.listdir(directory)):
+        recorded = read_json_file(os.path.join(directory, entry, "spec.json"))
+        if recorded is None:
+            continue
+        vms.append({**vm_status(state_dir, entry), "name": recorded.get("name"),
+                    "taps": sorted(nic["tap"] for nic in recorded.get("nics", []))})
+    return vms
+
+
+def inventory_links():
+    links = ip_json("link", "show") or []
+    taps, bridges, vxlans = [], [], []
+    for link in links:
+        kind, name = link_kind(link), link["ifname"]
+        summary = {"name": name, "master": link.get("master"), "up": "UP" in link.get("flags", []),
+                   "mtu": link.get("mtu")}
+        if kind == "tun":
+            taps.append(summary)
+        elif kind == "bridge" and re.fullmatch(r"br\d+", name):
+            bridges.append({**summary, "address": link.get("address")})
+        elif kind == "vxlan" and re.fullmatch(r"vxlan\d+", name):
+            data = link["linkinfo"].get("info_data", {})
+            vxlans.append({**summary, "vni": data.get("id"), "group": data.get("group6"),
+                           "underlay_device": data.get("link")})
+    by_name = lambda item: item["name"]  # noqa: E731
+    return sorted(taps, key=by_name), sorted(bridges, key=by_name), sorted(vxlans, key=by_name)
+
+
+def inventory_networks(state_dir):
+    networks = []
+    for network in load_network_states(state_dir):
+        pid = running_radvd(state_dir, network["vni"])
+        networks.append({"vni": network["vni"], "prefix": network["prefix"],
+                         "bridge": network["bridge"], "vxlan": network["vxlan"],
+                         "radvd_pid": pid})
+    return networks
+
+
+def processes_under_state_dir(state_dir):
+    """(pid, argv) of live processes whose command line names a path below state_dir."""
+    marker = state_dir + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        argv = process_cmdline(int(entry))
+        if argv and any(marker in argument for argument in argv) and process_is_alive(int(entry)):
+            found.append((int(entry), argv))
+    return sorted(found)
+
+
+def unknown_processes(state_dir, known_pids):
+    unknown_qemu, unknown_radvd = [], []
+    vm_path_re = re.compile(re.escape(vms_dir(state_dir)) + r"/([^/,]+)/")
+    for pid, argv in processes_under_state_dir(state_dir):
+        # radvd forks a privilege-separated helper with the same command line.
+        if pid in known_pids or parent_pid(pid) in known_pids:
+            continue
+        program = os.path.basename(argv[0])
+        if program.startswith("qemu-system"):
+            match = next((vm_path_re.search(arg) for arg in argv if vm_path_re.search(arg)), None)
+            unknown_qemu.append({"pid": pid, "vm_dir_name": match.group(1) if match else None})
+        elif program == "radvd":
+            unknown_radvd.append({"pid": pid})
+    return unknown_qemu, unknown_radvd
+
+
+def verb_inventory(spec):
+    check_fields(spec, ["state_dir"])
+    state_dir = check_state_dir(spec["state_dir"])
+    require_binaries("ip", "nft")
+    vms = inventory_vms(state_dir)
+    networks = inventory_networks(state_dir)
+    taps, bridges, vxlans = inventory_links()
+    known_pids = {vm["pid"] for vm in vms if vm["pid"]} | \
+                 {network["radvd_pid"] for network in networks if network["radvd_pid"]}
+    unknown_qemu, unknown_radvd = unknown_processes(state_dir, known_pids)
+    chains = nft_table_chains()
+    return {
+        "vms": vms,
+        "networks": networks,
+        "taps": taps,
+        "bridges": bridges,
+        "vxlans": vxlans,
+        "ruleset": {"table": f"{NFT_FAMILY} {NFT_TABLE}", "present": chains is not None,
+                    "chains": chains or [],
+                    "guarded_ports": sorted(port["tap"] for port in load_port_states(state_dir))},
+        "unknown_qemu": unknown_qemu,
+        "unknown_radvd": unknown_radvd,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+VERBS = {
+    "host-info": verb_host_info,
+    "net-up": verb_net_up,
+    "net-down": verb_net_down,
+    "vm-up": verb_vm_up,
+    "vm-down": verb_vm_down,
+    "vm-status": verb_vm_status,
+    "inventory": verb_inventory,
+}
+
+
+def read_spec(stdin_text):
+    try:
+        return json.loads(stdin_text)
+    except ValueError as error:
+        raise bad_spec(f"stdin is not JSON: {error}") from None
+
+
+def run_verb(argv, stdin_text):
+    if len(argv) != 1 or argv[0] not in VERBS:
+        raise bad_spec(f"usage: uncloud_hostside.py VERB < spec.json; verbs: {', '.join(VERBS)}")
+    try:
+        return VERBS[argv[0]](read_spec(stdin_text))
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise HostsideError("disk_full", f"no space left: {error}") from None
+        raise HostsideError("command_failed", f"{type(error).__name__}: {error}") from None
+
+
+def main():
+    try:
+        result = run_verb(sys.argv[1:], sys.stdin.read())
+        answer, status = {"ok": True, "result": result}, EXIT_OK
+    except HostsideError as error:
+        answer = {"ok": False, "error": error.as_dict()}
+        status = EXIT_BAD_SPEC if error.code == "bad_spec" else EXIT_FAILURE
+    except Exception as error:  # the caller must always get one JSON object
+        answer = {"ok": False, "error": {"code": "internal_error",
+                                         "message": f"{type(error).__name__}: {error}",
+                                         "stderr": "", "argv": []}}
+        status = EXIT_FAILURE
+    sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""SSH transport and host agent against real sshd's in the lab's network namespaces."""
+
+import pytest
+
+from agents.hostagent import HostAgent, HostError, hostside_program
+from agents.transport import (
+    HostConnection,
+    HostKeyMismatch,
+    LocalTransport,
+    SSHTransport,
+    TransportError,
+    fetch_host_key,
+)
+
+pytestmark = pytest.mark.lab
+
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1L0f0dB4JqZ1nlMHVzrb6R2q1zwI0iNQ7DP9BYbJt"
+
+
+def connection_to(host, **overrides) -> HostConnection:
+    fields = dict(name=host.name, address=host.ssh_address, port=host.ssh_port, user=host.ssh_user,
+                  host_key=host.host_key, key_file=str(host.client_key_path), connect_timeout=5, command_timeout=30)
+    fields.update(overrides)
+    return HostConnection(**fields)
+
+
+def test_commands_run_inside_the_host_over_one_connection(lab):
+    host = lab.hosts[0]
+    transport = SSHTransport(connection_to(host))
+    try:
+        links = transport.run(["ip", "-o", "link"])
+        assert links.exit_status == 0 and host.underlay_device in links.stdout
+        first_connection = transport._client.get_transport()
+        assert transport.run(["true"]).exit_status == 0
+        assert transport._client.get_transport() is first_connection  # reused, not reconnected
+        failed = transport.run(["ls", "/nonexistent-path"])
+        assert failed.exit_status != 0 and "nonexistent-path" in failed.stderr
+        assert transport.run(["cat"], input="through stdin").stdout == "through stdin"
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("transport_kind", ["ssh", "local"])
+def test_arguments_are_never_shell_syntax(lab, tmp_path, transport_kind):
+    canary = tmp_path / "injected"
+    hostile = [f"; touch {canary}", f"$(touch {canary})", f"`touch {canary}`", f"a' ; touch {canary}; '",
+               f'" && touch {canary} && "', f"line\ntouch {canary}", "*", "~root", "$HOME", "-n"]
+    connection = connection_to(lab.hosts[0], transport=transport_kind)
+    transport = SSHTransport(connection) if transport_kind == "ssh" else LocalTransport(connection)
+    try:
+        result = transport.run(["printf", "%s\\0", *hostile])
+    finally:
+        transport.close()
+    assert result.stdout.split("\0")[:-1] == hostile
+    assert not canary.exists()
+
+
+def test_a_changed_host_key_is_refused(lab):
+    transport = SSHTransport(connection_to(lab.hosts[0], host_key=OTHER_KEY))
+    with pytest.raises(HostKeyMismatch) as error:
+        transport.run(["true"])
+    assert "not the pinned one" in str(error.value)
+    assert error.value.transient is False
+
+
+def test_a_host_without_pinned_key_is_refused(lab):
+    with pytest.raises(HostKeyMismatch):
+        SSHTransport(connection_to(lab.hosts[0], host_key="")).run(["true"])
+
+
+def test_fetched_host_key_is_the_one_the_lab_pinned(lab):
+    host = lab.hosts[1]
+    assert fetch_host_key(host.ssh_address, host.ssh_port).split()[:2] == host.host_key.split()[:2]
+
+
+def test_command_timeout(lab):
+    transport = SSHTransport(connection_to(lab.hosts[0]))
+    try:
+        with pytest.raises(TransportError) as error:
+            transport.run(["sleep", "5"], timeout=0.5)
+        assert "did not finish" in str(error.value) and error.value.transient
+        assert transport.run(["true"]).exit_status == 0  # the connection is still usable
+    finally:
+        transport.close()
+
+
+def test_unreachable_host_then_back(lab):
+    host = lab.hosts[1]
+    transport = SSHTransport(connection_to(host))
+    try:
+        assert transport.run(["true"]).exit_status == 0
+        host.stop_sshd()
+        with pytest.raises(TransportError) as error:
+            transport.run(["true"])
+        assert error.value.transient
+        host.start_sshd()
+        assert transport.run(["true"]).exit_status == 0  # reconnects by itself
+    finally:
+        host.start_sshd() if not _sshd_up(host) else None
+        transport.close()
+
+
+def _sshd_up(host) -> bool:
+    try:
+        fetch_host_key(host.ssh_address, host.ssh_port, timeout=2)
+        return True
+    except TransportError:
+        return False
+
+
+def test_agent_ships_the_host_side_program_and_calls_it(lab):
+    host = lab.hosts[0]
+    agent = HostAgent(connection_to(host), str(host.state_dir))
+    try:
+        info = agent.call("host-info")
+        _, checksum = hostside_program()
+        assert info["sha256"] == checksum
+        assert info["state_dir"] == str(host.state_dir)
+        shipped = agent._program_path()
+        assert shipped.startswith(f"{host.state_dir}/bin/") and checksum[:16] in shipped
+        # A tampered copy on the host is replaced on the next ship.
+        agent.transport.run(["sh", "-c", 'echo "print(1)" > "$1"', "sh", shipped])
+        fresh = HostAgent(connection_to(host), str(host.state_dir))
+        assert fresh.call("host-info")["sha256"] == checksum
+        with pytest.raises(HostError) as error:
+            fresh.call("vm-status", {"uuid": "not-a-uuid; reboot"})
+        assert error.value.code == "bad_spec"
+    finally:
+        agent.transport.close()
