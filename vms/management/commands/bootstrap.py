@@ -17,6 +17,8 @@ from accounts import actions as account_actions
 from agents.choices import HostTransport
 from agents.hosts import do_check_host
 from agents.models import Host
+from images.demo import publish_demo_image
+from images.models import Image
 from networks.actions import do_create_public_network
 from networks.models import Network, PrefixPool
 
@@ -29,9 +31,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--local-host", action="store_true", help="register this machine as a local hypervisor")
+        parser.add_argument("--demo-image", action="store_true",
+                            help="build the demo guest from Debian packages and publish it if no image exists")
         parser.add_argument("--pool", default=os.environ.get("UNCLOUD_DEMO_POOL", DEMO_POOL))
 
-    def handle(self, *args, local_host=False, pool=DEMO_POOL, **options):
+    def handle(self, *args, local_host=False, demo_image=False, pool=DEMO_POOL, **options):
         credentials_file = Path(settings.DATA_DIR) / "credentials.json"
         credentials = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
         with transaction.atomic():
@@ -48,6 +52,9 @@ class Command(BaseCommand):
         credentials_file.chmod(0o600)
         if local_host:
             self._register_local_host()
+        if demo_image and not Image.objects.exists():
+            image = publish_demo_image()
+            self.stdout.write(f"  published the demo image {image.name}")
         for username in ("admin", "demo"):
             if username in credentials:
                 self.stdout.write(f"  log in as {username} / {credentials[username]}")
