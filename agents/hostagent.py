@@ -12,6 +12,8 @@ from agents.transport import HostConnection, TransportError, transport_for
 
 HOSTSIDE_SOURCE = Path(__file__).resolve().parent / "hostside" / "uncloud_hostside.py"
 
+REMOTE_PYTHON = "/usr/bin/python3"
+
 # Codes the host-side program answers with that are worth retrying.
 TRANSIENT_CODES = {"timeout", "busy"}
 
@@ -54,8 +56,12 @@ class HostAgent:
         _, checksum = hostside_program()
         return f"{self.state_dir}/bin/uncloud_hostside-{checksum[:16]}.py"
 
-    def _python(self) -> str:
-        return sys.executable if self.connection.transport == "local" else "python3"
+    def _python(self) -> list[str]:
+        if self.connection.transport == "local":
+            return [sys.executable, "-I", "-S"]
+        # An absolute interpreter skips PATH shims (pyenv's costs ~120 ms a call); -I -S skip the
+        # user site and .pth files: the program needs only the standard library.
+        return [REMOTE_PYTHON, "-I", "-S"]
 
     def ship(self) -> None:
         """Put the host-side program on the host unless the right version (by checksum) is there."""
@@ -74,7 +80,7 @@ class HostAgent:
         if not self._shipped:
             self.ship()
         spec = {"state_dir": self.state_dir, **(spec or {})}
-        argv = [self._python(), self._program_path(), verb]
+        argv = [*self._python(), self._program_path(), verb]
         result = self.transport.run(argv, input=json.dumps(spec), timeout=timeout)
         try:
             answer = json.loads(result.stdout)

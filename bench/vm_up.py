@@ -11,10 +11,12 @@ Needs root (the lab uses network namespaces). Goal from the issue: ratio uncloud
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,9 @@ from images.demo_guest import build_demo_guest  # noqa: E402
 from networks.addressing import eui64_address  # noqa: E402
 from tests.lab import Lab, LabHost, lab_unavailable_reason  # noqa: E402
 
-SEED_SCRIPT = Path(__file__).resolve().parent / "seed_vm_up.sh"
+BENCH_DIR = Path(__file__).resolve().parent
+SEED_SCRIPT = BENCH_DIR / "seed_vm_up.sh"
+PROFILER = BENCH_DIR / "profile_hostside.py"
 GOAL_RATIO = 1.5
 VNI = 100
 PREFIX = "fd00:bec:0:64::/64"
@@ -155,10 +159,92 @@ def stop_seed_vm(host: LabHost, vm_dir: Path, tap: str) -> None:
     shutil.rmtree(vm_dir, ignore_errors=True)
 
 
-def time_host_info(agent: HostAgent) -> float:
+def time_call(call) -> float:
     started = time.perf_counter()
-    agent.call("host-info")
+    call()
     return time.perf_counter() - started
+
+
+def measure_transport(agent: HostAgent, calls: int) -> list[Samples]:
+    """What every call pays before the host-side program does any work."""
+    transport = agent.transport
+    measured = [
+        Samples("host-info (whole call)"),
+        Samples("ssh exec of `true`"),
+        Samples("ssh exec of `python3 -c pass`"),
+    ]
+    actions = [
+        lambda: agent.call("host-info"),
+        lambda: transport.run(["true"]),
+        # "python3" as HostAgent runs it: resolved by the remote login shell's PATH.
+        lambda: transport.run(["python3", "-c", "pass"]),
+    ]
+    for _ in range(calls):
+        for samples, action in zip(measured, actions, strict=True):
+            samples.seconds.append(time_call(action))
+    return measured
+
+
+# --- profile: where vm-up's time goes on the host ------------------------------------------------
+
+def command_label(argv: list[str], device_names: set[str]) -> str:
+    name = Path(argv[0]).name
+    if name.startswith("qemu-system"):
+        return name
+    words = [name] + ["<dev>" if word in device_names else word for word in argv[1:]
+                      if not word.startswith("/")]
+    return " ".join(words[:7])
+
+
+def profile_vm_up(agent: HostAgent, inputs: BootInputs, host: LabHost, runs: int, seed: Samples) -> None:
+    """Run vm-up locally in the host's namespace (no SSH) under bench/profile_hostside.py, which
+    times each external command; print the median of each step and of the whole verb."""
+    program = agent._program_path()
+    reports = []
+    totals = []
+    for run_index in range(runs):
+        vm_uuid = str(uuid.uuid4())
+        mac = mac_for(3, run_index)
+        disk = inputs.fresh_overlay(host, f"prof-{run_index}")
+        spec = {
+            "state_dir": str(host.state_dir), "uuid": vm_uuid, "name": f"bench-prof-{run_index}",
+            "cores": CORES, "memory_mib": MEMORY_MIB, "disks": [{"path": str(disk), "format": "qcow2"}],
+            "nics": [{"mac": mac, "vni": VNI, "ipv6": eui64_address(PREFIX, mac)}], "accel": "tcg",
+        }
+        try:
+            started = time.perf_counter()
+            # /usr/bin/python3 -I -S: the interpreter alone, whatever PATH or site-packages say.
+            completed = host.run(["/usr/bin/python3", "-I", "-S", str(PROFILER), program, "vm-up"],
+                                 input=json.dumps(spec))
+            totals.append(time.perf_counter() - started)
+            answer = json.loads(completed.stdout)
+            if not answer.get("ok") or answer["result"]["status"] != "running":
+                raise RuntimeError(f"profiled vm-up failed: {completed.stdout}")
+            report = json.loads(completed.stderr.strip().splitlines()[-1])
+            report["taps"] = answer["result"]["taps"]
+            reports.append(report)
+        finally:
+            agent.call("vm-down", {"uuid": vm_uuid, "hard": True})
+            disk.unlink(missing_ok=True)
+
+    def median_ms(milliseconds_values) -> str:
+        return f"{statistics.median(milliseconds_values):7.1f}"
+
+    print()
+    print(f"profile: vm-up run locally in the namespace (ip netns exec, /usr/bin/python3 -I -S, no SSH), "
+          f"median of {runs} runs, ms")
+    print(f"  {'whole process (ip netns exec .. python3 .. vm-up)':<58}{statistics.median(totals) * 1000:7.1f}")
+    local_ratio = statistics.median(totals) / seed.percentile(0.5)
+    print(f"  {'  ratio to the seed script p50 (same ip netns exec start)':<58}{local_ratio:7.2f}")
+    print(f"  {'import of the host-side program':<58}{median_ms(r['import_ms'] for r in reports)}")
+    print(f"  {'verb vm-up':<58}{median_ms(r['verb_ms'] for r in reports)}")
+    print(f"  {'  of which in external commands':<58}{median_ms(r['in_commands_ms'] for r in reports)}")
+    devices = {f"br{VNI}"} | {tap for r in reports for tap in r["taps"]}
+    steps = max(len(r["commands"]) for r in reports)
+    for step in range(steps):
+        present = [r["commands"][step] for r in reports if len(r["commands"]) > step]
+        label = command_label(present[0][1], devices)
+        print(f"    {step + 1:>2}. {label:<51}{median_ms(c[0] for c in present)}")
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -182,7 +268,7 @@ def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:7.0f}"
 
 
-def print_report(uncloud: Samples, seed: Samples, host_info: Samples, warmup: int) -> None:
+def print_report(uncloud: Samples, seed: Samples, transport_figures: list[Samples], warmup: int) -> None:
     runs = len(uncloud.seconds)
     print()
     print(f"vm-up to QMP 'running', NIC on br{VNI}: {runs} runs each, alternating, "
@@ -200,8 +286,10 @@ def print_report(uncloud: Samples, seed: Samples, host_info: Samples, warmup: in
     verdict = "met" if max(ratio_p50, ratio_p95) <= GOAL_RATIO else "NOT met"
     print(f"goal ratio <= {GOAL_RATIO}: {verdict}")
     print()
-    print(f"transport: host-info over the open SSH connection, p50 {host_info.percentile(0.5) * 1000:.0f} ms "
-          f"(p95 {host_info.percentile(0.95) * 1000:.0f} ms, {len(host_info.seconds)} calls)")
+    print(f"transport, over the already open SSH connection ({len(transport_figures[0].seconds)} calls each), ms:")
+    for samples in transport_figures:
+        print(f"  {samples.label:<34} p50 {milliseconds(samples.percentile(0.5))}   "
+              f"p95 {milliseconds(samples.percentile(0.95))}")
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -215,6 +303,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="measured runs of each method (default 20)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="uncounted runs of each method first, to warm page cache and qemu (default 1)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="afterwards, run vm-up N times locally with each host command timed")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be at least 1 and --warmup not negative")
@@ -240,9 +330,7 @@ def main(argv=None) -> int:
         agent.call("net-up", {"vni": VNI, "prefix": PREFIX, "underlay_device": host.underlay_device})
         inputs = prepare_boot_inputs(host)
 
-        host_info = Samples("host-info")
-        for _ in range(max(args.runs, 10)):
-            host_info.seconds.append(time_host_info(agent))
+        transport_figures = measure_transport(agent, max(args.runs, 10))
 
         uncloud = Samples("uncloud vm-up (SSH)")
         seed = Samples("seed script (ip + qemu)")
@@ -263,7 +351,9 @@ def main(argv=None) -> int:
             tag = "run" if counted else "warm-up"
             print(f"{tag} {run_index + 1 - (args.warmup if counted else 0):>2}: uncloud {figures['uncloud'] * 1000:6.0f} ms"
                   f"   seed {figures['seed'] * 1000:6.0f} ms", file=sys.stderr, flush=True)
-        print_report(uncloud, seed, host_info, args.warmup)
+        print_report(uncloud, seed, transport_figures, args.warmup)
+        if args.profile:
+            profile_vm_up(agent, inputs, host, args.profile, seed)
         return 0
     except KeyboardInterrupt:
         print("interrupted: tearing the lab down", file=sys.stderr)
