@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hostside_testlib import process_gone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,16 +62,8 @@ def stop_processes_of(directory):
                 pass
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(
-            not _is_zombie(pid) for pid in processes_naming(directory)):
+            not process_gone(pid) for pid in processes_naming(directory)):
         time.sleep(0.05)
-
-
-def _is_zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def make_namespace_hosts(count):

@@ -4,7 +4,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hostside_testlib import fails, inventory, net_spec, nic, ok, vm_spec
+from hostside_testlib import fails, inventory, net_spec, nic, ok, process_gone, vm_spec
 
 PREFIX = "2001:db8:100:1::/64"
 VM_UUID = "6f1c2d3e-0000-4000-8000-000000000001"
@@ -44,7 +44,7 @@ def test_net_up_twice_and_net_down_twice(hosts):
     assert inventory(host) == after_down
     assert after_down["bridges"] == [] and after_down["vxlans"] == [] and after_down["networks"] == []
     assert not (Path(host.state_dir) / "networks/100").exists()
-    assert not_running(first["radvd_pid"])
+    assert process_gone(first["radvd_pid"])
     assert after_down["taps"] == before["taps"] == []
 
 
@@ -62,14 +62,6 @@ def test_net_up_applies_a_changed_spec(hosts):
     assert "replaced vxlan100" in repaired["changes"]
     assert inventory(host)["vxlans"][0]["group"] == "ff05::64"
     assert inventory(host)["vxlans"][0]["master"] == "br100"
-
-
-def not_running(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_vm_up_twice_vm_down_twice(hosts):
@@ -111,7 +103,7 @@ def test_vm_up_twice_vm_down_twice(hosts):
     down = ok(host, "vm-down", uuid=VM_UUID, timeout_s=1)
     assert down["stopped_by"] in ("powerdown", "killed")  # no guest OS answers the button here
     after_down = inventory(host)
-    assert not_running(first["pid"])
+    assert process_gone(first["pid"])
     for name in ("qmp.sock", "vnc.sock", "qemu.pid"):
         assert not (vm_dir / name).exists(), name
     assert after_down["taps"] == []
@@ -136,7 +128,7 @@ def test_crashed_vm_is_stopped_and_vm_up_restarts_it(hosts):
     first = ok(host, "vm-up", **spec)
     os.kill(first["pid"], 9)
     deadline = time.monotonic() + 5
-    while not not_running(first["pid"]) and time.monotonic() < deadline:
+    while not process_gone(first["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ok(host, "vm-status", uuid=VM_UUID)["status"] == "stopped"
     restarted = ok(host, "vm-up", **spec)
