@@ -5,6 +5,7 @@ the Operation engine understands. No Django here either.
 import hashlib
 import json
 import sys
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +38,12 @@ class HostError(Exception):
         return "\n".join(lines)
 
 
+# (connection, program path) pairs known to hold the right program in this process. Agents are
+# made per workflow step; without this, every step would pay an extra sha256sum round trip.
+_shipped: set[tuple[HostConnection, str]] = set()
+_shipped_lock = threading.Lock()
+
+
 @lru_cache(maxsize=1)
 def hostside_program() -> tuple[bytes, str]:
     data = HOSTSIDE_SOURCE.read_bytes()
@@ -48,7 +55,17 @@ class HostAgent:
         self.connection = connection
         self.state_dir = state_dir
         self.transport = transport_for(connection)
-        self._shipped = connection.transport == "local"
+
+    def _is_shipped(self) -> bool:
+        with _shipped_lock:
+            return self.connection.transport == "local" or (self.connection, self._program_path()) in _shipped
+
+    def _mark_shipped(self, shipped: bool) -> None:
+        with _shipped_lock:
+            if shipped:
+                _shipped.add((self.connection, self._program_path()))
+            else:
+                _shipped.discard((self.connection, self._program_path()))
 
     def _program_path(self) -> str:
         if self.connection.transport == "local":
@@ -74,10 +91,10 @@ class HostAgent:
             check = self.transport.run(["sha256sum", path], timeout=30)
             if check.stdout.split()[:1] != [checksum]:
                 raise HostError("ship_failed", f"host-side program on {self.connection.name} failed its checksum")
-        self._shipped = True
+        self._mark_shipped(True)
 
     def call(self, verb: str, spec: dict | None = None, timeout: float | None = None) -> dict:
-        if not self._shipped:
+        if not self._is_shipped():
             self.ship()
         spec = {"state_dir": self.state_dir, **(spec or {})}
         argv = [*self._python(), self._program_path(), verb]
@@ -85,13 +102,16 @@ class HostAgent:
         try:
             answer = json.loads(result.stdout)
         except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            # Removed or changed behind our back: verify (and ship again) on the next call.
+            self._mark_shipped(False)
             if result.exit_status in (126, 127) or "can't open file" in result.stderr:
-                self._shipped = False  # removed behind our back: ship again on the next call
                 raise TransportError(f"host-side program missing on {self.connection.name}: {result.stderr.strip()}")
             raise HostError(
                 "bad_answer", f"{verb} gave no JSON answer (exit {result.exit_status})",
                 stderr=result.stderr, argv=argv, host=self.connection.name,
-            ) from None
+            )
         if answer.get("ok"):
             return answer.get("result", {})
         error = answer.get("error", {})

@@ -118,9 +118,21 @@ def test_agent_ships_the_host_side_program_and_calls_it(lab):
         assert info["state_dir"] == str(host.state_dir)
         shipped = agent._program_path()
         assert shipped.startswith(f"{host.state_dir}/bin/") and checksum[:16] in shipped
-        # A tampered copy on the host is replaced on the next ship.
-        agent.transport.run(["sh", "-c", 'echo "print(1)" > "$1"', "sh", shipped])
+        # Later agents for the same host trust the shipped copy without another checksum round trip.
         fresh = HostAgent(connection_to(host), str(host.state_dir))
+        checks = []
+        original_run = fresh.transport.run
+        fresh.transport.run = lambda argv, **kw: checks.append(argv[0]) or original_run(argv, **kw)
+        try:
+            assert fresh.call("host-info")["sha256"] == checksum
+        finally:
+            del fresh.transport.run
+        assert "sha256sum" not in checks
+        # A tampered copy answers nonsense once; the next call verifies, replaces it and works.
+        agent.transport.run(["sh", "-c", 'echo "print(1)" > "$1"', "sh", shipped])
+        with pytest.raises(HostError) as error:
+            fresh.call("host-info")
+        assert error.value.code == "bad_answer"
         assert fresh.call("host-info")["sha256"] == checksum
         with pytest.raises(HostError) as error:
             fresh.call("vm-status", {"uuid": "not-a-uuid; reboot"})
