@@ -9,7 +9,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from agents.transport import HostConnection, TransportError, transport_for
+from agents.transport import HostConnection, LineStream, StreamClosed, TransportError, transport_for
 
 HOSTSIDE_SOURCE = Path(__file__).resolve().parent / "hostside" / "uncloud_hostside.py"
 
@@ -42,6 +42,20 @@ class HostError(Exception):
 # made per workflow step; without this, every step would pay an extra sha256sum round trip.
 _shipped: set[tuple[HostConnection, str]] = set()
 _shipped_lock = threading.Lock()
+
+
+# Idle `serve` processes per (connection, program path). A call takes one (or starts one), and
+# gives it back after a complete answer; a stream that failed mid-call is closed, never reused.
+_idle_streams: dict[tuple[HostConnection, str], list[LineStream]] = {}
+_streams_lock = threading.Lock()
+
+
+def close_streams() -> None:
+    with _streams_lock:
+        streams = [stream for idle in _idle_streams.values() for stream in idle]
+        _idle_streams.clear()
+    for stream in streams:
+        stream.close()
 
 
 @lru_cache(maxsize=1)
@@ -93,24 +107,73 @@ class HostAgent:
                 raise HostError("ship_failed", f"host-side program on {self.connection.name} failed its checksum")
         self._mark_shipped(True)
 
+    def _take_stream(self) -> LineStream:
+        key = (self.connection, self._program_path())
+        with _streams_lock:
+            idle = _idle_streams.get(key)
+            if idle:
+                return idle.pop()
+        return self.transport.open_stream([*self._python(), self._program_path(), "serve"])
+
+    def _drop_idle_streams(self) -> None:
+        with _streams_lock:
+            idle = _idle_streams.pop((self.connection, self._program_path()), [])
+        for stream in idle:
+            stream.close()
+
+    def _give_back(self, stream: LineStream) -> None:
+        with _streams_lock:
+            _idle_streams.setdefault((self.connection, self._program_path()), []).append(stream)
+
     def call(self, verb: str, spec: dict | None = None, timeout: float | None = None) -> dict:
+        """Run one verb through a long-lived `serve` process of the host-side program.
+
+        A stream that ends before answering (a dropped connection, a program removed behind our
+        back) is replaced once and the request sent again: every verb is idempotent, so a verb
+        that did run before the drop runs again to the same result.
+        """
         if not self._is_shipped():
             self.ship()
         spec = {"state_dir": self.state_dir, **(spec or {})}
-        argv = [*self._python(), self._program_path(), verb]
-        result = self.transport.run(argv, input=json.dumps(spec), timeout=timeout)
-        try:
-            answer = json.loads(result.stdout)
-        except ValueError:
-            answer = None
+        request = (json.dumps({"verb": verb, "spec": spec}) + "\n").encode()
+        timeout = timeout or self.connection.command_timeout
+        for attempt in (1, 2):
+            stream = self._take_stream()
+            try:
+                line = stream.request(request, timeout)
+            except StreamClosed as closed:
+                stream.close()
+                self._drop_idle_streams()  # they share the connection that just failed
+                self._mark_shipped(False)
+                if "can't open file" in closed.stderr or "No such file" in closed.stderr:
+                    self.ship()
+                if attempt == 2:
+                    raise TransportError(
+                        f"host-side program on {self.connection.name} ended without answering {verb}: "
+                        f"{closed} {closed.stderr.strip()[-500:]}"
+                    ) from None
+                continue
+            except BaseException:
+                stream.close()  # a timed-out verb may still be running: this stream is not reusable
+                raise
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):
+                # Changed behind our back: verify (and ship again) on the next call.
+                stream.close()
+                self._mark_shipped(False)
+            else:
+                self._give_back(stream)
+            return self._result(verb, answer, line)
+        raise AssertionError("unreachable")
+
+    def _result(self, verb: str, answer, line: bytes) -> dict:
         if not isinstance(answer, dict):
-            # Removed or changed behind our back: verify (and ship again) on the next call.
-            self._mark_shipped(False)
-            if result.exit_status in (126, 127) or "can't open file" in result.stderr:
-                raise TransportError(f"host-side program missing on {self.connection.name}: {result.stderr.strip()}")
             raise HostError(
-                "bad_answer", f"{verb} gave no JSON answer (exit {result.exit_status})",
-                stderr=result.stderr, argv=argv, host=self.connection.name,
+                "bad_answer", f"{verb} gave no JSON answer", stderr=line[-2000:].decode(errors="replace"),
+                host=self.connection.name,
             )
         if answer.get("ok"):
             return answer.get("result", {})

@@ -6,9 +6,12 @@ This module needs no Django: benchmarks and the lab use it directly.
 """
 
 import base64
+import os
+import selectors
 import shlex
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -52,6 +55,111 @@ class CommandResult:
     stderr: str
 
 
+class StreamClosed(TransportError):
+    """A long-lived remote process ended (or its channel dropped) before it answered."""
+
+    def __init__(self, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.stderr = stderr
+
+
+class LineStream:
+    """A long-lived remote process spoken to in lines: write a request line, read one answer line.
+
+    Subclasses provide _send, _receive (bytes, b"" at end of stream, None on a read timeout),
+    _stderr and close.
+    """
+
+    name = ""
+
+    def __init__(self):
+        self._buffer = bytearray()
+
+    def request(self, line: bytes, timeout: float) -> bytes:
+        try:
+            self._send(line)
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise StreamClosed(f"{self.name}: cannot send: {error}", self._stderr()) from None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(f"{self.name}: no answer within {timeout:.0f} s")
+            try:
+                chunk = self._receive(min(remaining, 1.0))
+            except (OSError, EOFError, paramiko.SSHException) as error:
+                raise StreamClosed(f"{self.name}: {error}", self._stderr()) from None
+            if chunk == b"":
+                raise StreamClosed(f"{self.name}: the remote program ended", self._stderr())
+            if chunk:
+                self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line
+
+
+class LocalLineStream(LineStream):
+    def __init__(self, argv: list[str], name: str):
+        super().__init__()
+        self.name = name
+        # stderr goes to a file: a pipe nobody reads could fill up and block the program.
+        self._stderr_file = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr_file, bufsize=0
+        )
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._process.stdout, selectors.EVENT_READ)
+
+    def _send(self, data: bytes) -> None:
+        self._process.stdin.write(data)
+
+    def _receive(self, timeout: float) -> bytes | None:
+        if not self._selector.select(timeout):
+            return None
+        return os.read(self._process.stdout.fileno(), 65536)
+
+    def _stderr(self) -> str:
+        self._stderr_file.seek(0)
+        return self._stderr_file.read()[-4000:].decode(errors="replace")
+
+    def close(self) -> None:
+        for pipe in (self._process.stdin, self._process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self._selector.close()
+        self._stderr_file.close()
+        # Closing stdin ends the program after its current verb; nobody waits for it here.
+        threading.Thread(target=self._process.wait, daemon=True).start()
+
+
+class SSHLineStream(LineStream):
+    def __init__(self, channel: paramiko.Channel, name: str):
+        super().__init__()
+        self.name = name
+        self._channel = channel
+
+    def _send(self, data: bytes) -> None:
+        self._channel.sendall(data)
+
+    def _receive(self, timeout: float) -> bytes | None:
+        self._channel.settimeout(timeout)
+        try:
+            return self._channel.recv(65536)
+        except TimeoutError:
+            return None
+
+    def _stderr(self) -> str:
+        stderr = bytearray()
+        while self._channel.recv_stderr_ready():
+            stderr += self._channel.recv_stderr(65536)
+        return stderr[-4000:].decode(errors="replace")
+
+    def close(self) -> None:
+        self._channel.close()
+
+
 class LocalTransport:
     def __init__(self, connection: HostConnection):
         self.connection = connection
@@ -65,6 +173,12 @@ class LocalTransport:
         except FileNotFoundError as error:
             return CommandResult(argv, 127, "", str(error))
         return CommandResult(argv, completed.returncode, completed.stdout, completed.stderr)
+
+    def open_stream(self, argv: list[str]) -> LineStream:
+        try:
+            return LocalLineStream(argv, self.connection.name)
+        except OSError as error:
+            raise StreamClosed(f"cannot start {argv[0]} on {self.connection.name}: {error}") from None
 
     def put_file(self, path: str, data: bytes, mode: int = 0o755) -> None:
         target = Path(path)
@@ -185,6 +299,20 @@ class SSHTransport:
             )
         finally:
             channel.close()
+
+    def open_stream(self, argv: list[str]) -> LineStream:
+        """Start a long-lived program over the pooled connection, spoken to in lines."""
+        for attempt in (1, 2):
+            client = self._client_or_connect()
+            try:
+                channel = client.get_transport().open_session(timeout=self.connection.connect_timeout)
+                channel.exec_command(shlex.join(argv))
+                return SSHLineStream(channel, self.connection.name)
+            except (paramiko.SSHException, EOFError, ConnectionError) as error:
+                self.close()
+                if attempt == 2:
+                    raise TransportError(f"SSH to {self.connection.name} failed: {error}") from None
+        raise AssertionError("unreachable")
 
     def put_file(self, path: str, data: bytes, mode: int = 0o755) -> None:
         client = self._client_or_connect()

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agents.hostagent import HostAgent  # noqa: E402
+from agents.hostagent import HostAgent, close_streams  # noqa: E402
 from agents.transport import HostConnection, close_all  # noqa: E402
 from images.demo_guest import build_demo_guest  # noqa: E402
 from networks.addressing import eui64_address  # noqa: E402
@@ -360,6 +360,7 @@ def main(argv=None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        close_streams()
         close_all()
         lab.down()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -647,6 +647,7 @@ def verb_host_info(spec):
         "state_dir": state_dir,
         "disk_free_bytes": disk.f_bavail * disk.f_frsize,
         "disk_total_bytes": disk.f_blocks * disk.f_frsize,
+        "pid": os.getpid(),  # of the process that answered (a long-lived `serve` one, usually)
     }
 
 
@@ -892,7 +893,8 @@ def qmp_read_reply(reader):
         # Events ({"event": ...}) and the greeting are not replies.
 
 
-def qmp_execute(socket_path, command, arguments=None, timeout_s=5):
+def qmp_run(socket_path, commands, timeout_s=5):
+    """Run [(command, arguments or None), ...] on one QMP connection; the last command's return."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout_s)
         try:
@@ -901,16 +903,22 @@ def qmp_execute(socket_path, command, arguments=None, timeout_s=5):
             greeting = json.loads(reader.readline() or b"{}")
             if "QMP" not in greeting:
                 raise HostsideError("qmp_failed", "no QMP greeting")
-            for request in ({"execute": "qmp_capabilities"},
-                            {"execute": command, **({"arguments": arguments} if arguments else {})}):
+            reply = None
+            for command, arguments in [("qmp_capabilities", None), *commands]:
+                request = {"execute": command, **({"arguments": arguments} if arguments else {})}
                 connection.sendall(json.dumps(request).encode() + b"\n")
                 reply = qmp_read_reply(reader)
                 if "error" in reply:
-                    raise HostsideError("qmp_failed", f"QMP {request['execute']}: "
+                    raise HostsideError("qmp_failed", f"QMP {command}: "
                                         f"{reply['error'].get('desc', reply['error'])}")
             return reply["return"]
         except (OSError, ValueError) as error:
-            raise HostsideError("qmp_failed", f"QMP {command} on {socket_path}: {error}") from None
+            names = ", ".join(command for command, _ in commands)
+            raise HostsideError("qmp_failed", f"QMP {names} on {socket_path}: {error}") from None
+
+
+def qmp_execute(socket_path, command, arguments=None, timeout_s=5):
+    return qmp_run(socket_path, [(command, arguments)], timeout_s)
 
 
 def qmp_status(socket_path):
@@ -1068,23 +1076,56 @@ def record_ports(vm):
         })
 
 
-def ensure_tap(nic, changes):
-    tap, bridge = nic["tap"], bridge_name(nic["vni"])
-    link = link_info(tap)
-    if link is not None and link_kind(link) != "tun":
-        raise HostsideError("in_use", f"{tap} exists and is not a tap device")
-    if link is None:
-        run_command(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
-        changes.append(f"created {tap}")
-    # The host itself has nothing to say on a guest's port.
-    write_interface_sysctl(tap, "disable_ipv6", 1)
-    ensure_port_of_bridge(tap, bridge, changes, mtu=link_info(bridge)["mtu"])
+def sysfs_link(name):
+    """What vm-up needs to know about a link, read from /sys (no process to start), or None.
+    /sys/class/net shows the network namespace this program runs in (ip netns exec remounts it)."""
+    base = f"/sys/class/net/{name}"
+    mtu, flags = read_text(f"{base}/mtu"), read_text(f"{base}/flags")
+    if mtu is None or flags is None:
+        return None
+    mtu, flags = int(mtu), int(flags, 16)
+    master = os.path.realpath(f"{base}/master") if os.path.lexists(f"{base}/master") else None
+    return {"is_tap": os.path.exists(f"{base}/tun_flags"), "mtu": mtu, "up": bool(flags & 0x1),
+            "master": os.path.basename(master) if master else None}
+
+
+def ensure_taps(nics, changes):
+    """Each NIC's tap on its bridge with the bridge's MTU, up, with no IPv6 of its own.
+    Costs at most two `ip` runs for any number of NICs: one to create taps, one batch for the rest."""
+    missing = []
+    for nic in nics:
+        link = sysfs_link(nic["tap"])
+        if link is not None and not link["is_tap"]:
+            raise HostsideError("in_use", f"{nic['tap']} exists and is not a tap device")
+        if link is None:
+            missing.append(nic["tap"])
+    if missing:
+        run_command(["ip", "-batch", "-"], input_text="".join(
+            f"tuntap add dev {tap} mode tap\n" for tap in missing))
+        changes.extend(f"created {tap}" for tap in missing)
+    batch = []
+    for nic in nics:
+        tap, bridge = nic["tap"], bridge_name(nic["vni"])
+        # The host itself has nothing to say on a guest's port (before it goes up: no link-local).
+        write_interface_sysctl(tap, "disable_ipv6", 1)
+        link, bridge_link = sysfs_link(tap), sysfs_link(bridge)
+        if link["master"] != bridge:
+            batch.append(f"link set dev {tap} master {bridge}")
+            changes.append(f"attached {tap} to {bridge}")
+        if link["mtu"] != bridge_link["mtu"]:
+            batch.append(f"link set dev {tap} mtu {bridge_link['mtu']}")
+        if not link["up"]:
+            batch.append(f"link set dev {tap} up")
+    if batch:
+        # Tap and bridge names are checked against TAP_NAME_RE / bridge_name(): no spaces, no
+        # quotes, so each batch line has exactly the words written here.
+        run_command(["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
 
 
 def require_networks_up(vm):
     for nic in vm["nics"]:
         if load_network_state(vm["state_dir"], nic["vni"]) is None or \
-                link_info(bridge_name(nic["vni"])) is None:
+                sysfs_link(bridge_name(nic["vni"])) is None:
             raise HostsideError("not_found", f"network vni {nic['vni']} is not up on this host "
                                 "(run net-up first)")
 
@@ -1099,23 +1140,70 @@ def tail_of_file(path, max_bytes=4000):
         return ""
 
 
-def start_qemu(vm, accel):
+def launch_qemu_paused(vm, accel):
+    """Start qemu with its CPUs stopped (-S) and return without waiting: it initialises while the
+    caller applies the guest's nft rules. The guest runs no instruction before `cont`."""
     paths = vm_paths(vm["state_dir"], vm["uuid"])
     for stale in (paths["qmp"], paths["vnc"], paths["pid"]):
         remove_file(stale)
-    argv = qemu_argv(vm, accel)
-    completed = run_command(argv, timeout=QEMU_START_TIMEOUT_S, check=False)
-    if completed.returncode != 0:
-        stderr = completed.stderr + completed.stdout
-        code = "disk_full" if looks_like_disk_full(stderr) else "qemu_failed"
-        raise HostsideError(code, f"qemu exited with status {completed.returncode}", stderr=stderr,
+    argv = [*qemu_argv(vm, accel), "-S"]
+    binary = find_binary(argv[0])
+    if binary is None:
+        raise HostsideError("missing_binary", f"not installed on this host: {argv[0]}",
+                            argv=argv, details={"missing": [argv[0]]})
+    process = subprocess.Popen([binary, *argv[1:]], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return argv, process
+
+
+def await_qemu(vm, argv, process):
+    """Wait until qemu -daemonize has initialised (its parent exits) and return the guest's pid."""
+    paths = vm_paths(vm["state_dir"], vm["uuid"])
+    try:
+        stdout, stderr = process.communicate(timeout=QEMU_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise HostsideError("timeout", f"qemu did not start within {QEMU_START_TIMEOUT_S} s",
+                            stderr=stderr, argv=argv) from None
+    if process.returncode != 0:
+        output = stderr + stdout
+        code = "disk_full" if looks_like_disk_full(output) else "qemu_failed"
+        raise HostsideError(code, f"qemu exited with status {process.returncode}", stderr=output,
                             argv=argv, details={"serial_tail": tail_of_file(paths["serial"])})
     pid = running_qemu(vm["state_dir"], vm["uuid"])
     if pid is None:
-        raise HostsideError("qemu_failed", "qemu exited right after starting",
-                            stderr=completed.stderr, argv=argv,
-                            details={"serial_tail": tail_of_file(paths["serial"])})
+        raise HostsideError("qemu_failed", "qemu exited right after starting", stderr=stderr,
+                            argv=argv, details={"serial_tail": tail_of_file(paths["serial"])})
     return pid
+
+
+def start_guarded_qemu(vm, accel, changes):
+    """qemu and the nft rules in parallel; the guest starts only once its rules are in place."""
+    argv, process = launch_qemu_paused(vm, accel)
+    try:
+        if apply_ruleset(vm["state_dir"]):
+            changes.append("applied nft rules")
+    except BaseException:
+        with contextlib.suppress(HostsideError):
+            stop_process(await_qemu(vm, argv, process))
+        raise
+    pid = await_qemu(vm, argv, process)
+    changes.append("started qemu")
+    return pid
+
+
+def continue_guest(vm):
+    """Let a guest that waits in prelaunch (started with -S) run; answer its QMP status."""
+    paths = vm_paths(vm["state_dir"], vm["uuid"])
+    status, qmp_error = qmp_status(paths["qmp"])
+    if status == "prelaunch":
+        try:
+            qmp_execute(paths["qmp"], "cont")
+        except HostsideError as error:
+            return status, error.message
+        status, qmp_error = qmp_status(paths["qmp"])
+    return status, qmp_error
 
 
 def spec_for_disk(vm, accel):
@@ -1134,19 +1222,19 @@ def verb_vm_up(spec):
         ensure_directory(paths["dir"])
         pid = running_qemu(state_dir, vm_uuid)
         accel = resolve_accel(vm["accel"])
-        if pid is None:
-            write_json_file(paths["spec"], spec_for_disk(vm, accel))
-        # Rules first, then taps, then qemu: the guest's first frame already meets its guard.
-        record_ports(vm)
-        if apply_ruleset(state_dir):
-            changes.append("applied nft rules")
-        for nic in vm["nics"]:
-            ensure_tap(nic, changes)
         already_running = pid is not None
         if not already_running:
-            pid = start_qemu(vm, accel)
-            changes.append("started qemu")
-    status, qmp_error = qmp_status(paths["qmp"])
+            write_json_file(paths["spec"], spec_for_disk(vm, accel))
+        # Port files, taps, then qemu paused while the rules go in; `cont` only after both, so the
+        # guest's first frame already meets its guard.
+        record_ports(vm)
+        ensure_taps(vm["nics"], changes)
+        if already_running:
+            if apply_ruleset(state_dir):
+                changes.append("applied nft rules")
+        else:
+            pid = start_guarded_qemu(vm, accel, changes)
+        status, qmp_error = continue_guest(vm)
     recorded = read_json_file(paths["spec"]) or {}
     return {"uuid": vm_uuid, "name": vm["name"], "pid": pid, "status": status,
             "qmp_error": qmp_error, "already_running": already_running,
@@ -1329,6 +1417,676 @@ def verb_inventory(spec):
 
 
 # ---------------------------------------------------------------------------------------------
+# Images, disks, config drives and the metadata service (the images app's verbs)
+#
+#   <state_dir>/images/<sha256>.qcow2            base images, verified by checksum, read-only
+#   <state_dir>/images/incoming/<sha256>-<token>.part   uploads of the control plane in progress
+#   <state_dir>/disks/<disk uuid>.qcow2 (+ .json)   VM disks: an overlay of a base, or blank
+#   <state_dir>/snapshots/<snapshot uuid>.qcow2  standalone (flattened) copies of a disk
+#   <state_dir>/metadata/<vm uuid>/              metadata.json, cidata.iso (NoCloud config drive)
+#   <state_dir>/metadata/server.*                the metadata HTTP service (pid, spec, log, state)
+# ---------------------------------------------------------------------------------------------
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+UPLOAD_TOKEN_RE = re.compile(r"^[0-9a-f]{8,32}$")
+SSH_PUBLIC_KEY_RE = re.compile(r"^(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$")
+KEY_NAME_RE = re.compile(r"^[\x20-\x7e]{1,100}$")
+RBD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_USER_DATA_BYTES = 65536
+MAX_DISK_MIB = 64 * 1024 * 1024  # 64 TiB
+IMAGE_COMMAND_TIMEOUT_S = 3600  # copying or checksumming a large image takes a while
+# The metadata service listens on this link-local address on every network bridge of the host
+# (the address OpenStack and cloud-init use for IPv6 metadata: fe80::a9fe:a9fe is 169.254.169.254).
+METADATA_ADDRESS = "fe80::a9fe:a9fe"
+METADATA_PORT = 80
+METADATA_RESCAN_S = 1.0
+METADATA_MAX_CLIENTS = 64
+OPENSTACK_VERSIONS = ("2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15", "2016-06-30",
+                      "2016-10-06", "2017-02-22", "2018-08-27", "latest")
+EC2_VERSIONS = ("1.0", "2007-01-19", "2009-04-04", "latest")
+
+
+def images_dir(state_dir):
+    return os.path.join(state_dir, "images")
+
+
+def base_image_path(state_dir, sha256):
+    return os.path.join(images_dir(state_dir), f"{sha256}.qcow2")
+
+
+def disks_dir(state_dir):
+    return os.path.join(state_dir, "disks")
+
+
+def disk_path(state_dir, disk_uuid):
+    return os.path.join(disks_dir(state_dir), f"{disk_uuid}.qcow2")
+
+
+def snapshot_path(state_dir, snapshot_uuid):
+    return os.path.join(state_dir, "snapshots", f"{snapshot_uuid}.qcow2")
+
+
+def metadata_dir(state_dir):
+    return os.path.join(state_dir, "metadata")
+
+
+def vm_metadata_dir(state_dir, vm_uuid):
+    return os.path.join(metadata_dir(state_dir), vm_uuid)
+
+
+def check_sha256(value, field="sha256"):
+    return check_string(value, field, SHA256_RE, "64 lowercase hex digits")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def qemu_img_info(path, image_format="qcow2"):
+    # Always an explicit format: qemu-img must never guess what a file is.
+    completed = run_command(["qemu-img", "info", "-f", image_format, "--output=json", path],
+                            timeout=IMAGE_COMMAND_TIMEOUT_S)
+    return json.loads(completed.stdout)
+
+
+def refuse_external_references(info, what):
+    """A qcow2 we did not make ourselves may name files elsewhere on this host: never use it."""
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        raise HostsideError("bad_image", f"{what} names a backing file: refused")
+    data_file = (info.get("format-specific") or {}).get("data", {}).get("data-file")
+    if data_file:
+        raise HostsideError("bad_image", f"{what} names an external data file: refused")
+
+
+def qemu_processes_using(state_dir, path):
+    """pids of qemu processes of this host whose command line opens path."""
+    needle = f"file={path},"
+    return [pid for pid, argv in processes_under_state_dir(state_dir)
+            if os.path.basename(argv[0]).startswith("qemu-system") and any(needle in arg for arg in argv)]
+
+
+def running_vm_drive(state_dir, path):
+    """(qmp socket, drive id) of the running VM that has path as a drive, or None."""
+    directory = vms_dir(state_dir)
+    if not os.path.isdir(directory):
+        return None
+    for entry in sorted(os.listdir(directory)):
+        recorded = read_json_file(os.path.join(directory, entry, "spec.json")) or {}
+        for index, disk in enumerate(recorded.get("disks", [])):
+            if disk.get("path") == path and running_qemu(state_dir, entry) is not None:
+                return vm_paths(state_dir, entry)["qmp"], f"disk{index}"
+    return None
+
+
+def verb_image_ensure(spec):
+    """Make a base image present, verified by its sha256. Without a finished upload the answer
+    says where to upload (present: false); call again with the same token after uploading."""
+    check_fields(spec, ["state_dir", "sha256", "size_bytes"], ["upload_token"])
+    state_dir = check_state_dir(spec["state_dir"])
+    sha256 = check_sha256(spec["sha256"])
+    size_bytes = check_int(spec["size_bytes"], "size_bytes", 1, MAX_DISK_MIB * 1024 * 1024)
+    token = spec.get("upload_token")
+    if token is not None:
+        check_string(token, "upload_token", UPLOAD_TOKEN_RE, "8 to 32 lowercase hex digits")
+    final = base_image_path(state_dir, sha256)
+    incoming = os.path.join(images_dir(state_dir), "incoming")
+    ensure_directory(incoming)
+    changes = []
+    if not os.path.isfile(final):
+        if token is None:
+            return {"present": False, "path": final, "upload_path": None, "changes": changes}
+        upload = os.path.join(incoming, f"{sha256}-{token}.part")
+        if not os.path.isfile(upload):
+            return {"present": False, "path": final, "upload_path": upload, "changes": changes}
+        require_binaries("qemu-img")
+        actual_size = os.path.getsize(upload)
+        actual_sha = file_sha256(upload)
+        if actual_size != size_bytes or actual_sha != sha256:
+            remove_file(upload)
+            raise HostsideError("checksum_mismatch", f"the uploaded image has {actual_size} bytes and "
+                                f"sha256 {actual_sha}, expected {size_bytes} bytes and {sha256}; removed")
+        try:
+            refuse_external_references(qemu_img_info(upload), "the uploaded image")
+        except HostsideError:
+            remove_file(upload)
+            raise
+        os.chmod(upload, 0o444)
+        os.replace(upload, final)
+        changes.append(f"imported {sha256}")
+    elif os.path.getsize(final) != size_bytes:
+        raise HostsideError("checksum_mismatch", f"{final} has {os.path.getsize(final)} bytes, expected "
+                            f"{size_bytes}: remove it with image-delete")
+    return {"present": True, "path": final, "upload_path": None, "changes": changes}
+
+
+def disk_records(state_dir):
+    directory = disks_dir(state_dir)
+    if not os.path.isdir(directory):
+        return []
+    return [read_json_file(os.path.join(directory, entry)) or {}
+            for entry in sorted(os.listdir(directory)) if entry.endswith(".json")]
+
+
+def verb_image_delete(spec):
+    check_fields(spec, ["state_dir", "sha256"])
+    state_dir = check_state_dir(spec["state_dir"])
+    sha256 = check_sha256(spec["sha256"])
+    changes = []
+    with host_lock(state_dir):
+        users = sorted(record["uuid"] for record in disk_records(state_dir)
+                       if record.get("base_sha256") == sha256)
+        if users:
+            raise HostsideError("in_use", f"disks still use base image {sha256}",
+                                details={"disks": users})
+        path = base_image_path(state_dir, sha256)
+        if os.path.exists(path):
+            remove_file(path)
+            changes.append(f"removed {sha256}")
+    return {"sha256": sha256, "changes": changes}
+
+
+def disk_virtual_size(path):
+    return int(qemu_img_info(path)["virtual-size"])
+
+
+def grow_disk(state_dir, path, size_bytes, changes):
+    current = disk_virtual_size(path) if not qemu_processes_using(state_dir, path) else None
+    running = running_vm_drive(state_dir, path)
+    if running is not None:
+        qmp_socket, drive = running
+        block = {entry["device"]: entry for entry in qmp_execute(qmp_socket, "query-block")}
+        current = int(block[drive]["inserted"]["image"]["virtual-size"])
+        if size_bytes > current:
+            qmp_execute(qmp_socket, "block_resize", {"device": drive, "size": size_bytes})
+            changes.append(f"grew {os.path.basename(path)} online to {size_bytes} bytes")
+        return max(current, size_bytes)
+    if current is None:
+        raise HostsideError("in_use", f"{path} is open by a qemu this program did not start")
+    if size_bytes < current:
+        raise bad_spec(f"size_mib is smaller than the disk ({current} bytes): disks never shrink")
+    if size_bytes > current:
+        run_command(["qemu-img", "resize", "-f", "qcow2", path, str(size_bytes)])
+        changes.append(f"grew {os.path.basename(path)} to {size_bytes} bytes")
+    return size_bytes
+
+
+def verb_disk_ensure(spec):
+    """A VM disk: a qcow2 overlay of a base image (base_sha256) or a blank qcow2, at least
+    size_mib large. An existing disk grows (online through QMP when its VM runs), never shrinks."""
+    check_fields(spec, ["state_dir", "disk_uuid", "size_mib"], ["base_sha256"])
+    state_dir = check_state_dir(spec["state_dir"])
+    disk_uuid = check_uuid(spec["disk_uuid"])
+    size_bytes = check_int(spec["size_mib"], "size_mib", 1, MAX_DISK_MIB) * 1024 * 1024
+    base_sha = spec.get("base_sha256")
+    base = None
+    if base_sha is not None:
+        base = base_image_path(state_dir, check_sha256(base_sha, "base_sha256"))
+        if not os.path.isfile(base):
+            raise HostsideError("not_found", f"base image {base_sha} is not on this host (image-ensure)")
+    require_binaries("qemu-img")
+    path = disk_path(state_dir, disk_uuid)
+    changes = []
+    with host_lock(state_dir):
+        ensure_directory(disks_dir(state_dir))
+        record_path = os.path.join(disks_dir(state_dir), f"{disk_uuid}.json")
+        record = read_json_file(record_path)
+        if record is not None and record.get("base_sha256") != base_sha and os.path.exists(path):
+            raise HostsideError("in_use", f"disk {disk_uuid} exists with another base image "
+                                f"({record.get('base_sha256')}); delete it first to rebuild")
+        if not os.path.exists(path):
+            if base is not None and disk_virtual_size(base) > size_bytes:
+                raise bad_spec("size_mib is smaller than the base image's virtual size")
+            write_json_file(record_path, {"uuid": disk_uuid, "base_sha256": base_sha})
+            temporary = path + ".tmp"
+            remove_file(temporary)
+            argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
+            if base is not None:
+                argv += ["-b", base, "-F", "qcow2"]
+            run_command([*argv, temporary, str(size_bytes)])
+            os.replace(temporary, path)
+            changes.append(f"created {os.path.basename(path)}")
+            size = size_bytes
+        else:
+            size = grow_disk(state_dir, path, size_bytes, changes)
+    return {"disk_uuid": disk_uuid, "path": path, "format": "qcow2", "virtual_size_bytes": size,
+            "base_sha256": base_sha, "changes": changes}
+
+
+def verb_disk_delete(spec):
+    check_fields(spec, ["state_dir", "disk_uuid"])
+    state_dir = check_state_dir(spec["state_dir"])
+    disk_uuid = check_uuid(spec["disk_uuid"])
+    path = disk_path(state_dir, disk_uuid)
+    changes = []
+    with host_lock(state_dir):
+        users = qemu_processes_using(state_dir, path)
+        if users:
+            raise HostsideError("in_use", f"disk {disk_uuid} is open by a running VM",
+                                details={"pids": users})
+        for leftover in (path, path + ".tmp", os.path.join(disks_dir(state_dir), f"{disk_uuid}.json")):
+            if os.path.exists(leftover):
+                remove_file(leftover)
+                changes.append(f"removed {os.path.basename(leftover)}")
+    return {"disk_uuid": disk_uuid, "changes": changes}
+
+
+def wait_for_block_job(qmp_socket, device, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        jobs = [job for job in qmp_execute(qmp_socket, "query-block-jobs") if job.get("device") == device]
+        if not jobs:
+            return
+        time.sleep(0.1)
+    raise HostsideError("timeout", f"the backup of {device} did not finish within {timeout_s} s")
+
+
+def verb_disk_snapshot(spec):
+    """A standalone, flattened qcow2 copy of a disk (crash-consistent when its VM runs: QMP
+    drive-backup; a plain qemu-img convert when it does not). → path, sha256, size_bytes."""
+    check_fields(spec, ["state_dir", "disk_uuid", "snapshot_uuid"])
+    state_dir = check_state_dir(spec["state_dir"])
+    disk_uuid = check_uuid(spec["disk_uuid"])
+    snapshot_uuid = check_uuid(spec["snapshot_uuid"])
+    require_binaries("qemu-img")
+    source = disk_path(state_dir, disk_uuid)
+    target = snapshot_path(state_dir, snapshot_uuid)
+    changes = []
+    if not os.path.isfile(target):
+        if not os.path.isfile(source):
+            raise HostsideError("not_found", f"disk {disk_uuid} is not on this host")
+        ensure_directory(os.path.dirname(target))
+        temporary = target + ".tmp"
+        remove_file(temporary)
+        running = running_vm_drive(state_dir, source)
+        try:
+            if running is not None:
+                qmp_socket, drive = running
+                qmp_execute(qmp_socket, "drive-backup", {"device": drive, "sync": "full", "format": "qcow2",
+                                                         "target": temporary, "mode": "absolute-paths"})
+                wait_for_block_job(qmp_socket, drive, IMAGE_COMMAND_TIMEOUT_S)
+            else:
+                run_command(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", source, temporary],
+                            timeout=IMAGE_COMMAND_TIMEOUT_S)
+            refuse_external_references(qemu_img_info(temporary), "the snapshot")
+        except HostsideError:
+            remove_file(temporary)
+            raise
+        os.replace(temporary, target)
+        changes.append(f"snapshot {snapshot_uuid} of {disk_uuid}")
+    return {"snapshot_uuid": snapshot_uuid, "path": target, "sha256": file_sha256(target),
+            "size_bytes": os.path.getsize(target), "virtual_size_bytes": disk_virtual_size(target),
+            "changes": changes}
+
+
+def verb_snapshot_delete(spec):
+    check_fields(spec, ["state_dir", "snapshot_uuid"])
+    state_dir = check_state_dir(spec["state_dir"])
+    target = snapshot_path(state_dir, check_uuid(spec["snapshot_uuid"]))
+    changes = []
+    for leftover in (target, target + ".tmp"):
+        if os.path.exists(leftover):
+            remove_file(leftover)
+            changes.append(f"removed {os.path.basename(leftover)}")
+    return {"changes": changes}
+
+
+# --- metadata: NoCloud config drive and the HTTP service ---------------------------------------
+
+def parse_vm_metadata_spec(spec):
+    check_fields(spec, ["state_dir", "uuid", "hostname", "ssh_keys", "user_data"],
+                 ["name", "project_id", "network_config"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    hostname = check_domain(spec["hostname"], "hostname")
+    keys = []
+    for index, key in enumerate(check_list(spec["ssh_keys"], "ssh_keys", 32)):
+        check_fields(key, ["name", "public_key"])
+        keys.append({"name": check_string(key["name"], f"ssh_keys[{index}].name", KEY_NAME_RE,
+                                          "1 to 100 printable ASCII characters"),
+                     "public_key": check_string(key["public_key"], f"ssh_keys[{index}].public_key",
+                                                SSH_PUBLIC_KEY_RE, "an OpenSSH public key line")})
+    user_data = spec["user_data"]
+    if not isinstance(user_data, str) or len(user_data.encode()) > MAX_USER_DATA_BYTES:
+        raise bad_spec(f"user_data must be text of at most {MAX_USER_DATA_BYTES} bytes")
+    network_config = spec.get("network_config")
+    if network_config is not None and (not isinstance(network_config, dict)
+                                       or len(json.dumps(network_config)) > MAX_USER_DATA_BYTES):
+        raise bad_spec("network_config must be a JSON object (cloud-init network config v2)")
+    name = spec.get("name", hostname)
+    if not isinstance(name, str) or not CMDLINE_RE.match(name) or not 0 < len(name) <= 255:
+        raise bad_spec("name must be printable ASCII")
+    project_id = spec.get("project_id", "")
+    if not isinstance(project_id, str) or not re.fullmatch(r"[0-9a-f-]{0,36}", project_id):
+        raise bad_spec("project_id must be a UUID")
+    return state_dir, {"uuid": vm_uuid, "name": name, "hostname": hostname, "ssh_keys": keys,
+                       "user_data": user_data, "network_config": network_config,
+                       "project_id": project_id}
+
+
+def nocloud_meta_data(metadata):
+    # YAML, written line by line so simple readers (the demo guest's sed) find local-hostname.
+    # JSON strings are valid YAML double-quoted scalars.
+    lines = [f"instance-id: {json.dumps(metadata['uuid'])}",
+             f"local-hostname: {metadata['hostname']}"]
+    if metadata["ssh_keys"]:
+        lines.append("public-keys:")
+        lines += [f"  - {json.dumps(key['public_key'])}" for key in metadata["ssh_keys"]]
+    return "\n".join(lines) + "\n"
+
+
+def iso_tool():
+    for candidate in ("genisoimage", "xorrisofs", "mkisofs"):
+        if find_binary(candidate):
+            return candidate
+    raise HostsideError("missing_binary", "not installed on this host: genisoimage (or xorriso)",
+                        details={"missing": ["genisoimage"]})
+
+
+def build_config_drive(directory, metadata):
+    """A NoCloud config drive: ISO 9660 (Rock Ridge + Joliet) labelled cidata."""
+    content = os.path.join(directory, "cidata.tmpdir")
+    shutil.rmtree(content, ignore_errors=True)
+    os.makedirs(content, mode=0o700)
+    files = {"meta-data": nocloud_meta_data(metadata),
+             "user-data": metadata["user_data"] or "#cloud-config\n{}\n"}
+    if metadata["network_config"] is not None:
+        files["network-config"] = json.dumps(metadata["network_config"], indent=1) + "\n"
+    for file_name, text in files.items():
+        with open(os.path.join(content, file_name), "w") as handle:
+            handle.write(text)
+    target = os.path.join(directory, "cidata.iso")
+    temporary = target + ".tmp"
+    try:
+        run_command([iso_tool(), "-quiet", "-output", temporary, "-volid", "cidata", "-joliet", "-rock",
+                     "-input-charset", "utf-8", content])
+    finally:
+        shutil.rmtree(content, ignore_errors=True)
+    os.replace(temporary, target)
+    return target
+
+
+def verb_vm_metadata(spec):
+    """What the guest learns about itself: written for the metadata service and burnt into a
+    NoCloud config drive (attach it to vm-up as {path, format: raw, readonly: true})."""
+    state_dir, metadata = parse_vm_metadata_spec(spec)
+    directory = vm_metadata_dir(state_dir, metadata["uuid"])
+    changes = []
+    with host_lock(state_dir):
+        ensure_directory(directory)
+        record = os.path.join(directory, "metadata.json")
+        drive = os.path.join(directory, "cidata.iso")
+        if read_json_file(record) != metadata or not os.path.isfile(drive):
+            build_config_drive(directory, metadata)
+            write_json_file(record, metadata)
+            changes.append("wrote metadata and config drive")
+    return {"uuid": metadata["uuid"], "config_drive": drive, "changes": changes}
+
+
+def verb_vm_metadata_delete(spec):
+    check_fields(spec, ["state_dir", "uuid"])
+    state_dir = check_state_dir(spec["state_dir"])
+    directory = vm_metadata_dir(state_dir, check_uuid(spec["uuid"]))
+    changes = []
+    with host_lock(state_dir):
+        drive = os.path.join(directory, "cidata.iso")
+        if os.path.exists(drive) and qemu_processes_using(state_dir, drive):
+            raise HostsideError("in_use", "the config drive is attached to a running VM")
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+            changes.append("removed metadata")
+    return {"changes": changes}
+
+
+def metadata_server_paths(state_dir):
+    directory = metadata_dir(state_dir)
+    return {"dir": directory,
+            "pid": os.path.join(directory, "server.pid"),
+            "spec": os.path.join(directory, "server-spec.json"),
+            "state": os.path.join(directory, "server-state.json"),
+            "log": os.path.join(directory, "server.log"),
+            # Named on the server's command line, so its process is found by its state_dir.
+            "marker": os.path.join(directory, "server") + "/"}
+
+
+def running_metadata_server(state_dir):
+    paths = metadata_server_paths(state_dir)
+    return owned_process(paths["pid"], f"uncloud_metadata={paths['marker']}")
+
+
+def bridges_of_networks(state_dir):
+    return {bridge_name(network["vni"]): network["vni"] for network in load_network_states(state_dir)}
+
+
+def verb_metadata_up(spec):
+    """Start the metadata service of this host unless it runs. It follows networks by itself:
+    every second it binds [fe80::a9fe:a9fe%br<vni>]:80 on each bridge that is up."""
+    check_fields(spec, ["state_dir"], ["port"])
+    state_dir = check_state_dir(spec["state_dir"])
+    port = check_int(spec.get("port", METADATA_PORT), "port", 1, 65535)
+    require_binaries("ip")
+    paths = metadata_server_paths(state_dir)
+    changes = []
+    with host_lock(state_dir):
+        ensure_directory(paths["dir"])
+        pid = running_metadata_server(state_dir)
+        recorded = read_json_file(paths["spec"])
+        if pid is not None and (recorded or {}).get("port") != port:
+            stop_process(pid)
+            pid = None
+            changes.append("stopped metadata service (port changed)")
+        if pid is None:
+            write_json_file(paths["spec"], {"state_dir": state_dir, "port": port})
+            remove_file(paths["state"])
+            with open(paths["spec"]) as spec_file, open(paths["log"], "a") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-X", f"uncloud_metadata={paths['marker']}",
+                     os.path.abspath(__file__), "metadata-serve"],
+                    stdin=spec_file, stdout=log, stderr=log, cwd=paths["dir"], start_new_session=True)
+            write_file_atomically(paths["pid"], f"{process.pid}\n")
+            pid = process.pid
+            changes.append("started metadata service")
+    # Wait until every bridge that is up now is served, so a guest started next finds it.
+    wanted = {bridge for bridge in bridges_of_networks(state_dir) if link_info(bridge) is not None}
+    deadline = time.monotonic() + 10
+    while True:
+        served = set((read_json_file(paths["state"]) or {}).get("bridges", []))
+        if wanted <= served:
+            break
+        if not process_is_alive(pid) or time.monotonic() > deadline:
+            raise HostsideError("command_failed", "the metadata service did not come up",
+                                stderr=tail_of_file(paths["log"]))
+        time.sleep(0.05)
+    return {"pid": pid, "address": METADATA_ADDRESS, "port": port, "bridges": sorted(served),
+            "changes": changes}
+
+
+def verb_metadata_down(spec):
+    check_fields(spec, ["state_dir"])
+    state_dir = check_state_dir(spec["state_dir"])
+    paths = metadata_server_paths(state_dir)
+    changes = []
+    pid = running_metadata_server(state_dir)
+    if pid is not None:
+        stop_process(pid)
+        changes.append("stopped metadata service")
+    for stale in (paths["pid"], paths["state"]):
+        remove_file(stale)
+    return {"changes": changes}
+
+
+def metadata_for_source(state_dir, source, vni):
+    """The metadata of the VM whose port on network vni owns source (its EUI-64 or link-local
+    address). The nft guard drops any frame from a guest with another source address, so the
+    source identifies the VM."""
+    for port in load_port_states(state_dir):
+        if port["vni"] == vni and source in (port["ipv6"], port["link_local"]):
+            return read_json_file(os.path.join(vm_metadata_dir(state_dir, port["vm_uuid"]),
+                                               "metadata.json"))
+    return None
+
+
+def openstack_meta_data(metadata):
+    keys = metadata["ssh_keys"]
+    return {"uuid": metadata["uuid"], "name": metadata["name"], "hostname": metadata["hostname"],
+            "launch_index": 0, "availability_zone": "uncloud", "project_id": metadata["project_id"],
+            "public_keys": {key["name"]: key["public_key"] for key in keys},
+            "keys": [{"name": key["name"], "type": "ssh", "data": key["public_key"]} for key in keys],
+            "meta": {}}
+
+
+def metadata_response(metadata, path):
+    """(status, content type, body) for one GET; EC2 and OpenStack layouts, like cloud-init reads."""
+    text, json_type = "text/plain; charset=utf-8", "application/json"
+    path = path.split("?", 1)[0].rstrip("/") or "/"
+    parts = [part for part in path.split("/") if part]
+    if not parts:
+        return 200, text, "latest\nopenstack\n"
+    if parts[0] == "openstack":
+        if len(parts) == 1:
+            return 200, text, "\n".join(OPENSTACK_VERSIONS) + "\n"
+        if parts[1] not in OPENSTACK_VERSIONS:
+            return 404, text, "no such version\n"
+        documents = {
+            "meta_data.json": (json_type, json.dumps(openstack_meta_data(metadata))),
+            "network_data.json": (json_type, json.dumps({"links": [], "networks": [], "services": []})),
+            "vendor_data.json": (json_type, "{}"),
+            "vendor_data2.json": (json_type, "{}"),
+        }
+        if metadata["user_data"]:
+            documents["user_data"] = (text, metadata["user_data"])
+        if len(parts) == 2:
+            return 200, text, "\n".join(sorted(documents)) + "\n"
+        if len(parts) == 3 and parts[2] in documents:
+            return (200, *documents[parts[2]])
+        return 404, text, "not found\n"
+    if parts[0] in EC2_VERSIONS:
+        rest = parts[1:]
+        if not rest:
+            return 200, text, "meta-data\n" + ("user-data\n" if metadata["user_data"] else "")
+        if rest == ["user-data"]:
+            return (200, text, metadata["user_data"]) if metadata["user_data"] else (404, text, "none\n")
+        if rest[0] != "meta-data":
+            return 404, text, "not found\n"
+        keys = metadata["ssh_keys"]
+        values = {"instance-id": metadata["uuid"], "hostname": metadata["hostname"],
+                  "local-hostname": metadata["hostname"], "placement": "availability-zone\n"}
+        rest = rest[1:]
+        if not rest:
+            return 200, text, "\n".join([*values, "public-keys/"]) + "\n"
+        if rest[0] in values and len(rest) == 1:
+            return 200, text, values[rest[0]]
+        if rest == ["placement", "availability-zone"]:
+            return 200, text, "uncloud"
+        if rest[0] == "public-keys":
+            if len(rest) == 1:
+                return 200, text, "".join(f"{index}={key['name']}\n" for index, key in enumerate(keys))
+            if rest[1].isdigit() and int(rest[1]) < len(keys):
+                if len(rest) == 2:
+                    return 200, text, "openssh-key\n"
+                if rest[2:] == ["openssh-key"]:
+                    return 200, text, keys[int(rest[1])]["public_key"] + "\n"
+        return 404, text, "not found\n"
+    return 404, text, "not found\n"
+
+
+def serve_metadata_client(connection, state_dir, vni):
+    with connection:
+        connection.settimeout(5)
+        source = connection.getpeername()[0].split("%", 1)[0]
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request and b"\n\n" not in request and len(request) < 8192:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+            request_line = request.split(b"\n", 1)[0].decode("latin-1").strip().split()
+            if len(request_line) != 3 or request_line[0] not in ("GET", "HEAD"):
+                status, content_type, body = 405, "text/plain", "only GET and HEAD\n"
+            else:
+                metadata = metadata_for_source(state_dir, str(ipaddress.IPv6Address(source)), vni)
+                if metadata is None:
+                    status, content_type, body = 403, "text/plain", \
+                        f"{source} is no VM's address on this network: refused\n"
+                else:
+                    status, content_type, body = metadata_response(metadata, request_line[1])
+            payload = body.encode()
+            reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}[status]
+            head = (f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
+            connection.sendall(head + (b"" if request_line[:1] == ["HEAD"] else payload))
+        except (OSError, ValueError) as error:
+            sys.stderr.write(f"metadata: {source}: {error}\n")
+
+
+def ensure_metadata_address(bridge):
+    addresses = ip_json("-6", "addr", "show", "dev", bridge) or []
+    present = any(info.get("local") == METADATA_ADDRESS
+                  for link in addresses for info in link.get("addr_info", []))
+    if not present:
+        run_command(["ip", "-6", "addr", "add", f"{METADATA_ADDRESS}/64", "dev", bridge, "nodad"])
+
+
+def verb_metadata_serve(spec):
+    """The metadata service itself (started by metadata-up; runs until stopped)."""
+    import selectors
+    import threading
+    check_fields(spec, ["state_dir", "port"])
+    state_dir = check_state_dir(spec["state_dir"])
+    port = check_int(spec["port"], "port", 1, 65535)
+    paths = metadata_server_paths(state_dir)
+    selector = selectors.DefaultSelector()
+    listeners = {}  # bridge -> socket
+    clients = threading.BoundedSemaphore(METADATA_MAX_CLIENTS)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def client_thread(connection, vni):
+        try:
+            serve_metadata_client(connection, state_dir, vni)
+        finally:
+            clients.release()
+
+    while True:
+        wanted = bridges_of_networks(state_dir)
+        for bridge in list(listeners):
+            if bridge not in wanted or link_info(bridge) is None:
+                selector.unregister(listeners[bridge])
+                listeners.pop(bridge).close()
+        for bridge, vni in wanted.items():
+            if bridge in listeners or link_info(bridge) is None:
+                continue
+            try:
+                ensure_metadata_address(bridge)
+                listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind((METADATA_ADDRESS, port, 0, socket.if_nametoindex(bridge)))
+                listener.listen(16)
+            except (OSError, HostsideError) as error:
+                sys.stderr.write(f"metadata: cannot listen on {bridge}: {error}\n")
+                continue
+            listener.setblocking(False)
+            listeners[bridge] = listener
+            selector.register(listener, selectors.EVENT_READ, vni)
+        state = {"bridges": sorted(listeners)}
+        if read_json_file(paths["state"]) != state:
+            write_json_file(paths["state"], state)
+        for key, _ in selector.select(timeout=METADATA_RESCAN_S):
+            try:
+                connection, _ = key.fileobj.accept()
+            except OSError:
+                continue
+            if not clients.acquire(blocking=False):
+                connection.close()  # too many at once: a guest flooding us must not starve others
+                continue
+            connection.setblocking(True)
+            threading.Thread(target=client_thread, args=(connection, key.data), daemon=True).start()
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -1340,6 +2098,18 @@ VERBS = {
     "vm-down": verb_vm_down,
     "vm-status": verb_vm_status,
     "inventory": verb_inventory,
+    # images app
+    "image-ensure": verb_image_ensure,
+    "image-delete": verb_image_delete,
+    "disk-ensure": verb_disk_ensure,
+    "disk-delete": verb_disk_delete,
+    "disk-snapshot": verb_disk_snapshot,
+    "snapshot-delete": verb_snapshot_delete,
+    "vm-metadata": verb_vm_metadata,
+    "vm-metadata-delete": verb_vm_metadata_delete,
+    "metadata-up": verb_metadata_up,
+    "metadata-down": verb_metadata_down,
+    "metadata-serve": verb_metadata_serve,
 }
 
 
@@ -1350,31 +2120,69 @@ def read_spec(stdin_text):
         raise bad_spec(f"stdin is not JSON: {error}") from None
 
 
-def run_verb(argv, stdin_text):
-    if len(argv) != 1 or argv[0] not in VERBS:
-        raise bad_spec(f"usage: uncloud_hostside.py VERB < spec.json; verbs: {', '.join(VERBS)}")
+def run_verb(verb, spec):
+    if verb not in VERBS:
+        raise bad_spec(f"unknown verb {verb!r}; verbs: {', '.join(VERBS)}")
     try:
-        return VERBS[argv[0]](read_spec(stdin_text))
+        return VERBS[verb](spec)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise HostsideError("disk_full", f"no space left: {error}") from None
         raise HostsideError("command_failed", f"{type(error).__name__}: {error}") from None
 
 
-def main():
+def answer_for(verb, read_request_spec):
+    """One verb's answer object and exit status; the caller must always get one JSON object."""
     try:
-        result = run_verb(sys.argv[1:], sys.stdin.read())
-        answer, status = {"ok": True, "result": result}, EXIT_OK
+        result = run_verb(verb, read_request_spec())
+        return {"ok": True, "result": result}, EXIT_OK
     except HostsideError as error:
-        answer = {"ok": False, "error": error.as_dict()}
-        status = EXIT_BAD_SPEC if error.code == "bad_spec" else EXIT_FAILURE
-    except Exception as error:  # the caller must always get one JSON object
-        answer = {"ok": False, "error": {"code": "internal_error",
-                                         "message": f"{type(error).__name__}: {error}",
-                                         "stderr": "", "argv": []}}
-        status = EXIT_FAILURE
+        return {"ok": False, "error": error.as_dict()}, (EXIT_BAD_SPEC if error.code == "bad_spec"
+                                                          else EXIT_FAILURE)
+    except Exception as error:
+        return {"ok": False, "error": {"code": "internal_error",
+                                       "message": f"{type(error).__name__}: {error}",
+                                       "stderr": "", "argv": []}}, EXIT_FAILURE
+
+
+def write_answer(answer):
     sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def serve():
+    """Answer requests until stdin closes: one JSON line `{"verb": ..., "spec": {...}}` in, one
+    answer line out. The control plane keeps one such process per pooled SSH connection, so a
+    verb costs a round trip on an open channel instead of an SSH exec and a Python start."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = read_spec(line)
+            if not isinstance(request, dict) or set(request) != {"verb", "spec"} \
+                    or not isinstance(request["verb"], str):
+                raise bad_spec('a request is one line: {"verb": "...", "spec": {...}}')
+            if request["verb"] == "serve":
+                raise bad_spec("serve cannot be requested inside serve")
+        except HostsideError as error:
+            write_answer({"ok": False, "error": error.as_dict()})
+            continue
+        answer, _ = answer_for(request["verb"], lambda request=request: request["spec"])
+        write_answer(answer)
+    return EXIT_OK
+
+
+def main():
+    argv = sys.argv[1:]
+    if argv == ["serve"]:
+        return serve()
+    if len(argv) != 1:
+        write_answer({"ok": False, "error": bad_spec(
+            f"usage: uncloud_hostside.py VERB < spec.json, or serve; verbs: {', '.join(VERBS)}"
+        ).as_dict()})
+        return EXIT_BAD_SPEC
+    answer, status = answer_for(argv[0], lambda: read_spec(sys.stdin.read()))
+    write_answer(answer)
     return status
 
 

@@ -1,8 +1,10 @@
 """SSH transport and host agent against real sshd's in the lab's network namespaces."""
 
+import json
+
 import pytest
 
-from agents.hostagent import HostAgent, HostError, hostside_program
+from agents.hostagent import HostAgent, HostError, close_streams, hostside_program
 from agents.transport import (
     HostConnection,
     HostKeyMismatch,
@@ -128,14 +130,48 @@ def test_agent_ships_the_host_side_program_and_calls_it(lab):
         finally:
             del fresh.transport.run
         assert "sha256sum" not in checks
-        # A tampered copy answers nonsense once; the next call verifies, replaces it and works.
+        # A tampered copy answers nonsense once (from a newly started serve process); the next
+        # call verifies, replaces it and works.
         agent.transport.run(["sh", "-c", 'echo "print(1)" > "$1"', "sh", shipped])
+        close_streams()
         with pytest.raises(HostError) as error:
             fresh.call("host-info")
         assert error.value.code == "bad_answer"
         assert fresh.call("host-info")["sha256"] == checksum
+        # A removed copy is noticed when a serve process cannot start, shipped again, and the
+        # call goes through.
+        agent.transport.run(["rm", "-f", shipped])
+        close_streams()
+        assert fresh.call("host-info")["sha256"] == checksum
+        assert agent.transport.run(["test", "-f", shipped]).exit_status == 0
         with pytest.raises(HostError) as error:
             fresh.call("vm-status", {"uuid": "not-a-uuid; reboot"})
         assert error.value.code == "bad_spec"
     finally:
+        close_streams()
+        agent.transport.close()
+
+
+def test_calls_reuse_one_serve_process_and_survive_a_dropped_connection(lab):
+    host = lab.hosts[0]
+    agent = HostAgent(connection_to(host), str(host.state_dir))
+    try:
+        first = agent.call("host-info")
+        pids = {agent.call("host-info")["pid"] for _ in range(3)}
+        assert pids == {first["pid"]}  # one long-lived process answered every call
+        agent.transport.close()  # the SSH connection drops; the pooled serve process is gone
+        assert agent.call("host-info")["pid"] != first["pid"]
+        # A broken request line gets an error answer and the same process keeps serving.
+        stream = agent._take_stream()
+        try:
+            answer = json.loads(stream.request(b'{"verb": "host-info"}\n', timeout=10))
+            assert answer["ok"] is False and answer["error"]["code"] == "bad_spec"
+            answer = json.loads(stream.request(b"not json\n", timeout=10))
+            assert answer["error"]["code"] == "bad_spec"
+            answer = json.loads(stream.request(b'{"verb": "serve", "spec": {}}\n', timeout=10))
+            assert answer["error"]["code"] == "bad_spec"
+        finally:
+            stream.close()
+    finally:
+        close_streams()
         agent.transport.close()
