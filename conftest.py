@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from accounts import actions as account_actions
 from accounts.models import Project
 
-pytest_plugins = ["tests.lab.fixtures"]
+pytest_plugins = ["tests.lab.fixtures", "tests.workers"]
 
 
 @pytest.fixture
@@ -64,3 +64,21 @@ def client_for(db):
 def fast_password_hashing(settings):
     # PBKDF2's deliberate slowness protects stored passwords, not tests: it made each test ~1 s slower.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def billing_catalogue(request):
+    """Creating a VM opens its billing order, which needs the product catalogue from billing's data
+    migration. A transactional test flushes every table, data migrations' rows included: seed them
+    again for every test that uses the database (one query when they are there)."""
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if "transactional_db" in names or (marker is not None and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+    elif "db" in names or marker is not None:
+        request.getfixturevalue("db")
+    else:
+        return
+    from billing.catalogue import ensure_catalogue
+
+    ensure_catalogue()

@@ -1,19 +1,26 @@
 """State changes of accounts: each one is atomic and writes its audit row in the same transaction."""
 
+import secrets
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
 from accounts.api.exceptions import Conflict
-from accounts.models import APIToken, Membership, Project, hash_token
+from accounts.choices import TokenScope
+from accounts.models import APIToken, Invitation, Membership, Project, hash_token
+from accounts.quotas import default_quota
 
 
 @transaction.atomic
-def do_create_user(username: str, password: str | None, *, email: str = "", is_staff: bool = False, actor=None):
+def do_create_user(username: str, password: str | None, *, email: str = "", is_staff: bool = False, actor=None,
+                   is_active: bool = True):
     """A user with their own first project, so they can start right away."""
     User = get_user_model()
-    user = User(username=username, email=email, is_staff=is_staff, is_superuser=is_staff)
+    user = User(username=username, email=email, is_staff=is_staff, is_superuser=is_staff, is_active=is_active)
     if password:
         user.set_password(password)
     else:
@@ -28,7 +35,7 @@ def do_create_user(username: str, password: str | None, *, email: str = "", is_s
 def do_create_project(owner, name: str, *, actor=None) -> Project:
     if Project.objects.filter(owner=owner, name=name).exists():
         raise Conflict(f"You already have a project named {name!r}.")
-    project = Project.objects.create(owner=owner, name=name)
+    project = Project.objects.create(owner=owner, name=name, **default_quota())
     audit.record(actor or owner, "project.create", project=project, target=project, name=name)
     return project
 
@@ -67,13 +74,20 @@ def do_remove_member(actor, project: Project, user) -> None:
 
 
 @transaction.atomic
-def do_create_token(user, name: str, *, expires=None) -> tuple[APIToken, str]:
-    """Return the token and its raw value; the raw value is never stored or shown again."""
+def do_create_token(user, name: str, *, expires=None, scope: str = TokenScope.READ_WRITE) -> tuple[APIToken, str]:
+    """Return the token and its raw value; the raw value is never stored or shown again.
+
+    Callers that face users (portal, API) check first that the user passed a second factor.
+    """
+    if scope not in TokenScope.values:
+        raise ValidationError({"scope": f"Unknown scope {scope!r}."})
+    if expires is not None and expires <= timezone.now():
+        raise ValidationError({"expires": "The expiry must be in the future."})
     raw = APIToken.generate_key()
     token = APIToken.objects.create(
-        user=user, name=name, key_hash=hash_token(raw), key_prefix=raw[:10], expires=expires
+        user=user, name=name, key_hash=hash_token(raw), key_prefix=raw[:10], expires=expires, scope=scope
     )
-    audit.record(user, "token.create", target=token, name=name)
+    audit.record(user, "token.create", target=token, name=name, scope=scope)
     return token, raw
 
 
@@ -82,3 +96,149 @@ def do_revoke_token(actor, token: APIToken) -> None:
     updated = APIToken.objects.filter(pk=token.pk, revoked__isnull=True).update(revoked=timezone.now())
     if updated:
         audit.record(actor, "token.revoke", target=token, name=token.name)
+
+
+QUOTA_FIELDS = ("quota_vms", "quota_cores", "quota_memory_mib", "quota_disk_mib", "quota_ipv4")
+
+
+@transaction.atomic
+def do_set_quota(actor, project: Project, **limits) -> Project:
+    """Staff change a project's quotas. Lowering below current usage stops new resources, never old ones."""
+    unknown = set(limits) - set(QUOTA_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown quota fields: {sorted(unknown)}")
+    old = {name: getattr(project, name) for name in limits}
+    for name, value in limits.items():
+        setattr(project, name, value)
+    project.full_clean(validate_unique=False, validate_constraints=False)
+    project.save(update_fields=list(limits))
+    audit.record(actor, "project.quota", project=project, target=project, old=old, new=limits)
+    return project
+
+
+# --- Accounts' life: e-mail verification, second factor, invitations ---
+
+@transaction.atomic
+def do_activate_user(user) -> bool:
+    """Sign-up ends when the e-mail link is followed. Returns False if the user was already active."""
+    updated = get_user_model().objects.filter(pk=user.pk, is_active=False).update(is_active=True)
+    if updated:
+        user.is_active = True
+        audit.record(user, "user.verify_email", email=user.email)
+    return bool(updated)
+
+
+@transaction.atomic
+def do_set_password(actor, user, password: str, *, reason: str = "change") -> None:
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    # Every token made before a password reset dies with the old password.
+    if reason == "reset":
+        APIToken.objects.filter(user=user, revoked__isnull=True).update(revoked=timezone.now())
+    audit.record(actor, f"user.password_{reason}", username=user.username)
+
+
+BACKUP_CODE_COUNT = 10
+
+
+@transaction.atomic
+def do_start_totp_enrolment(user):
+    """An unconfirmed TOTP device: its secret is shown (QR code) until a first code confirms it."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name="authenticator app", confirmed=False)
+
+
+@transaction.atomic
+def do_confirm_totp(user, device, code: str) -> list[str] | None:
+    """Confirm the device with its first code; returns fresh backup codes, or None if the code was wrong."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.select_for_update().get(pk=device.pk, user=user, confirmed=False)
+    if not device.verify_token(code.strip()):
+        return None
+    # One authenticator per user: enrolling again replaces the old one.
+    TOTPDevice.objects.filter(user=user, confirmed=True).exclude(pk=device.pk).delete()
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    audit.record(user, "otp.enrol", device="totp")
+    return _new_backup_codes(user)
+
+
+def _new_backup_codes(user) -> list[str]:
+    from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+
+    device, _ = StaticDevice.objects.get_or_create(user=user, name="backup codes", defaults={"confirmed": True})
+    device.token_set.all().delete()
+    codes = [StaticToken.random_token() for _ in range(BACKUP_CODE_COUNT)]
+    StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
+    return codes
+
+
+@transaction.atomic
+def do_regenerate_backup_codes(user) -> list[str]:
+    codes = _new_backup_codes(user)
+    audit.record(user, "otp.backup_codes", count=len(codes))
+    return codes
+
+
+@transaction.atomic
+def do_remove_otp(actor, user) -> None:
+    """Staff may not drop their second factor (they must have one); customers may."""
+    from django_otp.plugins.otp_static.models import StaticDevice
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if user.is_staff and actor == user:
+        raise Conflict("Staff accounts must keep a second factor; enrol a new authenticator instead.")
+    TOTPDevice.objects.filter(user=user).delete()
+    StaticDevice.objects.filter(user=user).delete()
+    audit.record(actor, "otp.remove", username=user.username)
+
+
+INVITATION_DAYS = 14
+
+
+@transaction.atomic
+def do_invite(actor, project: Project, email: str) -> tuple[Invitation, str]:
+    """An invitation for `email`; returns it with its raw key (for the mail link, never stored)."""
+    email = get_user_model().objects.normalize_email(email).strip()
+    existing = get_user_model().objects.filter(email__iexact=email).first()
+    if existing is not None and (existing == project.owner or project.members.filter(pk=existing.pk).exists()):
+        raise Conflict(f"{email} is already in this project.")
+    if Invitation.objects.filter(project=project, email__iexact=email, accepted__isnull=True,
+                                 expires__gt=timezone.now()).exists():
+        raise Conflict(f"{email} already has an open invitation.")
+    Invitation.objects.filter(project=project, email__iexact=email, accepted__isnull=True).delete()
+    raw = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        project=project, email=email, key_hash=hash_token(raw), invited_by=actor,
+        expires=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    audit.record(actor, "project.invite", project=project, target=project, email=email)
+    return invitation, raw
+
+
+@transaction.atomic
+def do_accept_invitation(user, raw: str) -> Project:
+    invitation = Invitation.objects.select_for_update().select_related("project").filter(
+        key_hash=hash_token(raw)
+    ).first()
+    if invitation is None or not invitation.is_open:
+        raise Conflict("This invitation is unknown, used or expired. Ask for a new one.")
+    project = invitation.project
+    if user != project.owner and not Membership.objects.filter(project=project, user=user).exists():
+        Membership.objects.create(project=project, user=user)
+    invitation.accepted = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted", "accepted_by"])
+    audit.record(user, "project.invite_accept", project=project, target=project, email=invitation.email,
+                 username=user.username)
+    return project
+
+
+@transaction.atomic
+def do_cancel_invitation(actor, invitation: Invitation) -> None:
+    audit.record(actor, "project.invite_cancel", project=invitation.project, target=invitation.project,
+                 email=invitation.email)
+    invitation.delete()

@@ -1,11 +1,20 @@
 from django.utils import timezone
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 
+from accounts import ratelimit
+from accounts.choices import TokenScope
 from accounts.models import TOKEN_PREFIX, APIToken, hash_token
+
+OTP_HEADER = "X-OTP"
 
 
 class APITokenAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer uc_...` (or `Token uc_...`) against hashed, revocable per-user tokens."""
+    """`Authorization: Bearer uc_...` (or `Token uc_...`) against hashed, revocable per-user tokens.
+
+    A read-only token answers 403 to anything but GET/HEAD/OPTIONS. A request may carry a current
+    one-time code in the `X-OTP` header: a wrong one is refused, a right one marks the request as
+    verified (required, for example, to create further tokens through the API).
+    """
 
     keywords = ("bearer", "token")
 
@@ -21,11 +30,38 @@ class APITokenAuthentication(authentication.BaseAuthentication):
         token = APIToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
         if token is None or not token.is_active or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        if token.scope == TokenScope.READ and request.method not in permissions.SAFE_METHODS:
+            raise exceptions.PermissionDenied("This token is read-only.")
+        user = token.user
+        user.is_verified = lambda: False
+        code = request.headers.get(OTP_HEADER, "").strip()
+        if code:
+            _verify_otp_header(request, user, code)
         # Bounded write amplification: note use at most once a minute per token.
         now = timezone.now()
         if token.last_used is None or (now - token.last_used).total_seconds() > 60:
             APIToken.objects.filter(pk=token.pk).update(last_used=now)
-        return token.user, token
+        return user, token
 
     def authenticate_header(self, request):
         return 'Bearer realm="api"'
+
+
+def _verify_otp_header(request, user, code: str) -> None:
+    from django_otp import match_token
+
+    limiter = ratelimit.LoginLimiter(f"api-otp:{user.pk}", ratelimit.client_address(request))
+    if limiter.blocked():
+        raise exceptions.Throttled(detail="Too many wrong one-time codes; try again later.")
+    device = match_token(user, code)
+    if device is None:
+        limiter.failed()
+        raise exceptions.AuthenticationFailed(f"Wrong or reused one-time code in {OTP_HEADER}.")
+    user.otp_device = device
+    user.is_verified = lambda: True
+
+
+def request_is_otp_verified(request) -> bool:
+    """True for a portal session that passed OTP, or an API request with a right X-OTP code."""
+    is_verified = getattr(request.user, "is_verified", None)
+    return bool(is_verified and is_verified())

@@ -5,3 +5,8 @@ class MembershipRole(models.TextChoices):
     # The owner is Project.owner; members are everyone else who works in the project.
     MEMBER = "member", "Member"
     ADMIN = "admin", "Admin"
+
+
+class TokenScope(models.TextChoices):
+    READ = "read", "Read-only"
+    READ_WRITE = "read_write", "Read and write"

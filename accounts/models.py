@@ -3,10 +3,11 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from accounts.choices import MembershipRole
+from accounts.choices import MembershipRole, TokenScope
 
 
 class Project(models.Model):
@@ -19,6 +20,12 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL, through="Membership", related_name="member_projects", blank=True
     )
     created = models.DateTimeField(auto_now_add=True)
+    # Quotas: staff change them; new projects get the UNCLOUD_DEFAULT_QUOTA_* settings.
+    quota_vms = models.PositiveIntegerField(default=0)
+    quota_cores = models.PositiveIntegerField(default=0)
+    quota_memory_mib = models.PositiveBigIntegerField(default=0)
+    quota_disk_mib = models.PositiveBigIntegerField(default=0)
+    quota_ipv4 = models.PositiveIntegerField(default=0, validators=[MinValueValidator(0)])
 
     class Meta:
         ordering = ["name", "id"]
@@ -58,6 +65,7 @@ class APIToken(models.Model):
     last_used = models.DateTimeField(null=True, blank=True)
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=12, choices=TokenScope.choices, default=TokenScope.READ_WRITE)
 
     class Meta:
         ordering = ["-created"]
@@ -74,6 +82,37 @@ class APIToken(models.Model):
         if self.revoked:
             return False
         return self.expires is None or self.expires > timezone.now()
+
+
+class Invitation(models.Model):
+    """An invitation to join a project, sent by mail. Only the hash of its secret is stored."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+    accepted = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "email"], condition=models.Q(accepted__isnull=True), name="invitation_open_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.email} → {self.project}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted is None and self.expires > timezone.now()
 
 
 class AuditEntry(models.Model):

@@ -1,5 +1,8 @@
 from django.contrib import admin, messages
+from django.db import transaction
 
+from accounts import audit
+from agents.choices import HostStatus
 from agents.hosts import do_check_host
 from agents.models import Host, Operation
 
@@ -10,13 +13,40 @@ class HostAdmin(admin.ModelAdmin):
     list_filter = ["status", "transport"]
     search_fields = ["name", "ssh_address"]
     readonly_fields = ["uuid", "last_heartbeat", "last_error", "facts", "created"]
-    actions = ["check_hosts"]
+    actions = ["check_hosts", "drain_hosts", "disable_hosts", "enable_hosts"]
 
     @admin.action(description="Check the selected hosts now")
     def check_hosts(self, request, queryset):
         for host in queryset:
             do_check_host(request.user, host)
         messages.info(request, f"Started a check of {queryset.count()} host(s).")
+
+
+    def _set_status(self, request, queryset, status):
+        changed = sum(1 for host in queryset if set_host_status(request.user, host, status))
+        messages.info(request, f"{changed} host(s) now {HostStatus(status).label.lower()}.")
+
+    @admin.action(description="Drain the selected hosts (no new VMs; running ones stay)")
+    def drain_hosts(self, request, queryset):
+        self._set_status(request, queryset, HostStatus.DRAINING)
+
+    @admin.action(description="Disable the selected hosts (mark down: no new VMs)")
+    def disable_hosts(self, request, queryset):
+        self._set_status(request, queryset, HostStatus.DOWN)
+
+    @admin.action(description="Enable the selected hosts")
+    def enable_hosts(self, request, queryset):
+        self._set_status(request, queryset, HostStatus.ENABLED)
+
+
+@transaction.atomic
+def set_host_status(actor, host: Host, status: str) -> bool:
+    """Staff drain, disable or enable a host: a conditional update plus an audit row."""
+    old = host.status
+    updated = Host.objects.filter(pk=host.pk).exclude(status=status).update(status=status)
+    if updated:
+        audit.record(actor, "host.status", target=host, old=old, new=status)
+    return bool(updated)
 
 
 @admin.register(Operation)

@@ -16,6 +16,8 @@ class HostStatus(models.TextChoices):
 class OperationState(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
+    # Parked by a step until something changes (e.g. capacity for a VM); woken by wake_waiting().
+    WAITING = "waiting", "Waiting"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"

@@ -1,5 +1,7 @@
 """Host rows to connections and agents, and the host check workflow."""
 
+from contextlib import contextmanager
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -32,8 +34,15 @@ def agent_for(host: Host) -> HostAgent:
 
 def call_host(host: Host, verb: str, spec: dict | None = None, timeout: float | None = None) -> dict:
     """Run a host verb from inside a workflow step, translating failures into step errors."""
-    try:
+    with host_errors_as_step_errors():
         return agent_for(host).call(verb, spec, timeout=timeout)
+
+
+@contextmanager
+def host_errors_as_step_errors():
+    """Transport and host-side failures as the Operation engine's step errors (transient ones retry)."""
+    try:
+        yield
     except TransportError as error:
         if error.transient:
             raise TransientStepError(str(error)) from None

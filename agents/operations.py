@@ -50,6 +50,14 @@ class PermanentStepError(StepError):
     transient = False
 
 
+class StepWaiting(Exception):
+    """The step cannot proceed until something changes (capacity, a host coming back).
+
+    The operation parks in WAITING with this message, holding no lease, until wake_waiting()
+    enqueues it again; its attempts do not count against it.
+    """
+
+
 @dataclass
 class Step:
     name: str
@@ -139,8 +147,12 @@ def claim(operation_id: int) -> Operation | None:
     return operation
 
 
-def advance(operation_id: int) -> str:
-    """Run one step of the operation. Returns what happened (for logs and tests)."""
+def advance(operation_id: int, *, enqueue_next: bool = True) -> str:
+    """Run one step of the operation. Returns what happened (for logs and tests).
+
+    enqueue_next=False leaves the next step to the caller (the Celery task runs it right away
+    instead of a round trip through the broker); the row records each step all the same.
+    """
     operation = claim(operation_id)
     if operation is None:
         return "not-claimed"
@@ -155,6 +167,11 @@ def advance(operation_id: int) -> str:
     step = workflow.steps[index]
     try:
         step_result = step.run(operation) or {}
+    except StepWaiting as waiting:
+        Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
+            state=OperationState.WAITING, lease_owner="", lease_until=None, attempts=0, error=str(waiting),
+        )
+        return "waiting"
     except StepError as error:
         return _step_failed(operation, workflow, error)
     except Exception as error:  # a bug or an unexpected host answer: fail visibly, never hang
@@ -169,7 +186,7 @@ def advance(operation_id: int) -> str:
                 step=next_step, steps_done=index + 1, attempts=0, lease_owner="", lease_until=None,
                 result=result, error="",
             )
-            if updated:
+            if updated and enqueue_next:
                 transaction.on_commit(lambda: enqueue(operation.id))
         return "advanced" if updated else "lost-lease"
     operation.result = result
@@ -215,11 +232,32 @@ def _finish(operation: Operation, state: str, error: str, workflow: Workflow | N
             hook(operation)
 
 
+def wake_waiting(kinds: list[str] | None = None) -> int:
+    """Give parked operations another try (oldest first), e.g. after capacity was freed."""
+    waiting = Operation.objects.filter(state=OperationState.WAITING)
+    if kinds:
+        waiting = waiting.filter(kind__in=kinds)
+    ids = list(waiting.order_by("created", "id").values_list("id", flat=True)[:500])
+    woken = Operation.objects.filter(id__in=ids, state=OperationState.WAITING).update(state=OperationState.PENDING)
+    for operation_id in ids:
+        enqueue(operation_id)
+    return woken
+
+
+def active_operation(target_uuid) -> Operation | None:
+    """The unfinished operation on a target, if any (the newest)."""
+    return (
+        Operation.objects.filter(target_uuid=target_uuid).exclude(state__in=TERMINAL_OPERATION_STATES)
+        .order_by("-created", "-id").first()
+    )
+
+
 def resume_stalled() -> int:
-    """Re-enqueue operations that nobody is advancing: an expired lease or a lost message."""
+    """Re-enqueue operations that nobody is advancing: an expired lease or a lost message.
+    WAITING ones are left to wake_waiting()."""
     now = timezone.now()
-    stale_pending = now - timedelta(seconds=30)
-    stalled = Operation.objects.exclude(state__in=TERMINAL_OPERATION_STATES).filter(
+    stale_pending = now - timedelta(seconds=settings.UNCLOUD_OPERATION_STALE_SECONDS)
+    stalled = Operation.objects.exclude(state__in=[*TERMINAL_OPERATION_STATES, OperationState.WAITING]).filter(
         Q(lease_until__lt=now) | Q(lease_until__isnull=True, updated__lt=stale_pending)
     )
     ids = list(stalled.values_list("id", flat=True)[:500])

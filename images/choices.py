@@ -28,3 +28,16 @@ class DiskStatus(models.TextChoices):
     IN_USE = "in_use", "In use"
     ERROR = "error", "Error"
     DELETING = "deleting", "Deleting"
+
+
+class UploadFormat(models.TextChoices):
+    """What an upload holds. Raw disks are converted to qcow2 during validation."""
+
+    QCOW2 = "qcow2", "qcow2"
+    RAW = "raw", "raw (converted to qcow2)"
+
+
+class SnapshotStatus(models.TextChoices):
+    PENDING = "pending", "Being taken"
+    AVAILABLE = "available", "Available"
+    ERROR = "error", "Error"

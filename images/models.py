@@ -3,7 +3,7 @@ import uuid
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from images.choices import DiskRole, DiskStatus, ImageFormat, ImageStatus, StorageBackend
+from images.choices import DiskRole, DiskStatus, ImageFormat, ImageStatus, SnapshotStatus, StorageBackend
 
 
 class Image(models.Model):
@@ -56,6 +56,8 @@ class Disk(models.Model):
     status = models.CharField(max_length=10, choices=DiskStatus.choices, default=DiskStatus.PENDING)
     storage = models.CharField(max_length=10, choices=StorageBackend.choices, default=StorageBackend.LOCAL)
     location = models.CharField(max_length=500, blank=True)
+    # The host that holds a local disk's file (set when it is first made there); None for rbd.
+    host = models.ForeignKey("agents.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -65,6 +67,33 @@ class Disk(models.Model):
             models.UniqueConstraint(
                 fields=["vm"], condition=models.Q(role="root"), name="one_root_disk_per_vm"
             ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Snapshot(models.Model):
+    """A point-in-time, standalone copy of a disk, kept where the disk lives (its host or pool)."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey("accounts.Project", on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    disk = models.ForeignKey(Disk, null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots")
+    host = models.ForeignKey("agents.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.PENDING)
+    storage = models.CharField(max_length=10, choices=StorageBackend.choices, default=StorageBackend.LOCAL)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    virtual_size_bytes = models.PositiveBigIntegerField(default=0)
+    checksum_sha256 = models.CharField(max_length=64, blank=True)
+    location = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="snapshot_name_unique_per_project"),
         ]
 
     def __str__(self):

@@ -13,7 +13,7 @@ class PrefixPoolAdmin(admin.ModelAdmin):
 class NetworkAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "vni", "prefix", "is_public", "status"]
     list_filter = ["is_public", "status"]
-    search_fields = ["name", "prefix", "uuid"]
+    search_fields = ["name", "prefix", "uuid", "project__name", "project__owner__username"]
     readonly_fields = ["uuid", "vni", "prefix", "pool", "created"]
 
     def save_model(self, request, obj, form, change):
@@ -37,5 +37,6 @@ class NetworkAdmin(admin.ModelAdmin):
 @admin.register(NIC)
 class NICAdmin(admin.ModelAdmin):
     list_display = ["mac", "ipv6_address", "vm", "network", "index"]
-    search_fields = ["mac", "ipv6_address", "uuid"]
+    search_fields = ["mac", "ipv6_address", "uuid", "vm__name"]
+    list_filter = ["network__is_public"]
     readonly_fields = ["uuid", "mac", "ipv6_address", "created"]

@@ -1,6 +1,8 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "uncloud_project.settings")
 
@@ -25,5 +27,10 @@ app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
     # Operations whose worker died or whose message was lost are picked up again.
-    "resume-stalled-operations": {"task": "agents.resume_stalled_operations", "schedule": 15.0},
+    "resume-stalled-operations": {"task": "agents.resume_stalled_operations", "schedule": float(settings.UNCLOUD_RESUME_INTERVAL)},
+    # Hosts against the database: restart what should run, stop what should not, find strangers.
+    "reconcile-hosts": {"task": "vms.reconcile_all", "schedule": float(settings.UNCLOUD_RECONCILE_INTERVAL)},
+    # Billing: the last complete month is billed once (later runs find the bills and make none).
+    "billing-monthly-run": {"task": "billing.run_monthly_billing", "schedule": crontab(hour=2, minute=10)},
+    "billing-dunning": {"task": "billing.run_dunning", "schedule": crontab(hour=3, minute=10)},
 }

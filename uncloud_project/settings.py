@@ -176,6 +176,10 @@ UNCLOUD_SSH_COMMAND_TIMEOUT = envint("UNCLOUD_SSH_COMMAND_TIMEOUT", 120)
 UNCLOUD_SSH_KEY_FILE = envstr("UNCLOUD_SSH_KEY_FILE", str(DATA_DIR / "ssh" / "id_ed25519"))
 UNCLOUD_OPERATION_LEASE_SECONDS = envint("UNCLOUD_OPERATION_LEASE_SECONDS", 300)
 UNCLOUD_OPERATION_MAX_ATTEMPTS = envint("UNCLOUD_OPERATION_MAX_ATTEMPTS", 5)
+# A pending operation untouched this long has probably lost its Celery message: enqueue it again.
+UNCLOUD_OPERATION_STALE_SECONDS = envint("UNCLOUD_OPERATION_STALE_SECONDS", 30)
+# Beat looks for operations with an expired lease or a lost message this often (seconds).
+UNCLOUD_RESUME_INTERVAL = envint("UNCLOUD_RESUME_INTERVAL", 15)
 
 LOGGING = {
     "version": 1,
@@ -190,3 +194,102 @@ UNCLOUD_VNI_MAX = envint("UNCLOUD_VNI_MAX", 16_000_000)
 UNCLOUD_MAC_PREFIX = envstr("UNCLOUD_MAC_PREFIX", "02:00")
 UNCLOUD_DNS_SERVERS = envlist("UNCLOUD_DNS_SERVERS", "")
 UNCLOUD_DNS_SEARCH = envlist("UNCLOUD_DNS_SEARCH", "")
+
+# Quotas every new project starts with (staff raise them per project)
+UNCLOUD_DEFAULT_QUOTA_VMS = envint("UNCLOUD_DEFAULT_QUOTA_VMS", 10)
+UNCLOUD_DEFAULT_QUOTA_CORES = envint("UNCLOUD_DEFAULT_QUOTA_CORES", 16)
+UNCLOUD_DEFAULT_QUOTA_MEMORY_MIB = envint("UNCLOUD_DEFAULT_QUOTA_MEMORY_MIB", 32768)
+UNCLOUD_DEFAULT_QUOTA_DISK_MIB = envint("UNCLOUD_DEFAULT_QUOTA_DISK_MIB", 512000)
+UNCLOUD_DEFAULT_QUOTA_IPV4 = envint("UNCLOUD_DEFAULT_QUOTA_IPV4", 1)
+
+# Images and disks (images app)
+# Validated images live in UNCLOUD_IMAGE_STORE_DIR; uploads stream into UNCLOUD_IMAGE_UPLOAD_DIR
+# (never into memory) and leave it when validation ends, accepted or refused.
+UNCLOUD_IMAGE_STORE_DIR = Path(envstr("UNCLOUD_IMAGE_STORE_DIR", str(DATA_DIR / "images"))).resolve()
+UNCLOUD_IMAGE_UPLOAD_DIR = Path(envstr("UNCLOUD_IMAGE_UPLOAD_DIR", str(DATA_DIR / "uploads"))).resolve()
+UNCLOUD_IMAGE_MAX_UPLOAD_GIB = envint("UNCLOUD_IMAGE_MAX_UPLOAD_GIB", 64)
+UNCLOUD_IMAGE_MAX_VIRTUAL_GIB = envint("UNCLOUD_IMAGE_MAX_VIRTUAL_GIB", 2048)
+# Limits for qemu-img on untrusted files (address space and CPU seconds).
+UNCLOUD_QEMU_IMG_MEMORY_MIB = envint("UNCLOUD_QEMU_IMG_MEMORY_MIB", 1024)
+UNCLOUD_QEMU_IMG_CPU_SECONDS = envint("UNCLOUD_QEMU_IMG_CPU_SECONDS", 600)
+# Ceph RBD: hosts whose storage is rbd keep disks in this pool (ceph.conf and key on the host).
+UNCLOUD_RBD_POOL = envstr("UNCLOUD_RBD_POOL", "rbd")
+UNCLOUD_RBD_CEPH_CONF = envstr("UNCLOUD_RBD_CEPH_CONF", "/etc/ceph/ceph.conf")
+UNCLOUD_RBD_USER = envstr("UNCLOUD_RBD_USER", "admin")
+
+# Identity (accounts/): TOTP second factor, LDAP, sign-up mail, login rate limits, cookies
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "django_otp.plugins.otp_static"]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1, "django_otp.middleware.OTPMiddleware"
+)
+MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1, "accounts.middleware.StaffOTPMiddleware")
+OTP_TOTP_ISSUER = envstr("UNCLOUD_OTP_ISSUER", "uncloud")
+UNCLOUD_SIGNUP_ENABLED = envbool("UNCLOUD_SIGNUP_ENABLED", True)
+# Failed logins (password or one-time code) allowed per username+address, and per address, in the window.
+UNCLOUD_LOGIN_FAILURES_PER_USER = envint("UNCLOUD_LOGIN_FAILURES_PER_USER", 5)
+UNCLOUD_LOGIN_FAILURES_PER_ADDRESS = envint("UNCLOUD_LOGIN_FAILURES_PER_ADDRESS", 30)
+UNCLOUD_LOGIN_WINDOW_SECONDS = envint("UNCLOUD_LOGIN_WINDOW_SECONDS", 900)
+# The rate limiter's counters live in the cache: use Redis when more than one web process runs.
+_cache_url = envstr("CACHE_URL")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}
+    if _cache_url else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+from accounts.ldapconfig import ldap_settings as _ldap_settings  # noqa: E402, I001  (imports no models)
+
+globals().update(_ldap_settings(__import__("os").environ))
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if envstr("LDAP_SERVER_URI"):
+    AUTHENTICATION_BACKENDS.insert(0, "accounts.backends.UncloudLDAPBackend")
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "uncloud <noreply@localhost>")
+# Cookies: secure by default whenever the site is served over HTTPS; the variables above still win.
+if SITE_URL.startswith("https://"):
+    SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", True)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 12 * 3600)
+
+# Billing (billing/): bills, VAT, QR-bill, Stripe cards, bank transfers, dunning
+UNCLOUD_BILLING_CURRENCY = envstr("UNCLOUD_BILLING_CURRENCY", "CHF")
+UNCLOUD_BILLING_VM_PRODUCT = envstr("UNCLOUD_BILLING_VM_PRODUCT", "vm")
+UNCLOUD_BILLING_PAYMENT_DAYS = envint("UNCLOUD_BILLING_PAYMENT_DAYS", 30)
+UNCLOUD_BILLING_BATCH_SIZE = envint("UNCLOUD_BILLING_BATCH_SIZE", 1000)
+UNCLOUD_BILLING_IBAN = envstr("UNCLOUD_BILLING_IBAN", "CH44 3199 9123 0008 8901 2")
+UNCLOUD_BILLING_CREDITOR_NAME = envstr("UNCLOUD_BILLING_CREDITOR_NAME", "uncloud hosting")
+UNCLOUD_BILLING_CREDITOR_STREET = envstr("UNCLOUD_BILLING_CREDITOR_STREET", "Musterstrasse")
+UNCLOUD_BILLING_CREDITOR_HOUSE_NUMBER = envstr("UNCLOUD_BILLING_CREDITOR_HOUSE_NUMBER", "1")
+UNCLOUD_BILLING_CREDITOR_POSTAL_CODE = envstr("UNCLOUD_BILLING_CREDITOR_POSTAL_CODE", "8000")
+UNCLOUD_BILLING_CREDITOR_CITY = envstr("UNCLOUD_BILLING_CREDITOR_CITY", "Zürich")
+UNCLOUD_BILLING_CREDITOR_COUNTRY = envstr("UNCLOUD_BILLING_CREDITOR_COUNTRY", "CH")
+UNCLOUD_BILLING_VAT_NUMBER = envstr("UNCLOUD_BILLING_VAT_NUMBER", "")
+UNCLOUD_BILLING_REMINDER_DAYS = [int(day) for day in envlist("UNCLOUD_BILLING_REMINDER_DAYS", "7,21")]
+UNCLOUD_BILLING_SUSPEND_AFTER_DAYS = envint("UNCLOUD_BILLING_SUSPEND_AFTER_DAYS", 30)
+UNCLOUD_BILLING_TERMINATE_AFTER_DAYS = envint("UNCLOUD_BILLING_TERMINATE_AFTER_DAYS", 60)
+STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY", "")
+STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY", "")
+STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = envstr("STRIPE_API_BASE", "https://api.stripe.com")
+STRIPE_JS_URL = envstr("STRIPE_JS_URL", "https://js.stripe.com/v3/")
+STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
+
+# VMs and the scheduler
+# auto: KVM when /dev/kvm works on the host, else TCG; tcg for nested hosts whose KVM cannot run guests.
+UNCLOUD_VM_ACCEL = envstr("UNCLOUD_VM_ACCEL", "auto")
+# spread: the host with the most free memory; pack: the fullest host that still fits.
+UNCLOUD_SCHEDULER_STRATEGY = envstr("UNCLOUD_SCHEDULER_STRATEGY", "spread")
+# A host whose last heartbeat is older than this gets no new VMs (and the reconciler marks it down).
+UNCLOUD_HOST_HEARTBEAT_TIMEOUT = envint("UNCLOUD_HOST_HEARTBEAT_TIMEOUT", 180)
+# ACPI powerdown gets this long before a stop turns into a hard stop.
+UNCLOUD_VM_STOP_TIMEOUT = envint("UNCLOUD_VM_STOP_TIMEOUT", 60)
+# The reconciler compares every host with the database this often (seconds).
+UNCLOUD_RECONCILE_INTERVAL = envint("UNCLOUD_RECONCILE_INTERVAL", 30)
+# A qemu the database does not want is stopped after being reported for this long.
+UNCLOUD_UNKNOWN_VM_GRACE = envint("UNCLOUD_UNKNOWN_VM_GRACE", 300)

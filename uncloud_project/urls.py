@@ -11,14 +11,20 @@ api_v1 = [
     path("", include("vms.api.urls")),
     path("", include("networks.api.urls")),
     path("", include("images.api.urls")),
+    path("", include("billing.api.urls")),
 ]
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Portal pages (login with a second factor, sign-up, account, projects; VMs, networks, images)
+    path("", include("accounts.urls")),
+    path("", include("vms.urls")),
+    path("", include("networks.urls")),
+    path("", include("images.urls")),
     path("admin/", admin.site.urls),
+    path("billing/", include("billing.urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

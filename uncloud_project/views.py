@@ -3,17 +3,37 @@ from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
 
+from accounts.quotas import limits_of
 from accounts.scoping import projects_of, scoped
 from agents.models import Operation
+from vms.actions import project_usage
+from vms.choices import VMStatus
 from vms.models import VM
+
+_RESOURCES = [("vms", "VMs", ""), ("cores", "Cores", ""), ("memory_mib", "Memory", " MiB"),
+              ("disk_mib", "Disk", " MiB"), ("ipv4", "IPv4 addresses", "")]
+
+
+def _usage_rows(projects):
+    """Per project: what is in use next to its quota, counted by the same function that enforces them."""
+    rows = []
+    for project in projects:
+        used, limits = project_usage(project), limits_of(project)
+        rows.append({"project": project, "resources": [
+            {"label": label, "used": getattr(used, key), "limit": getattr(limits, key), "unit": unit,
+             "percent": min(100, 100 * getattr(used, key) // getattr(limits, key)) if getattr(limits, key) else 100}
+            for key, label, unit in _RESOURCES
+        ]})
+    return rows
 
 
 @login_required
 def dashboard(request):
-    projects = projects_of(request.user)
+    projects = list(projects_of(request.user).select_related("owner").order_by("name", "id"))
     context = {
         "projects": projects,
-        "vm_count": scoped(VM.objects.all(), request.user).count(),
+        "usage": _usage_rows(projects),
+        "vm_count": scoped(VM.objects.exclude(status=VMStatus.DELETED), request.user).count(),
         "recent_operations": scoped(Operation.objects.all(), request.user)[:10],
     }
     return render(request, "portal/dashboard.html", context)

@@ -1,17 +1,22 @@
 """State changes of VMs and SSH keys. Atomic, audited; host work is enqueued on commit."""
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
 
 from accounts import audit
 from accounts.api.exceptions import Conflict
+from accounts.quotas import Usage, check_quota, lock_project
+from agents.operations import active_operation, cancel, start_operation
 from images.choices import DiskRole, ImageStatus
 from images.models import Disk
 from networks.allocation import create_nic_row
 from networks.models import Network
 from vms import signals
-from vms.choices import DesiredState
+from vms.choices import STARTABLE, STOPPABLE, DesiredState, VMStatus
 from vms.models import VM, SSHKey
 from vms.sshkeys import parse_public_key
+from vms.workflows import CAPACITY_KINDS, forget_vm_rows
 
 
 @transaction.atomic
@@ -71,10 +76,19 @@ def do_create_vm(
     return vm, True
 
 
+def project_usage(project) -> Usage:
+    live = VM.objects.filter(project=project).exclude(status=VMStatus.DELETED)
+    totals = live.aggregate(vms=Count("id"), cores=Sum("cores"), memory=Sum("memory_mib"))
+    disk = Disk.objects.filter(project=project).aggregate(total=Sum("size_mib"))["total"] or 0
+    return Usage(vms=totals["vms"], cores=totals["cores"] or 0, memory_mib=totals["memory"] or 0, disk_mib=disk)
+
+
 def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image, networks, ssh_keys, user_data,
                     idempotency_key) -> VM:
+    project = lock_project(project)  # quota check and insert are one step for concurrent creates
     if VM.objects.filter(project=project, name=name).exclude(desired_state=DesiredState.DELETED).exists():
         raise Conflict(f"The project already has a VM named {name!r}.")
+    check_quota(project, project_usage(project), Usage(vms=1, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib))
     vm = VM.objects.create(
         project=project, name=name, cores=cores, memory_mib=memory_mib, image=image, user_data=user_data,
         idempotency_key=idempotency_key or None,
@@ -87,6 +101,7 @@ def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image,
         create_nic_row(vm, network, index)
     audit.record(actor, "vm.create", project=project, target=vm, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
     signals.vm_created.send(sender=VM, vm=vm)
+    start_operation("vm.create", project=project, target=vm, created_by=actor)
     return vm
 
 
@@ -103,13 +118,125 @@ def do_rename_vm(actor, vm: VM, name: str) -> VM:
     return vm
 
 
+def _locked(vm: VM) -> VM:
+    return VM.objects.select_for_update().select_related("project").get(pk=vm.pk)
+
+
+def _refuse_if_busy(vm: VM) -> None:
+    operation = active_operation(vm.uuid)
+    if operation is not None:
+        raise Conflict(
+            f"{vm.name} is busy: {operation.kind} is {operation.get_state_display().lower()} "
+            f"(operation {operation.uuid}). Try again when it has finished."
+        )
+
+
+def _cancel_waiting(vm: VM, reason: str) -> bool:
+    """Cancel a create/start of a VM that has no host yet (queued, or waiting for capacity); True if
+    there was one. Safe against a worker placing it right now: cancel() takes the lease away, so
+    that worker's next write is void, and placement refuses a VM that no longer wants to run."""
+    operation = active_operation(vm.uuid)
+    if operation is not None and operation.kind in CAPACITY_KINDS and vm.host_id is None:
+        return cancel(operation, reason)
+    return False
+
+
 @transaction.atomic
-def do_delete_vm(actor, vm: VM) -> None:
-    """Delete a VM and its disks. A VM that never reached a host has nothing to clean up there."""
-    vm = VM.objects.select_for_update().get(pk=vm.pk)
-    if vm.host_id is not None:
-        raise Conflict("This VM is placed on a host; deleting placed VMs needs the VM workflow (issue #4).")
+def do_start_vm(actor, vm: VM):
+    vm = _locked(vm)
+    _refuse_if_busy(vm)
+    if vm.suspended_reason:
+        raise Conflict(f"{vm.name} is suspended: {vm.suspended_reason}")
+    if vm.status not in STARTABLE:
+        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a stopped VM can be started.")
+    VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.RUNNING, status=VMStatus.STARTING, status_message="")
+    audit.record(actor, "vm.start", project=vm.project, target=vm)
+    return start_operation("vm.start", project=vm.project, target=vm, host=vm.host, created_by=actor)
+
+
+def _stop(actor, vm: VM, *, hard: bool, audit_action: str, **details):
+    if _cancel_waiting(vm, "The VM was stopped before it got a host."):
+        VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.STOPPED, status=VMStatus.STOPPED,
+                                           status_message="")
+        audit.record(actor, audit_action, project=vm.project, target=vm, **details)
+        return None
+    _refuse_if_busy(vm)
+    if vm.status not in STOPPABLE:
+        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM can be stopped.")
+    VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.STOPPED, status=VMStatus.STOPPING)
+    audit.record(actor, audit_action, project=vm.project, target=vm, hard=hard, **details)
+    return start_operation("vm.stop", project=vm.project, target=vm, host=vm.host, payload={"hard": hard},
+                           created_by=actor)
+
+
+@transaction.atomic
+def do_stop_vm(actor, vm: VM, *, hard: bool = False):
+    """ACPI powerdown, then a hard stop after UNCLOUD_VM_STOP_TIMEOUT (hard=True: at once)."""
+    return _stop(actor, _locked(vm), hard=hard, audit_action="vm.stop")
+
+
+@transaction.atomic
+def do_reboot_vm(actor, vm: VM):
+    vm = _locked(vm)
+    _refuse_if_busy(vm)
+    if vm.status != VMStatus.RUNNING:
+        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM can be rebooted.")
+    audit.record(actor, "vm.reboot", project=vm.project, target=vm)
+    return start_operation("vm.reboot", project=vm.project, target=vm, host=vm.host, created_by=actor)
+
+
+@transaction.atomic
+def do_delete_vm(actor, vm: VM):
+    """Delete a VM: stop it, free its disks, addresses and host. A VM that never got a host is
+    gone at once; otherwise a vm.delete operation does the host's part (returned)."""
+    vm = _locked(vm)
+    if vm.status == VMStatus.DELETED:
+        return None
+    _cancel_waiting(vm, "The VM was deleted before it got a host.")
+    _refuse_if_busy(vm)
     audit.record(actor, "vm.delete", project=vm.project, target=vm, name=vm.name)
     signals.vm_deleted.send(sender=VM, vm=vm)
-    Disk.objects.filter(vm=vm).delete()
-    vm.delete()
+    if vm.host_id is None:
+        forget_vm_rows(vm)
+        return None
+    VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.DELETED, status=VMStatus.DELETING)
+    return start_operation("vm.delete", project=vm.project, target=vm, host=vm.host, created_by=actor)
+
+
+@transaction.atomic
+def do_suspend_vm(actor, vm: VM, reason: str):
+    """Billing keeps the VM stopped (never deleted) until do_resume_vm. Never refused: when the VM
+    is busy, the reconciler stops it once the running operation has finished."""
+    vm = _locked(vm)
+    if vm.status == VMStatus.DELETED or vm.desired_state == DesiredState.DELETED:
+        return None
+    fields = {"suspended_reason": reason[:300], "suspended_at": timezone.now()}
+    if not vm.suspended_reason:
+        fields["state_before_suspension"] = vm.desired_state
+    VM.objects.filter(pk=vm.pk).update(**fields, desired_state=DesiredState.STOPPED)
+    audit.record(actor, "vm.suspend", project=vm.project, target=vm, reason=reason)
+    if _cancel_waiting(vm, "The VM was suspended before it got a host."):
+        VM.objects.filter(pk=vm.pk).update(status=VMStatus.STOPPED, status_message="")
+        return None
+    if active_operation(vm.uuid) is None and vm.status in STOPPABLE:
+        VM.objects.filter(pk=vm.pk).update(status=VMStatus.STOPPING)
+        return start_operation("vm.stop", project=vm.project, target=vm, host=vm.host, payload={"hard": False},
+                               created_by=actor)
+    return None
+
+
+@transaction.atomic
+def do_resume_vm(actor, vm: VM):
+    """Lift a suspension; a VM that ran before it is started again (the reconciler does it if busy)."""
+    vm = _locked(vm)
+    if not vm.suspended_reason:
+        return None
+    wanted = vm.state_before_suspension or DesiredState.STOPPED
+    VM.objects.filter(pk=vm.pk).update(
+        suspended_reason="", suspended_at=None, state_before_suspension="", desired_state=wanted
+    )
+    audit.record(actor, "vm.resume", project=vm.project, target=vm)
+    if wanted == DesiredState.RUNNING and active_operation(vm.uuid) is None and vm.status in STARTABLE:
+        VM.objects.filter(pk=vm.pk).update(status=VMStatus.STARTING, status_message="")
+        return start_operation("vm.start", project=vm.project, target=vm, host=vm.host, created_by=actor)
+    return None

@@ -18,7 +18,18 @@ class VMStatus(models.TextChoices):
     STOPPING = "stopping", "Stopping"
     STOPPED = "stopped", "Stopped"
     DELETING = "deleting", "Deleting"
+    DELETED = "deleted", "Deleted"
     ERROR = "error", "Error"
+
+
+# What the customer may ask for in each status (anything else is a 409 with the reason).
+STARTABLE = {VMStatus.STOPPED, VMStatus.ERROR}
+STOPPABLE = {VMStatus.RUNNING, VMStatus.STARTING, VMStatus.ERROR}
+
+
+class SchedulerStrategy(models.TextChoices):
+    SPREAD = "spread", "Spread: the host with the most free memory"
+    PACK = "pack", "Pack: the fullest host that still fits"
 
 
 class SSHKeyType(models.TextChoices):

@@ -43,6 +43,13 @@ class VM(models.Model):
     status = models.CharField(max_length=10, choices=VMStatus.choices, default=VMStatus.PENDING, db_index=True)
     status_message = models.TextField(blank=True)
     host = models.ForeignKey("agents.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="vms")
+    # Set while billing keeps the VM stopped for an unpaid bill; the portal shows it.
+    suspended_reason = models.CharField(max_length=300, blank=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    # desired_state before a suspension, so paying brings back what ran (and only that).
+    state_before_suspension = models.CharField(max_length=10, choices=DesiredState.choices, blank=True)
+    # How often the reconciler found it not running when it should have been, and restarted it.
+    restart_count = models.PositiveIntegerField(default=0)
     # A retried create with the same key returns the same VM instead of making a second one.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -62,3 +69,22 @@ class VM(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class UnknownGuest(models.Model):
+    """A VM the host runs but the database does not want (deleted, or never known): reported by the
+    reconciler and stopped after a grace period, so a lost race never leaves a qemu burning."""
+
+    host = models.ForeignKey("agents.Host", on_delete=models.CASCADE, related_name="unknown_guests")
+    vm_uuid = models.UUIDField()
+    name = models.CharField(max_length=100, blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_seen"]
+        constraints = [models.UniqueConstraint(fields=["host", "vm_uuid"], name="unknown_guest_once_per_host")]
+
+    def __str__(self):
+        return f"{self.vm_uuid} on {self.host}"

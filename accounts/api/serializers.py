@@ -21,7 +21,7 @@ class MemberSerializer(serializers.Serializer):
 class APITokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = APIToken
-        fields = ["uuid", "name", "key_prefix", "created", "last_used", "expires", "revoked"]
+        fields = ["uuid", "name", "key_prefix", "scope", "created", "last_used", "expires", "revoked"]
         read_only_fields = ["uuid", "key_prefix", "created", "last_used", "revoked"]
 
 

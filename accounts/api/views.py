@@ -1,5 +1,5 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -7,6 +7,8 @@ from rest_framework.response import Response
 
 from accounts import actions
 from accounts.api.serializers import APITokenSerializer, MemberSerializer, NewAPITokenSerializer, ProjectSerializer
+from accounts.authentication import OTP_HEADER, request_is_otp_verified
+from accounts.choices import TokenScope
 from accounts.models import APIToken
 from accounts.scoping import projects_of
 
@@ -68,12 +70,23 @@ class APITokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     def get_queryset(self):
         return APIToken.objects.filter(user=self.request.user)
 
-    @extend_schema(responses=NewAPITokenSerializer)
+    @extend_schema(
+        responses=NewAPITokenSerializer,
+        parameters=[OpenApiParameter(OTP_HEADER, str, OpenApiParameter.HEADER, required=False,
+                                     description="A current one-time code: required to create tokens with a token.")],
+    )
     def create(self, request, *args, **kwargs):
+        # A stolen token must not be able to mint more: creating one needs the second factor.
+        if not request_is_otp_verified(request):
+            raise PermissionDenied(
+                f"Creating a token needs your second factor: send a current code in the {OTP_HEADER} header "
+                "(set up two-factor authentication in the portal first)."
+            )
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         token, raw = actions.do_create_token(
-            request.user, serializer.validated_data["name"], expires=serializer.validated_data.get("expires")
+            request.user, serializer.validated_data["name"], expires=serializer.validated_data.get("expires"),
+            scope=serializer.validated_data.get("scope", TokenScope.READ_WRITE),
         )
         data = NewAPITokenSerializer(token).data
         data["token"] = raw

@@ -5,6 +5,7 @@ from rest_framework.test import APIClient
 
 from accounts import actions
 from accounts.models import APIToken
+from accounts.tests.conftest import enrol_totp, totp_code
 
 
 def test_projects_isolation(api, alice_project):
@@ -48,9 +49,11 @@ def test_token_lifecycle(alice):
     anonymous = APIClient()
     assert anonymous.get("/api/v1/projects/").status_code == 401
     _, raw = actions.do_create_token(alice, "bootstrap")
+    device, _ = enrol_totp(alice)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_X_OTP=totp_code(device, steps_ahead=1))
     response = client.post("/api/v1/tokens/", {"name": "laptop"}, format="json")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 201
     new_raw = response.json()["token"]
     listed = client.get("/api/v1/tokens/").json()["results"]

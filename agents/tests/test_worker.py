@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -15,16 +14,10 @@ from django.db import connection
 from agents.choices import HostTransport
 from agents.hosts import do_check_host
 from agents.models import Host, Operation
+from tests.workers import database_url, wait_for
 from uncloud_project.celery import app as celery_app
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    settings = connection.settings_dict
-    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-    return (f"postgres://{settings['USER']}{password}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}"
-            f"/{settings['NAME']}")
 
 
 @pytest.fixture
@@ -55,15 +48,6 @@ def worker(tmp_path, transactional_db):
         log.close()
 
 
-def wait_for(predicate, timeout=60, log_path=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out" + (f"; worker log:\n{Path(log_path).read_text()[-3000:]}" if log_path else ""))
-
-
 @pytest.mark.worker
 def test_worker_runs_host_check_through_redis_into_postgresql(worker, tmp_path):
     # unix socket paths are short (108 bytes): host state dirs live under a short path.
@@ -75,7 +59,7 @@ def test_worker_runs_host_check_through_redis_into_postgresql(worker, tmp_path):
         operation.refresh_from_db()
         return operation.state in ("succeeded", "failed")
 
-    wait_for(finished, log_path=tmp_path / "worker.log")
+    wait_for(finished, log_paths=[tmp_path / "worker.log"])
     assert operation.state == "succeeded", operation.error
     host.refresh_from_db()
     assert host.last_heartbeat is not None

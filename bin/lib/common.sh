@@ -50,6 +50,7 @@ ensure_venv() {
   local digest
   digest=$(cat "$UNCLOUD_ROOT/requirements.txt" "$requirements" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+    if is_root; then ensure_debian_packages "${PYTHON_BUILD_PACKAGES[@]}" || return 1; fi
     say "installing Python packages from $(basename "$requirements")"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements" 2>&1 | grep -v "^WARNING: Location" >&2 || true
     "$VENV/bin/python" -c "import django, celery, paramiko" || { say "pip install failed"; return 1; }
@@ -60,5 +61,8 @@ ensure_venv() {
 # What a hypervisor (and the lab that imitates several) needs.
 HYPERVISOR_PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra radvd nftables iproute2 socat procps kmod
                      busybox-static syslinux syslinux-common mtools dosfstools genisoimage)
+
+# What pip needs to build python-ldap (django-auth-ldap) from source.
+PYTHON_BUILD_PACKAGES=(gcc python3-dev libldap2-dev libsasl2-dev)
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

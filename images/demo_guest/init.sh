@@ -29,6 +29,7 @@ uc_poweroff=0
 uc_timeout=30
 uc_shell=1
 uc_hostname=uncloud-demo
+uc_metadata=0
 apply_setting() {
     case "$1" in
         uc.ping=*) uc_ping="${1#*=}" ;;
@@ -37,6 +38,7 @@ apply_setting() {
         uc.timeout=*) uc_timeout="${1#*=}" ;;
         uc.shell=*) uc_shell="${1#*=}" ;;
         uc.hostname=*) uc_hostname="${1#*=}" ;;
+        uc.metadata=*) uc_metadata="${1#*=}" ;;
     esac
 }
 for word in $(cat /proc/cmdline); do apply_setting "$word"; done
@@ -91,6 +93,10 @@ if [ -n "$cidata_device" ]; then
         meta_hostname=$(sed -n 's/^local-hostname:[[:space:]]*//p' /mnt/cidata/meta-data 2>/dev/null | head -n 1)
         [ -n "$meta_hostname" ] && uc_hostname="$meta_hostname"
         say "UNCLOUD-CIDATA $cidata_device ok"
+        # NoCloud public-keys, one JSON-quoted key per "  - " line (as uncloud writes them).
+        sed -n 's/^  - "\(.*\)"$/\1/p' /mnt/cidata/meta-data 2>/dev/null | while read -r key; do
+            say "UNCLOUD-CIDATA-KEY $key"
+        done
     else
         say "UNCLOUD-CIDATA $cidata_device fail"
     fi
@@ -124,6 +130,23 @@ if [ -x /bin/rdisc6 ] && [ -n "$interfaces" ]; then
             echo "nameserver $server" >> /etc/resolv.conf
         done
     done
+fi
+
+if [ "$uc_metadata" = 1 ] && [ -n "$interfaces" ]; then
+    # The host's metadata service on the first interface's link (it knows us by our address).
+    first_interface=$(echo $interfaces | cut -d' ' -f1)
+    metadata_url="http://[fe80::a9fe:a9fe%$first_interface]"
+    if timeout 10 wget -q -O /tmp/instance-id "$metadata_url/latest/meta-data/instance-id" 2>/tmp/metadata.log; then
+        say "UNCLOUD-METADATA instance-id $(head -n 1 /tmp/instance-id)"
+        index=0
+        while timeout 10 wget -q -O /tmp/key "$metadata_url/latest/meta-data/public-keys/$index/openssh-key" \
+                2>/dev/null && [ "$index" -lt 32 ]; do
+            say "UNCLOUD-METADATA key $(head -n 1 /tmp/key)"
+            index=$((index + 1))
+        done
+    else
+        say "UNCLOUD-METADATA fail $(head -n 1 /tmp/metadata.log)"
+    fi
 fi
 
 if [ -n "$uc_ping" ]; then

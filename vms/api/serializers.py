@@ -49,12 +49,15 @@ class VMSerializer(serializers.ModelSerializer):
     nics = NICBriefSerializer(many=True, read_only=True)
     disk_mib = serializers.SerializerMethodField()
     ipv6_addresses = serializers.SerializerMethodField()
+    # Honest about what runs where: customers see which hypervisor carries their VM.
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = VM
         fields = [
             "uuid", "project", "name", "cores", "memory_mib", "disk_mib", "image", "ssh_keys", "desired_state",
-            "status", "status_message", "nics", "ipv6_addresses", "created", "updated",
+            "status", "status_message", "host", "suspended_reason", "restart_count", "nics", "ipv6_addresses",
+            "created", "updated",
         ]
         read_only_fields = fields
 

@@ -1,9 +1,11 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.api.mixins import ProjectScopedViewSet
 from accounts.scoping import default_project, scoped
+from agents.api.serializers import OperationSerializer
 from vms import actions
 from vms.api.serializers import (
     SSHKeySerializer,
@@ -12,7 +14,17 @@ from vms.api.serializers import (
     VMSerializer,
     VMUpdateSerializer,
 )
+from vms.choices import VMStatus
 from vms.models import VM, SSHKey
+
+
+class StopSerializer(serializers.Serializer):
+    hard = serializers.BooleanField(default=False, help_text="Skip the ACPI powerdown and stop at once.")
+
+
+class VMActionResultSerializer(serializers.Serializer):
+    vm = VMSerializer()
+    operation = OperationSerializer(allow_null=True)
 
 
 class SSHKeyViewSet(ProjectScopedViewSet):
@@ -39,9 +51,41 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
     filterset_fields = ["status", "desired_state", "name"]
 
     def get_queryset(self):
-        return scoped(VM.objects.all(), self.request.user).select_related("project", "image").prefetch_related(
-            "ssh_keys", "nics__network", "disks"
-        )
+        vms = scoped(VM.objects.all(), self.request.user).select_related("project", "image", "host")
+        if self.action == "list" and self.request.query_params.get("status") != VMStatus.DELETED:
+            vms = vms.exclude(status=VMStatus.DELETED)
+        return vms.prefetch_related("ssh_keys", "nics__network", "disks")
+
+    def _accepted(self, vm, operation):
+        vm = self.get_queryset().get(pk=vm.pk) if vm is not None else None
+        body = {"vm": VMSerializer(vm).data if vm is not None else None,
+                "operation": OperationSerializer(operation).data if operation is not None else None}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: VMActionResultSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, uuid=None):
+        vm = self.get_object()
+        return self._accepted(vm, actions.do_start_vm(request.user, vm))
+
+    @extend_schema(request=StopSerializer, responses={202: VMActionResultSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, uuid=None):
+        vm = self.get_object()
+        serializer = StopSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._accepted(vm, actions.do_stop_vm(request.user, vm, hard=serializer.validated_data["hard"]))
+
+    @extend_schema(request=None, responses={202: VMActionResultSerializer})
+    @action(detail=True, methods=["post"])
+    def reboot(self, request, uuid=None):
+        vm = self.get_object()
+        return self._accepted(vm, actions.do_reboot_vm(request.user, vm))
+
+    @extend_schema(responses={202: VMActionResultSerializer})
+    def destroy(self, request, uuid=None):
+        vm = self.get_object()
+        return self._accepted(vm, actions.do_delete_vm(request.user, vm))
 
     @extend_schema(
         request=VMCreateSerializer, responses={201: VMSerializer, 200: VMSerializer},
@@ -68,6 +112,3 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         serializer.is_valid(raise_exception=True)
         actions.do_rename_vm(request.user, vm, serializer.validated_data["name"])
         return Response(VMSerializer(self.get_queryset().get(pk=vm.pk)).data)
-
-    def perform_destroy(self, instance):
-        actions.do_delete_vm(self.request.user, instance)

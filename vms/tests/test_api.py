@@ -89,8 +89,10 @@ def test_vm_isolation_and_member_access(api):
     assert api["charlie"].delete(url).status_code == 404
     assert api["charlie"].get("/api/v1/vms/").json()["count"] == 0
     assert api["bob"].patch(url, {"name": "renamed"}, format="json").json()["name"] == "renamed"
-    assert api["bob"].delete(url).status_code == 204
-    assert VM.objects.count() == 0 and Disk.objects.count() == 0
+    deleted = api["bob"].delete(url)
+    assert deleted.status_code == 202 and deleted.json()["vm"]["status"] == "deleted"
+    assert VM.objects.get().status == "deleted" and Disk.objects.count() == 0
+    assert api["alice"].get("/api/v1/vms/").json()["count"] == 0  # the list leaves deleted VMs out
 
 
 def test_stranger_resources_cannot_be_referenced(api, charlie):
@@ -146,7 +148,7 @@ def test_networks(api, public_network):
     # In use -> 409; free -> gone.
     vm = create_vm(api["alice"], networks=[network["uuid"]]).json()
     assert api["alice"].delete(url).status_code == 409
-    assert api["alice"].delete(f"/api/v1/vms/{vm['uuid']}/").status_code == 204
+    assert api["alice"].delete(f"/api/v1/vms/{vm['uuid']}/").status_code == 202
     assert api["alice"].delete(url).status_code == 204
 
 

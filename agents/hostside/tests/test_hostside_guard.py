@@ -8,6 +8,7 @@ and the peers receive precisely what their guests would. Unlike a real guest, th
 any frame it likes: rogue router advertisements, DHCP replies, forged source MACs and addresses.
 """
 import ipaddress
+import time
 
 from hostside_testlib import (
     BROADCAST_MAC,
@@ -94,6 +95,10 @@ def test_guest_ports_drop_rogue_frames_across_the_vxlan(hosts):
     for reason in ("spoofed-mac", "spoofed-ipv6", "router-advert", "dhcpv6-server",
                    "dhcpv4-server", "bad-ethertype"):
         assert counters[reason] >= 1, (reason, counters)
+    # radvd advertises every 3-10 s and a rebuilt rule set starts its counters at 0: wait for one.
+    deadline = time.monotonic() + 15
+    while nft_counters(sender_host, "router_stays_local")["router-local"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert nft_counters(sender_host, "router_stays_local")["router-local"] >= 1
 
     for host, vm_uuid in ((sender_host, SENDER_UUID), (peer_host, PEER_UUID),

@@ -1,0 +1,76 @@
+from datetime import timedelta
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.utils import timezone
+
+from accounts.choices import TokenScope
+from accounts.ratelimit import LoginLimiter, client_address
+
+
+class LoginForm(AuthenticationForm):
+    """Username and password, refused without even checking once too many attempts failed."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Your username and password did not match. Please try again.",
+    }
+
+    def clean(self):
+        username = self.data.get("username", "")
+        limiter = LoginLimiter(username, client_address(self.request))
+        if limiter.blocked():
+            raise forms.ValidationError(limiter.message(), code="rate_limited")
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError:
+            limiter.failed()
+            raise
+        limiter.succeeded()
+        return cleaned
+
+
+class OTPCodeForm(forms.Form):
+    code = forms.CharField(
+        label="Code from your authenticator app (or a backup code)", max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+    )
+
+
+class SignupForm(UserCreationForm):
+    email = forms.EmailField(help_text="We send a link to verify it before you can log in.")
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ["username", "email"]
+
+    def clean_email(self):
+        email = self.cleaned_data["email"].strip()
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("An account with this e-mail address exists already; log in or reset the password.")
+        return email
+
+
+EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90", "In 90 days"), ("365", "In a year")]
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Where you use it, e.g. 'laptop' or 'CI'.")
+    scope = forms.ChoiceField(choices=TokenScope.choices, initial=TokenScope.READ, widget=forms.RadioSelect)
+    expires_in_days = forms.ChoiceField(choices=EXPIRY_CHOICES, required=False, label="Expires")
+
+    def expires(self):
+        days = self.cleaned_data.get("expires_in_days")
+        return timezone.now() + timedelta(days=int(days)) if days else None
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=100)
+
+
+class AddMemberForm(forms.Form):
+    who = forms.CharField(
+        max_length=254, label="Username or e-mail address",
+        help_text="A username adds the user now; an e-mail address sends an invitation link.",
+    )

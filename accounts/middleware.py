@@ -1,0 +1,27 @@
+from urllib.parse import urlencode
+
+from django.http import JsonResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+# Pages a staff member without a verified second factor may still reach: enough to enrol and leave.
+_OPEN_PATHS = ("/static/", "/login/", "/logout/", "/account/otp/", "/healthz")
+
+
+class StaffOTPMiddleware:
+    """Staff must have TOTP: until their session passed it, every page leads to enrolment or the code form."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if (
+            user is not None and user.is_authenticated and user.is_staff
+            and not user.is_verified() and not request.path.startswith(_OPEN_PATHS)
+        ):
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": "Staff sessions need a second factor: log in with your code."},
+                                    status=403)
+            return redirect(f"{reverse('otp')}?{urlencode({'next': request.get_full_path()})}")
+        return self.get_response(request)

@@ -1,0 +1,88 @@
+"""The Ceph RBD verbs against a real single-node Ceph cluster (tests/lab/ceph.py): import a base
+image once, clone a VM disk from its protected snapshot, boot qemu from `rbd:`, snapshot and grow
+the disk while the VM runs, and delete everything without leaving an RBD image behind."""
+import hashlib
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+from hostside_testlib import fails, ok, vm_spec, wait_for_serial_line
+
+from tests.lab.ceph import POOL, ceph_cluster  # noqa: F401  (the session fixture)
+
+demo_guest = pytest.importorskip("images.demo_guest")
+
+VM_UUID = "9d000000-0000-4000-8000-000000000001"
+BOOT_TIMEOUT_S = 180
+
+
+class CephHost:
+    """The cluster's namespace as a hypervisor, shaped like the other hostside test hosts."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.netns = cluster.netns
+        self.state_dir = cluster.state_dir
+
+    def run(self, argv, input=None, timeout=60.0, check=True):
+        return self.cluster.run(argv, input=input, timeout=timeout, check=check)
+
+
+def test_rbd_import_clone_boot_snapshot_extend_delete(ceph_cluster):  # noqa: F811
+    host = CephHost(ceph_cluster)
+    conf = str(ceph_cluster.conf)
+    guest = demo_guest.build_demo_guest()
+    sha = hashlib.sha256(Path(guest.disk_qcow2).read_bytes()).hexdigest()
+    size = Path(guest.disk_qcow2).stat().st_size
+    token = secrets.token_hex(8)
+    upload = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["upload_path"]
+    shutil.copyfile(guest.disk_qcow2, upload)
+    assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
+
+    base_name = f"img-{sha[:24]}"
+    pool = {"pool": POOL, "ceph_conf": conf}
+    imported = ok(host, "rbd-image-ensure", image=base_name, sha256=sha, **pool)
+    assert imported["changes"] == [f"imported {POOL}/{base_name}"]
+    assert ok(host, "rbd-image-ensure", image=base_name, sha256=sha, **pool)["changes"] == []  # once
+    snapshots = json.loads(ceph_cluster.rbd("snap", "ls", "--format", "json", f"{POOL}/{base_name}"))
+    assert [(s["name"], s["protected"]) for s in snapshots] == [("base", "true")]
+
+    disk_name = f"disk-{VM_UUID}"
+    disk = ok(host, "rbd-disk-ensure", disk=disk_name, base=base_name, size_mib=256, **pool)
+    assert ok(host, "rbd-disk-ensure", disk=disk_name, base=base_name, size_mib=256, **pool)["changes"] == []
+    assert '"parent"' in ceph_cluster.rbd("info", "--format", "json", f"{POOL}/{disk_name}")
+
+    vm = ok(host, "vm-up", **vm_spec(VM_UUID, [], name="rbd-vm", memory_mib=256, disks=[disk["disk"]]))
+    assert wait_for_serial_line(vm["serial_log"], "UNCLOUD-BOOT", BOOT_TIMEOUT_S)
+    wait_for_serial_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
+    assert disk["source"] in Path(host.state_dir, "vms", VM_UUID, "spec.json").read_text()
+
+    snapshot = ok(host, "rbd-snapshot", disk=disk_name, snapshot="snap-1", **pool)
+    assert snapshot["path"] == f"{POOL}/{disk_name}@snap-1"
+    grown = ok(host, "rbd-disk-ensure", disk=disk_name, base=base_name, size_mib=512, **pool)
+    assert grown["virtual_size_bytes"] == 512 * 1024 * 1024
+    assert json.loads(ceph_cluster.rbd("info", "--format", "json", f"{POOL}/{disk_name}"))["size"] == 512 * 1024**2
+    in_use = fails(host, "rbd-disk-delete", {"state_dir": str(host.state_dir), "disk": disk_name, **pool},
+                   "in_use")
+    assert in_use["pids"] == [vm["pid"]]
+    fails(host, "rbd-image-delete", {"state_dir": str(host.state_dir), "image": base_name, **pool}, "in_use")
+
+    ok(host, "vm-down", uuid=VM_UUID, hard=True)
+    assert ok(host, "rbd-disk-delete", disk=disk_name, **pool)["changes"]
+    assert ok(host, "rbd-disk-delete", disk=disk_name, **pool)["changes"] == []
+    assert ok(host, "rbd-image-delete", image=base_name, **pool)["changes"]
+    assert ok(host, "rbd-inventory", **pool)["images"] == []
+    assert ceph_cluster.rbd_images() == []
+
+
+def test_rbd_names_cannot_escape(ceph_cluster):  # noqa: F811
+    host = CephHost(ceph_cluster)
+    spec = {"state_dir": str(host.state_dir), "pool": POOL, "ceph_conf": str(ceph_cluster.conf)}
+    fails(host, "rbd-disk-ensure", {**spec, "disk": "a:conf=/etc/shadow", "size_mib": 1}, "bad_spec")
+    fails(host, "rbd-disk-ensure", {**spec, "disk": "ok", "size_mib": 1, "ceph_conf": "/etc/shadow"}, "bad_spec")
+    fails(host, "vm-up", {**vm_spec(VM_UUID, [], disks=[{"rbd": {"pool": POOL, "image": "x,file=/etc/shadow",
+                                                                "ceph_conf": spec["ceph_conf"]},
+                                                        "format": "raw"}]), "state_dir": spec["state_dir"]},
+          "bad_spec")

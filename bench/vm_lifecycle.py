@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Benchmark: the control plane's own cost. Create-to-running through the API with a real Celery
+worker, a boot-and-delete cycle at concurrency 4, and the agent-only vm-up beside them.
+
+    .venv/bin/python bench/vm_lifecycle.py --runs 10 --cycles 12      # root: the lab uses namespaces
+
+Uses PostgreSQL (database `uncloud_bench`, made afresh) and Redis on 127.0.0.1 like the test suite,
+a two-host lab (tests/lab) and the demo guest. See bench/README.md for what exactly is timed.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATABASE = "uncloud_bench"
+QUEUE = f"uncloud-bench-{uuid.uuid4().hex[:8]}"
+POLL_S = 0.01
+
+
+def prepare_environment(key_file: str) -> dict:
+    env = {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
+        "UNCLOUD_DATA_DIR": str(REPO / "var" / "bench"),
+        "UNCLOUD_SSH_KEY_FILE": key_file,
+        "UNCLOUD_VM_ACCEL": "tcg",
+        "UNCLOUD_VM_STOP_TIMEOUT": "5",
+        "ALLOWED_HOSTS": "testserver,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "uncloud_project.settings"
+    return env
+
+
+def fresh_database() -> None:
+    for sql in (f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)", f"CREATE DATABASE {DATABASE}"):
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    lower = int(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def wait_status(vm_uuid, wanted, timeout=120):
+    from vms.models import VM
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, message = VM.objects.filter(uuid=vm_uuid).values_list("status", "status_message").get()
+        if status == wanted:
+            return
+        if status == "error":
+            raise RuntimeError(f"VM {vm_uuid} failed: {message}")
+        time.sleep(POLL_S)
+    raise TimeoutError(f"VM {vm_uuid} not {wanted} after {timeout} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10, help="sequential create-to-running runs")
+    parser.add_argument("--cycles", type=int, default=12, help="boot-and-delete cycles, 4 at a time")
+    args = parser.parse_args()
+
+    from tests.lab import Lab, lab_unavailable_reason
+
+    reason = lab_unavailable_reason()
+    if reason:
+        print(f"lab unavailable: {reason}", file=sys.stderr)
+        return 2
+    workdir = Path(f"/tmp/uc-bench-{os.getpid()}")
+    workdir.mkdir()
+    lab = Lab(workdir, n_hosts=2).up()
+    worker = None
+    try:
+        env = prepare_environment(str(lab.hosts[0].client_key_path))
+        fresh_database()
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "uncloud_project", "worker", "-Q", QUEUE, "--concurrency=4",
+             "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=REPO, env={**os.environ, **env}, stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT,
+        )
+        return run_benchmarks(lab, args)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        from agents.hostagent import close_streams
+        from agents.transport import close_all
+
+        close_streams()
+        close_all()
+        lab.down()
+
+
+def run_benchmarks(lab, args) -> int:
+    from rest_framework.test import APIClient
+
+    from accounts.actions import do_create_token, do_create_user, do_set_quota
+    from accounts.models import Project
+    from agents.hosts import agent_for
+    from vms.models import VM
+    from vms.specs import vm_up_spec
+    from vms.tests.lab_support import demo_image, public_network, register_lab_hosts
+
+    hosts = register_lab_hosts(lab, cores=16, memory_mib=16384, cpu_overbooking="4.0")
+    public_network()
+    image = demo_image()
+    user = do_create_user(f"bench-{uuid.uuid4().hex[:6]}", None)
+    project = Project.objects.get(owner=user)
+    do_set_quota(None, project, quota_vms=1000, quota_cores=1000, quota_memory_mib=10**7, quota_disk_mib=10**8)
+    _, token = do_create_token(user, "bench")
+
+    def client():
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return api
+
+    def create(api, name):
+        body = {"name": name, "cores": 1, "memory": "128M", "disk": "1G", "image": str(image.uuid)}
+        response = api.post("/api/v1/vms/", body, format="json")
+        assert response.status_code == 201, response.content
+        return response.json()["uuid"]
+
+    def delete(api, vm_uuid):
+        assert api.delete(f"/api/v1/vms/{vm_uuid}/").status_code == 202
+        wait_status(vm_uuid, "deleted")
+
+    api = client()
+    # Warm-up (not counted): base image copied to each host, serve processes started.
+    for host_index in range(2):
+        vm_uuid = create(api, f"warm-{host_index}")
+        wait_status(vm_uuid, "running")
+    create_to_running, agent_only = [], []
+    for run in range(args.runs):
+        started = time.perf_counter()
+        vm_uuid = create(api, f"run-{run}")
+        wait_status(vm_uuid, "running")
+        create_to_running.append(time.perf_counter() - started)
+        # The agent alone, same VM, same host: vm-down, then time one vm-up.
+        vm = VM.objects.select_related("host").get(uuid=vm_uuid)
+        agent = agent_for(vm.host)
+        disks = [{"path": disk.location, "format": "qcow2"} for disk in vm.disks.all()]
+        agent.call("vm-down", {"uuid": vm_uuid, "hard": True})
+        started = time.perf_counter()
+        agent.call("vm-up", vm_up_spec(vm, disks))
+        agent_only.append(time.perf_counter() - started)
+        print(f"run {run + 1:2}: API create-to-running {create_to_running[-1] * 1000:6.0f} ms   "
+              f"agent vm-up {agent_only[-1] * 1000:5.0f} ms", file=sys.stderr)
+        delete(api, vm_uuid)
+
+    cycles, lock = [], threading.Lock()
+    names = iter(range(args.cycles))
+
+    def cycler():
+        from django.db import connections
+
+        own = client()
+        try:
+            while True:
+                with lock:
+                    index = next(names, None)
+                if index is None:
+                    return
+                started = time.perf_counter()
+                vm_uuid = create(own, f"cycle-{index}")
+                wait_status(vm_uuid, "running")
+                delete(own, vm_uuid)
+                with lock:
+                    cycles.append(time.perf_counter() - started)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=cycler) for _ in range(4)]
+    wall = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall
+
+    def ms(values, fraction):
+        return f"{percentile(values, fraction) * 1000:7.0f}"
+
+    print()
+    print(f"VM lifecycle through the API, real Celery worker (concurrency 4) on Redis + PostgreSQL, "
+          f"{len(hosts)} lab hosts over SSH, TCG, demo guest 128 MiB / 1 core / 1 GiB overlay")
+    print(f"{'ms':34} {'p50':>7} {'p95':>7}")
+    print(f"{'create-to-running (API)':34} {ms(create_to_running, 0.5)} {ms(create_to_running, 0.95)}")
+    print(f"{'agent-only vm-up (same VMs)':34} {ms(agent_only, 0.5)} {ms(agent_only, 0.95)}")
+    overhead = statistics.median(create_to_running) - statistics.median(agent_only)
+    print(f"control plane's own share at p50: {overhead * 1000:.0f} ms")
+    print(f"boot-and-delete cycle, concurrency 4, {len(cycles)} cycles: median {statistics.median(cycles) * 1000:.0f} ms,"
+          f" p95 {percentile(cycles, 0.95) * 1000:.0f} ms, wall {wall:.1f} s")
+    print(f"goals: create-to-running p50 <= 1000 ms: "
+          f"{'met' if statistics.median(create_to_running) <= 1.0 else 'NOT met'}; "
+          f"boot-and-delete median <= 2000 ms: {'met' if statistics.median(cycles) <= 2.0 else 'NOT met'} "
+          f"(OpenStack Rally's published median: 5100 ms)")
+    for vm_uuid in VM.objects.exclude(status="deleted").values_list("uuid", flat=True):
+        delete(api, str(vm_uuid))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""State changes of billing. Each is atomic and writes its audit row (and ledger postings) in the
+same transaction. Other apps call do_open_order / do_close_order / do_replace_order for what they sell.
+"""
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from accounts import audit
+from accounts.api.exceptions import Conflict
+from billing import ledger
+from billing.choices import (
+    UNPAID_BILL_STATES,
+    BankEntryState,
+    BillState,
+    JournalKind,
+    LedgerAccount,
+    PaymentMethodKind,
+    ProductKind,
+    RefundVia,
+)
+from billing.models import (
+    BankEntry,
+    Bill,
+    BillingAccount,
+    Coupon,
+    Order,
+    Payment,
+    Price,
+    Product,
+    Refund,
+)
+from billing.money import to_cents
+from billing.periods import local_midnight
+
+logger = logging.getLogger(__name__)
+
+MIB_PER_GIB = Decimal(1024)
+
+PAYMENT_LEDGER = {
+    PaymentMethodKind.BANK_TRANSFER: LedgerAccount.BANK,
+    PaymentMethodKind.CARD: LedgerAccount.CARD_CLEARING,
+    PaymentMethodKind.CREDIT: LedgerAccount.CREDITS,
+    PaymentMethodKind.COUPON: LedgerAccount.CREDITS,
+}
+
+
+# Accounts -------------------------------------------------------------------------------------------
+
+def account_of_user(user) -> BillingAccount:
+    """The user's billing account, made on first use (two racing first uses end with one account)."""
+    account = BillingAccount.objects.filter(owner=user).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return BillingAccount.objects.create(owner=user, email=user.email or "",
+                                                 currency=settings.UNCLOUD_BILLING_CURRENCY)
+    except IntegrityError:
+        return BillingAccount.objects.get(owner=user)
+
+
+def account_of_project(project) -> BillingAccount:
+    return account_of_user(project.owner)
+
+
+@transaction.atomic
+def do_update_billing_address(actor, account: BillingAccount, **fields) -> BillingAccount:
+    allowed = {"name", "street", "house_number", "postal_code", "city", "country", "vat_number", "email"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+    for name, value in fields.items():
+        setattr(account, name, value.upper() if name == "country" else value)
+    account.full_clean()
+    account.save(update_fields=list(fields))
+    audit.record(actor, "billing.address_update", target=account, **{k: str(v) for k, v in fields.items()})
+    return account
+
+
+# Orders ---------------------------------------------------------------------------------------------
+
+def price_for(product: Product, currency: str, at: datetime) -> Price:
+    price = product.prices.filter(currency=currency, valid_from__lte=at).order_by("-valid_from").first()
+    if price is None:
+        raise Conflict(f"{product.name} has no price in {currency} on {at:%Y-%m-%d}.")
+    return price
+
+
+def order_amount(product: Product, price: Price, *, quantity: Decimal, cores=None, memory_mib=None,
+                 disk_mib=None) -> Decimal:
+    """The order's price per period (not rounded: hourly prices have more than two decimals)."""
+    if product.kind == ProductKind.VM:
+        return (
+            price.amount
+            + price.per_core * (cores or 0)
+            + price.per_memory_gib * Decimal(memory_mib or 0) / MIB_PER_GIB
+            + price.per_disk_gib * Decimal(disk_mib or 0) / MIB_PER_GIB
+        ) * quantity
+    return price.amount * quantity
+
+
+def _vm_description(name, cores, memory_mib, disk_mib) -> str:
+    return f"VM {name}: {cores} cores, {Decimal(memory_mib) / MIB_PER_GIB:g} GiB memory, " \
+           f"{Decimal(disk_mib or 0) / MIB_PER_GIB:g} GiB disk"
+
+
+def last_billed_end(account: BillingAccount):
+    day = account.bills.exclude(state=BillState.CANCELLED).aggregate(end=Max("period_end"))["end"]
+    return local_midnight(day) if day else None
+
+
+@transaction.atomic
+def do_open_order(project, product_code: str, *, quantity=1, resource_uuid=None, resource_kind: str = "",
+                  description: str = "", starts_at: datetime | None = None, cores: int | None = None,
+                  memory_mib: int | None = None, disk_mib: int | None = None, actor=None,
+                  replaces: Order | None = None) -> Order:
+    """Start charging `project`'s owner for a product from `starts_at` (now) on, at today's price."""
+    try:
+        product = Product.objects.get(code=product_code, active=True)
+    except Product.DoesNotExist:
+        raise Conflict(f"There is no product {product_code!r} on sale.") from None
+    quantity = Decimal(str(quantity))
+    if quantity <= 0:
+        raise Conflict("The quantity must be positive.")
+    account = account_of_project(project)
+    starts_at = starts_at or timezone.now()
+    billed_end = last_billed_end(account)
+    if billed_end is not None and starts_at < billed_end:
+        raise Conflict(f"{starts_at:%Y-%m-%d} lies in a month that is billed already.")
+    price = price_for(product, account.currency, starts_at)
+    amount = order_amount(product, price, quantity=quantity, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
+    order = Order.objects.create(
+        account=account, project=project, product=product, price=price,
+        description=(description or product.name)[:200], resource_kind=resource_kind, resource_uuid=resource_uuid,
+        quantity=quantity, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib, amount=amount,
+        currency=account.currency, starts_at=starts_at, replaces=replaces,
+    )
+    audit.record(actor, "order.open", project=project, target=order, product=product.code,
+                 amount=str(amount), quantity=str(quantity), resource=str(resource_uuid or ""))
+    return order
+
+
+@transaction.atomic
+def do_close_order(resource_uuid, product_code: str | None = None, *, ends_at: datetime | None = None,
+                   actor=None) -> int:
+    """End the open orders of a resource (all its products, or one). Returns how many ended."""
+    ends_at = ends_at or timezone.now()
+    open_orders = Order.objects.select_for_update().filter(resource_uuid=resource_uuid, ends_at__isnull=True)
+    if product_code:
+        open_orders = open_orders.filter(product__code=product_code)
+    closed = 0
+    for order in open_orders:
+        # An order that had not begun yet ends where it begins: it charges nothing.
+        end = max(ends_at, order.starts_at)
+        closed += Order.objects.filter(pk=order.pk, ends_at__isnull=True).update(ends_at=end)
+        audit.record(actor, "order.close", project=order.project, target=order, ends_at=end.isoformat())
+    return closed
+
+
+@transaction.atomic
+def do_replace_order(order: Order, *, at: datetime | None = None, quantity=None, cores=None, memory_mib=None,
+                     disk_mib=None, description: str = "", actor=None) -> Order:
+    """An upgrade or downgrade: `order` ends at `at` and a new one at today's price begins there.
+
+    Each of the two is charged for its own share of the month (prorated)."""
+    order = Order.objects.select_for_update().get(pk=order.pk)
+    if order.ends_at is not None:
+        raise Conflict("This order has ended; it cannot be changed.")
+    at = at or timezone.now()
+    if at < order.starts_at:
+        raise Conflict("A change cannot take effect before the order begins.")
+    Order.objects.filter(pk=order.pk, ends_at__isnull=True).update(ends_at=at)
+    audit.record(actor, "order.replace", project=order.project, target=order, at=at.isoformat())
+    project = order.project
+    if project is None:
+        raise Conflict("The project of this order is gone.")
+    return do_open_order(
+        project, order.product.code, quantity=order.quantity if quantity is None else quantity,
+        resource_uuid=order.resource_uuid, resource_kind=order.resource_kind,
+        description=description or order.description, starts_at=at,
+        cores=order.cores if cores is None else cores,
+        memory_mib=order.memory_mib if memory_mib is None else memory_mib,
+        disk_mib=order.disk_mib if disk_mib is None else disk_mib, actor=actor, replaces=order,
+    )
+
+
+def open_order_of(resource_uuid, product_code: str) -> Order | None:
+    return Order.objects.filter(resource_uuid=resource_uuid, product__code=product_code,
+                                ends_at__isnull=True).first()
+
+
+# What VMs cost: the receivers of vms' signals (connected in apps.py) --------------------------------
+
+def _root_disk_mib(vm) -> int:
+    disk = vm.disks.filter(role="root").first()
+    return disk.size_mib if disk is not None else 0
+
+
+def on_vm_created(sender, vm, **kwargs):
+    do_open_order(
+        vm.project, settings.UNCLOUD_BILLING_VM_PRODUCT, resource_uuid=vm.uuid, resource_kind="vm",
+        description=_vm_description(vm.name, vm.cores, vm.memory_mib, _root_disk_mib(vm)),
+        cores=vm.cores, memory_mib=vm.memory_mib, disk_mib=_root_disk_mib(vm),
+    )
+
+
+def on_vm_resized(sender, vm, **kwargs):
+    order = open_order_of(vm.uuid, settings.UNCLOUD_BILLING_VM_PRODUCT)
+    disk_mib = _root_disk_mib(vm)
+    if order is None:
+        on_vm_created(sender, vm)
+        return
+    if (order.cores, order.memory_mib, order.disk_mib) == (vm.cores, vm.memory_mib, disk_mib):
+        return
+    do_replace_order(order, cores=vm.cores, memory_mib=vm.memory_mib, disk_mib=disk_mib,
+                     description=_vm_description(vm.name, vm.cores, vm.memory_mib, disk_mib))
+
+
+def on_vm_deleted(sender, vm, **kwargs):
+    do_close_order(vm.uuid)
+
+
+# Money in and out -----------------------------------------------------------------------------------
+
+def settle(account: BillingAccount, *, prefer_bill: Bill | None = None) -> list[Bill]:
+    """Pay unpaid bills from the money in the customer's favour: the bill the payer named first,
+    then the oldest. A bill is paid whole; what does not cover the next bill waits in the balance."""
+    BillingAccount.objects.select_for_update().filter(pk=account.pk).first()
+    available = ledger.available_credit(account)
+    unpaid = list(account.bills.filter(state__in=UNPAID_BILL_STATES).order_by("due_on", "number"))
+    if prefer_bill is not None:
+        unpaid.sort(key=lambda bill: bill.pk != prefer_bill.pk)
+    paid = []
+    now = timezone.now()
+    for bill in unpaid:
+        if bill.total > available:
+            break
+        if Bill.objects.filter(pk=bill.pk, state__in=UNPAID_BILL_STATES).update(
+            state=BillState.PAID, paid_at=now, card_problem=""
+        ):
+            available -= bill.total
+            paid.append(bill)
+            audit.record(None, "bill.paid", target=bill, number=bill.number, total=str(bill.total))
+    if paid:
+        from billing import dunning  # dunning imports vms; keep it out of module import time
+
+        transaction.on_commit(lambda: dunning.resume_if_settled(account.pk), robust=True)
+    return paid
+
+
+@transaction.atomic
+def do_record_payment(account: BillingAccount, method: str, amount: Decimal, *, received_at=None,
+                      bill: Bill | None = None, stripe_payment_intent: str | None = None,
+                      coupon: Coupon | None = None, note: str = "", actor=None,
+                      debit: str | None = None) -> Payment:
+    """Money (or a credit) for the customer: booked, then used to pay their bills."""
+    amount = to_cents(amount)
+    if amount <= 0:
+        raise Conflict("A payment must be positive.")
+    payment = Payment.objects.create(
+        account=account, method=method, amount=amount, currency=account.currency,
+        received_at=received_at or timezone.now(), bill=bill, stripe_payment_intent=stripe_payment_intent,
+        coupon=coupon, note=note[:300], created_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    ledger.post(
+        JournalKind.PAYMENT,
+        [(debit or PAYMENT_LEDGER[method], None, amount), (LedgerAccount.RECEIVABLE, account, -amount)],
+        memo=f"{payment.get_method_display()} {note}".strip(), currency=account.currency, payment=payment,
+    )
+    audit.record(actor, "payment.record", target=payment, method=method, amount=str(amount),
+                 bill=bill.number if bill else None)
+    settle(account, prefer_bill=bill)
+    return payment
+
+
+@transaction.atomic
+def do_add_credit(actor, account: BillingAccount, amount: Decimal, note: str) -> Payment:
+    """A manual credit by staff (goodwill, correction). It pays bills like money does."""
+    if not note.strip():
+        raise Conflict("Say why you give this credit.")
+    return do_record_payment(account, PaymentMethodKind.CREDIT, amount, note=note, actor=actor)
+
+
+@transaction.atomic
+def do_redeem_coupon(actor, account: BillingAccount, code: str) -> Payment:
+    coupon = Coupon.objects.select_for_update().filter(code__iexact=code.strip(), active=True).first()
+    now = timezone.now()
+    if coupon is None or (coupon.valid_until is not None and coupon.valid_until < now):
+        raise Conflict("This coupon does not exist or has expired.")
+    if coupon.currency != account.currency:
+        raise Conflict("This coupon is for another currency.")
+    if Payment.objects.filter(coupon=coupon, account=account).exists():
+        raise Conflict("You have redeemed this coupon already.")
+    if coupon.max_redemptions is not None and coupon.redemptions.count() >= coupon.max_redemptions:
+        raise Conflict("This coupon has been used up.")
+    return do_record_payment(account, PaymentMethodKind.COUPON, coupon.amount, coupon=coupon,
+                             note=f"Coupon {coupon.code}", actor=actor)
+
+
+@transaction.atomic
+def do_refund(actor, account: BillingAccount, amount: Decimal, *, via: str, note: str,
+              payment: Payment | None = None) -> Refund:
+    """Give money in the customer's favour back. Only what no bill has used can go back."""
+    from billing import stripe_payments
+
+    account = BillingAccount.objects.select_for_update().get(pk=account.pk)
+    amount = to_cents(amount)
+    if amount <= 0:
+        raise Conflict("A refund must be positive.")
+    available = ledger.available_credit(account)
+    if amount > available:
+        raise Conflict(f"Only {available} {account.currency} is unused in this account's favour.")
+    stripe_refund_id = None
+    if via == RefundVia.CARD:
+        if payment is None or payment.account_id != account.pk or not payment.stripe_payment_intent:
+            raise Conflict("A card refund needs the card payment it gives back.")
+        refunded = sum((r.amount for r in payment.refunds.all()), Decimal("0.00"))
+        if amount > payment.amount - refunded:
+            raise Conflict(f"Only {payment.amount - refunded} of this payment is left to refund.")
+        stripe_refund_id = stripe_payments.refund_card_payment(payment, amount)
+    refund = Refund.objects.create(
+        account=account, amount=amount, currency=account.currency, via=via, payment=payment,
+        stripe_refund_id=stripe_refund_id, note=note[:300],
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    credit_ledger = LedgerAccount.CARD_CLEARING if via == RefundVia.CARD else LedgerAccount.BANK
+    ledger.post(JournalKind.REFUND, [(LedgerAccount.RECEIVABLE, account, amount), (credit_ledger, None, -amount)],
+                memo=f"Refund {note}", currency=account.currency, refund=refund)
+    audit.record(actor, "payment.refund", target=refund, amount=str(amount), via=via)
+    return refund
+
+
+@transaction.atomic
+def do_cancel_bill(actor, bill: Bill, reason: str) -> Bill:
+    """Take back an unpaid bill: its bookings are reversed; its lines stay (they are not billed again)."""
+    if not Bill.objects.filter(pk=bill.pk, state__in=UNPAID_BILL_STATES).update(
+        state=BillState.CANCELLED, cancelled_at=timezone.now()
+    ):
+        raise Conflict("Only an unpaid bill can be cancelled.")
+    bill.refresh_from_db()
+    ledger.post(JournalKind.BILL_CANCEL, [(ledger_account, account, -amount)
+                                          for ledger_account, account, amount in ledger.bill_lines(bill)],
+                memo=f"Bill {bill.number} cancelled: {reason}", currency=bill.currency, bill=bill)
+    audit.record(actor, "bill.cancel", target=bill, number=bill.number, reason=reason)
+    from billing import dunning
+
+    transaction.on_commit(lambda: dunning.resume_if_settled(bill.account_id), robust=True)
+    return bill
+
+
+# Bank entries staff handle by hand ------------------------------------------------------------------
+
+@transaction.atomic
+def do_assign_bank_entry(actor, entry: BankEntry, account: BillingAccount, bill: Bill | None = None,
+                         note: str = "") -> Payment:
+    """An unmatched bank entry belongs to this customer (and maybe this bill)."""
+    entry = BankEntry.objects.select_for_update().get(pk=entry.pk)
+    if entry.state != BankEntryState.UNMATCHED:
+        raise Conflict("This bank entry is handled already.")
+    if bill is not None and bill.account_id != account.pk:
+        raise Conflict("That bill belongs to another customer.")
+    if entry.currency != account.currency:
+        raise Conflict(f"The entry is in {entry.currency}, the account in {account.currency}.")
+    payment = do_record_payment(
+        account, PaymentMethodKind.BANK_TRANSFER, entry.amount, received_at=local_midnight(entry.booking_date)
+        if entry.booking_date else None, bill=bill, note=note or f"Bank entry from {entry.debtor_name}",
+        actor=actor, debit=LedgerAccount.SUSPENSE,
+    )
+    BankEntry.objects.filter(pk=entry.pk).update(
+        state=BankEntryState.ASSIGNED, account=account, bill=bill, payment=payment, handled_by=actor,
+        handled_at=timezone.now(), note=note[:300],
+    )
+    audit.record(actor, "bank_entry.assign", target=entry, account=str(account.uuid))
+    return payment
+
+
+@transaction.atomic
+def do_return_bank_entry(actor, entry: BankEntry, note: str) -> BankEntry:
+    """Staff sent an unmatched transfer back to its sender."""
+    entry = BankEntry.objects.select_for_update().get(pk=entry.pk)
+    if entry.state != BankEntryState.UNMATCHED:
+        raise Conflict("This bank entry is handled already.")
+    ledger.post(JournalKind.RETURNED, [(LedgerAccount.SUSPENSE, None, entry.amount),
+                                       (LedgerAccount.BANK, None, -entry.amount)],
+                memo=f"Returned to {entry.debtor_name}", currency=entry.currency, bank_entry=entry)
+    BankEntry.objects.filter(pk=entry.pk).update(state=BankEntryState.RETURNED, handled_by=actor,
+                                                 handled_at=timezone.now(), note=note[:300])
+    audit.record(actor, "bank_entry.return", target=entry, note=note)
+    entry.refresh_from_db()
+    return entry
+
+
+def accounts_matching(text: str):
+    """Staff look customers up by user name, e-mail or account name."""
+    User = get_user_model()
+    users = User.objects.filter(Q(username__iexact=text) | Q(email__iexact=text))
+    return BillingAccount.objects.filter(Q(owner__in=users) | Q(name__iexact=text))

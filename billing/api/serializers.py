@@ -1,0 +1,73 @@
+from rest_framework import serializers
+
+from billing.models import Bill, BillingAccount, BillLine, Order, Payment, Product
+
+
+class BillingAccountSerializer(serializers.ModelSerializer):
+    balance = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+
+    class Meta:
+        model = BillingAccount
+        fields = ["uuid", "name", "street", "house_number", "postal_code", "city", "country", "vat_number", "email",
+                  "currency", "balance"]
+        read_only_fields = ["uuid", "currency", "balance"]
+
+    def validate_country(self, value):
+        value = value.strip().upper()
+        if len(value) != 2 or not value.isalpha():
+            raise serializers.ValidationError("Use the two-letter ISO code of the country.")
+        return value
+
+
+class BillLineSerializer(serializers.ModelSerializer):
+    order = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+
+    class Meta:
+        model = BillLine
+        fields = ["order", "description", "period_start", "period_end", "quantity", "unit_amount", "amount"]
+
+
+class BillSerializer(serializers.ModelSerializer):
+    lines = BillLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Bill
+        fields = ["uuid", "number", "reference", "period_start", "period_end", "issued_on", "due_on", "currency",
+                  "state", "subtotal", "vat_treatment", "vat_rate_percent", "vat_amount", "total", "vat_note",
+                  "paid_at", "card_problem", "lines"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    product = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    replaces = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    period = serializers.CharField(source="product.period", read_only=True)
+
+    class Meta:
+        model = Order
+        fields = ["uuid", "project", "product", "period", "description", "resource_kind", "resource_uuid", "quantity",
+                  "cores", "memory_mib", "disk_mib", "amount", "currency", "starts_at", "ends_at", "replaces"]
+
+
+class PaymentSerializer(serializers.ModelSerializer):
+    bill = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+
+    class Meta:
+        model = Payment
+        fields = ["uuid", "method", "amount", "currency", "received_at", "bill", "note"]
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    price = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Product
+        fields = ["code", "name", "kind", "period", "unit", "price"]
+
+    def get_price(self, product) -> dict | None:
+        price = product.current_prices[0] if getattr(product, "current_prices", None) else None
+        if price is None:
+            return None
+        return {"currency": price.currency, "valid_from": price.valid_from, "amount": str(price.amount),
+                "per_core": str(price.per_core), "per_memory_gib": str(price.per_memory_gib),
+                "per_disk_gib": str(price.per_disk_gib)}

@@ -1,0 +1,106 @@
+"""Billing test fixtures. After every test that touched the database the ledger must sum to zero."""
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from accounts import actions as account_actions
+from billing import ledger
+from billing.actions import account_of_user, do_update_billing_address
+
+
+@pytest.fixture(autouse=True)
+def ledger_sums_to_zero(request):
+    marker = request.node.get_closest_marker("django_db")
+    transactional = marker is not None and marker.kwargs.get("transaction", False)
+    # Asking for the database here makes this check run before the database is torn down.
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    yield
+    assert ledger.ledger_sum() == Decimal("0.00")
+
+
+def at(year, month, day, hour=0, minute=0) -> datetime:
+    """A moment in local time (bills follow local calendar months)."""
+    return timezone.make_aware(datetime(year, month, day, hour, minute))
+
+
+@pytest.fixture
+def swiss_account(alice):
+    account = account_of_user(alice)
+    return do_update_billing_address(alice, account, name="Alice AG", street="Bahnhofstrasse", house_number="1",
+                                     postal_code="8001", city="Zürich", country="CH", email="alice@example.ch")
+
+
+@pytest.fixture
+def make_customer(db):
+    """make_customer("dora", country="DE", vat_number="") -> (user, project, billing account)."""
+    from accounts.models import Project
+
+    def make(username, **address):
+        user = account_actions.do_create_user(username, None, email=f"{username}@example.org")
+        project = Project.objects.get(owner=user)
+        account = account_of_user(user)
+        if address:
+            defaults = {"name": username.title(), "postal_code": "1000", "city": "Town"}
+            do_update_billing_address(user, account, **{**defaults, **address})
+        return user, project, account
+
+    return make
+
+
+JAN = date(2025, 1, 1)
+FEB = date(2025, 2, 1)
+MAR = date(2025, 3, 1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def local_stripe_server():
+    """A real local Stripe server (localstripe from PyPI) on a free port: the one allowed stand-in,
+    because api.stripe.com is out of reach here. The real `stripe` library talks to it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"localstripe did not start: {process.stderr.read().decode()[-2000:]}") from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+WEBHOOK_SECRET = "whsec_test_uncloud"
+
+
+@pytest.fixture
+def local_stripe(local_stripe_server, settings):
+    settings.STRIPE_SECRET_KEY = "sk_test_uncloud"
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_uncloud"
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = local_stripe_server
+    settings.STRIPE_JS_URL = f"{local_stripe_server}/js.stripe.com/v3/"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    from billing import stripe_payments
+
+    return stripe_payments.client()

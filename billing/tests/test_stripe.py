@@ -1,0 +1,177 @@
+"""Cards against a local Stripe server with the real `stripe` library; webhooks signed for real."""
+
+import json
+import time
+from datetime import date
+from decimal import Decimal
+
+import pytest
+import stripe
+from django.core import mail
+from django.test import Client
+
+from accounts.api.exceptions import Conflict
+from billing import ledger
+from billing.actions import do_add_credit, do_open_order, do_refund
+from billing.choices import BillState, CardChargeState, PaymentMethodKind, RefundVia
+from billing.models import Bill, CardCharge, CardPaymentMethod, Payment, StripeEvent
+from billing.run import run_billing
+from billing.stripe_payments import charge_bill_off_session, save_card, start_card_setup
+from billing.tests.conftest import JAN, WEBHOOK_SECRET, at
+
+D = Decimal
+VISA = "4242424242424242"
+NEEDS_3DS = "4000002760003184"
+DECLINED_ON_CHARGE = "4000000000000341"
+
+
+def new_card(stripe_client, number):
+    return stripe_client.v1.payment_methods.create(params={
+        "type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+
+
+def portal(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def january_bill(alice_project, swiss_account):
+    do_open_order(alice_project, "vm", cores=2, memory_mib=2048, disk_mib=20480, starts_at=at(2024, 12, 1))
+    run_billing(JAN, today=date(2025, 2, 1), charge_cards=False)
+    return Bill.objects.get(account=swiss_account)
+
+
+def saved_card(stripe_client, account, number):
+    method = new_card(stripe_client, number)
+    return save_card(account, method.id)
+
+
+def test_adding_a_card_with_a_setup_intent(local_stripe, alice, swiss_account):
+    client = portal(alice)
+    page = client.get("/billing/cards/add/")
+    assert page.status_code == 200 and "confirmCardSetup" in page.content.decode()
+    secret = page.context["client_secret"]
+    intent_id = secret.split("_secret_")[0]
+    # What Stripe.js does in the browser: confirm the SetupIntent with the typed card.
+    local_stripe.v1.setup_intents.confirm(intent_id, params={"payment_method": new_card(local_stripe, VISA).id})
+    response = client.get(f"/billing/cards/added/?setup_intent={intent_id}")
+    assert response.status_code == 302
+    card = CardPaymentMethod.objects.get(account=swiss_account)
+    assert (card.last4, card.is_default) == ("4242", True)
+    # Coming back twice (reload) saves nothing new.
+    client.get(f"/billing/cards/added/?setup_intent={intent_id}")
+    assert CardPaymentMethod.objects.count() == 1
+
+
+def test_someone_elses_setup_intent_is_refused(local_stripe, alice, charlie, swiss_account):
+    intent = start_card_setup(swiss_account)
+    local_stripe.v1.setup_intents.confirm(intent.id, params={"payment_method": new_card(local_stripe, VISA).id})
+    portal(charlie).get(f"/billing/cards/added/?setup_intent={intent.id}")
+    assert not CardPaymentMethod.objects.exists()
+
+
+def test_off_session_charge_pays_the_bill(local_stripe, january_bill):
+    saved_card(local_stripe, january_bill.account, VISA)
+    charge = charge_bill_off_session(january_bill)
+    assert charge.state == CardChargeState.SUCCEEDED
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.PAID
+    payment = Payment.objects.get(method=PaymentMethodKind.CARD)
+    assert payment.amount == D("18.38") and payment.stripe_payment_intent == charge.stripe_payment_intent
+    assert charge_bill_off_session(january_bill) is None  # paid: nothing more to charge
+    assert ledger.balance(january_bill.account) == D("0.00")
+
+
+def test_authentication_required_tells_the_customer(local_stripe, january_bill, alice):
+    saved_card(local_stripe, january_bill.account, NEEDS_3DS)
+    charge = charge_bill_off_session(january_bill)
+    assert charge.state == CardChargeState.REQUIRES_ACTION
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.OPEN and "confirm" in january_bill.card_problem
+    assert mail.outbox and "attention" in mail.outbox[0].subject
+    page = portal(alice).get(f"/billing/bills/{january_bill.uuid}/")
+    assert january_bill.card_problem in page.content.decode()
+
+
+def test_a_declined_card_tells_the_customer_and_is_not_retried_automatically(local_stripe, january_bill):
+    saved_card(local_stripe, january_bill.account, DECLINED_ON_CHARGE)
+    charge = charge_bill_off_session(january_bill)
+    assert charge.state == CardChargeState.FAILED and charge.error_code == "card_declined"
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.OPEN and "declined" in january_bill.card_problem
+    assert charge_bill_off_session(january_bill).pk == charge.pk
+    assert CardCharge.objects.count() == 1 and not Payment.objects.exists()
+
+
+def test_pay_now_in_the_portal_with_3d_secure(local_stripe, january_bill, alice):
+    saved_card(local_stripe, january_bill.account, NEEDS_3DS)
+    client = portal(alice)
+    page = client.get(f"/billing/bills/{january_bill.uuid}/pay/")
+    assert page.status_code == 200
+    secret = page.context["client_secret"]
+    intent_id = secret.split("_secret_")[0]
+    # Stripe.js: confirm, then the customer passes 3-D Secure (localstripe's test hook).
+    intent = local_stripe.v1.payment_intents.confirm(intent_id)
+    assert intent.status == "requires_action"
+    local_stripe.raw_request("post", f"/v1/payment_intents/{intent_id}/_authenticate",
+                             client_secret=secret, success="true")
+    response = client.get(f"/billing/bills/{january_bill.uuid}/paid/?payment_intent={intent_id}")
+    assert response.status_code == 302
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.PAID
+
+
+def signed(payload: str, secret=WEBHOOK_SECRET) -> str:
+    timestamp = int(time.time())
+    signature = stripe.WebhookSignature._compute_signature(f"{timestamp}.{payload}", secret)
+    return f"t={timestamp},v1={signature}"
+
+
+def event_for(intent, event_id="evt_test_1", kind="payment_intent.succeeded") -> str:
+    return json.dumps({"id": event_id, "object": "event", "type": kind, "api_version": "2024-06-20",
+                       "created": int(time.time()), "data": {"object": intent.to_dict()}})
+
+
+def test_webhook_is_verified_and_processed_once(local_stripe, january_bill):
+    card = saved_card(local_stripe, january_bill.account, VISA)
+    # A payment that succeeded at Stripe while our own request never came back: the webhook records it.
+    intent = local_stripe.v1.payment_intents.create(params={
+        "amount": 1838, "currency": "chf", "customer": january_bill.account.stripe_customer_id,
+        "payment_method": card.stripe_payment_method_id, "confirm": True,
+        "metadata": {"bill": str(january_bill.uuid)}})
+    payload = event_for(intent)
+    client = Client()
+    assert client.post("/billing/stripe/webhook/", payload, content_type="application/json",
+                       HTTP_STRIPE_SIGNATURE=signed(payload, "whsec_wrong")).status_code == 400
+    assert client.post("/billing/stripe/webhook/", "not json", content_type="application/json",
+                       HTTP_STRIPE_SIGNATURE=signed("not json")).status_code == 400
+    assert not Payment.objects.exists()
+    first = client.post("/billing/stripe/webhook/", payload, content_type="application/json",
+                        HTTP_STRIPE_SIGNATURE=signed(payload))
+    assert first.status_code == 200 and first.content == b"ok"
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.PAID
+    postings = ledger.Posting.objects.count()
+    replay = client.post("/billing/stripe/webhook/", payload, content_type="application/json",
+                         HTTP_STRIPE_SIGNATURE=signed(payload))
+    assert replay.status_code == 200 and replay.content == b"seen before"
+    # Another event about the same intent (Stripe sends charge + intent events) is no second payment.
+    other = event_for(intent, event_id="evt_test_2")
+    assert client.post("/billing/stripe/webhook/", other, content_type="application/json",
+                       HTTP_STRIPE_SIGNATURE=signed(other)).status_code == 200
+    assert Payment.objects.count() == 1 and ledger.Posting.objects.count() == postings
+    assert StripeEvent.objects.count() == 2
+
+
+def test_card_refund_goes_through_stripe(local_stripe, january_bill, staff):
+    saved_card(local_stripe, january_bill.account, VISA)
+    charge_bill_off_session(january_bill)
+    payment = Payment.objects.get()
+    with pytest.raises(Conflict):  # the payment paid the bill: nothing unused to give back
+        do_refund(staff, january_bill.account, D("5.00"), via=RefundVia.CARD, note="x", payment=payment)
+    do_add_credit(staff, january_bill.account, D("5.00"), "goodwill to refund")
+    refund = do_refund(staff, january_bill.account, D("5.00"), via=RefundVia.CARD, note="goodwill", payment=payment)
+    assert refund.stripe_refund_id.startswith("re_")
+    assert ledger.balance(january_bill.account) == D("0.00")

@@ -1,0 +1,60 @@
+"""The Ceph RBD backend of images.hostwork: a base image imported once per pool (the protected
+snapshot `base` of `img-<sha256 prefix>`), VM disks as clones of it (`disk-<disk uuid>`), qemu
+opening them with `rbd:`. The host needs the `rbd` CLI, qemu-block-extra and the cluster's
+ceph.conf and key (UNCLOUD_RBD_CEPH_CONF, UNCLOUD_RBD_USER); the pool is UNCLOUD_RBD_POOL.
+"""
+
+from django.conf import settings
+
+from agents.hostagent import HostAgent, HostError
+from images.choices import DiskRole, DiskStatus
+from images.models import Disk
+
+IMPORT_TIMEOUT_S = 3600
+
+
+def pool_spec() -> dict:
+    return {"pool": settings.UNCLOUD_RBD_POOL, "ceph_conf": settings.UNCLOUD_RBD_CEPH_CONF,
+            "user": settings.UNCLOUD_RBD_USER}
+
+
+def base_name(image) -> str:
+    return f"img-{image.checksum_sha256[:24]}"
+
+
+def disk_name(disk: Disk) -> str:
+    return f"disk-{disk.uuid}"
+
+
+def ensure_disk(agent: HostAgent, disk: Disk) -> dict:
+    from images.hostwork import ensure_base_image  # the verified local copy is what gets imported
+
+    spec = {**pool_spec(), "disk": disk_name(disk), "size_mib": disk.size_mib}
+    if disk.role == DiskRole.ROOT and disk.image is not None:
+        ensure_base_image(agent, disk.image)
+        agent.call("rbd-image-ensure", {**pool_spec(), "image": base_name(disk.image),
+                                        "sha256": disk.image.checksum_sha256}, timeout=IMPORT_TIMEOUT_S)
+        spec["base"] = base_name(disk.image)
+    answer = agent.call("rbd-disk-ensure", spec)
+    Disk.objects.filter(pk=disk.pk).update(
+        location=f"{settings.UNCLOUD_RBD_POOL}/{disk_name(disk)}",
+        status=DiskStatus.IN_USE if disk.vm_id else DiskStatus.AVAILABLE,
+    )
+    return answer["disk"]
+
+
+def delete_disk(agent: HostAgent, disk: Disk) -> None:
+    agent.call("rbd-disk-delete", {**pool_spec(), "disk": disk_name(disk)})
+
+
+def snapshot_disk(agent: HostAgent, disk: Disk, snapshot) -> dict:
+    return agent.call("rbd-snapshot", {**pool_spec(), "disk": disk_name(disk), "snapshot": f"snap-{snapshot.uuid}"})
+
+
+def delete_snapshot(agent: HostAgent, snapshot) -> None:
+    agent.call("rbd-snapshot-delete", {**pool_spec(), "disk": disk_name(snapshot.disk),
+                                       "snapshot": f"snap-{snapshot.uuid}"})
+
+
+def fetch_snapshot(agent: HostAgent, snapshot, local_path: str) -> None:
+    raise HostError("not_supported", "images from rbd snapshots are not implemented yet (local disks only)")

@@ -1,0 +1,152 @@
+"""Compare each host's inventory with the database and act on the difference.
+
+- A VM that should run but does not is started again (counted in `restart_count`, audited).
+- A VM that should be stopped (a stop that came while it was busy, a suspension) is stopped.
+- A VM the host runs but the database does not want is recorded as an UnknownGuest and stopped
+  after UNCLOUD_UNKNOWN_VM_GRACE seconds; qemu processes without any VM directory are reported.
+- A host that does not answer is marked down once its heartbeat is older than
+  UNCLOUD_HOST_HEARTBEAT_TIMEOUT (no new VMs go there); it is enabled again when it answers.
+
+Only VMs without an unfinished operation, unchanged since before the inventory was taken, are
+touched: an operation in flight owns its VM, and the reconciler never races it.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts import audit
+from agents.choices import TERMINAL_OPERATION_STATES, HostStatus
+from agents.hostagent import HostError
+from agents.hosts import agent_for
+from agents.models import Host, Operation
+from agents.operations import start_operation, wake_waiting
+from agents.transport import TransportError
+from vms.choices import DesiredState, VMStatus
+from vms.models import VM, UnknownGuest
+from vms.workflows import CAPACITY_KINDS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Drift:
+    host: str
+    restarted: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    marked: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    unknown_stopped: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def reconcile_host(host: Host) -> Drift:
+    drift = Drift(host=host.name)
+    taken = timezone.now()
+    try:
+        inventory = agent_for(host).call("inventory", timeout=60)
+    except (TransportError, HostError) as error:
+        drift.error = str(error)
+        _host_unreachable(host, str(error))
+        return drift
+    _host_answered(host)
+    running = {entry["uuid"]: entry for entry in inventory.get("vms", []) if entry.get("pid")}
+
+    busy = {
+        str(target) for target in Operation.objects.exclude(state__in=TERMINAL_OPERATION_STATES)
+        .filter(target_kind="vm").values_list("target_uuid", flat=True)
+    }
+    for vm in VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("project"):
+        if str(vm.uuid) in busy or vm.updated >= taken:
+            continue
+        is_running = str(vm.uuid) in running
+        if vm.desired_state == DesiredState.RUNNING and not is_running:
+            _restart(vm)
+            drift.restarted.append(str(vm.uuid))
+        elif vm.desired_state == DesiredState.STOPPED and is_running:
+            _stop(vm)
+            drift.stopped.append(str(vm.uuid))
+        elif is_running and vm.status != VMStatus.RUNNING:
+            VM.objects.filter(pk=vm.pk, updated__lt=taken).update(status=VMStatus.RUNNING, status_message="")
+            drift.marked[str(vm.uuid)] = VMStatus.RUNNING
+        elif not is_running and vm.desired_state == DesiredState.STOPPED and vm.status != VMStatus.STOPPED:
+            VM.objects.filter(pk=vm.pk, updated__lt=taken).update(status=VMStatus.STOPPED, status_message="")
+            drift.marked[str(vm.uuid)] = VMStatus.STOPPED
+
+    wanted_here = {str(u) for u in VM.objects.filter(host=host).exclude(status=VMStatus.DELETED)
+                   .values_list("uuid", flat=True)}
+    # A delete in flight owns its VM (whose row still names this host until `forget`).
+    for vm_uuid, entry in running.items():
+        if vm_uuid in wanted_here or vm_uuid in busy:
+            continue
+        _unknown_guest(host, vm_uuid, entry.get("name") or "", drift)
+    for process in inventory.get("unknown_qemu", []):
+        drift.unknown.append(f"pid {process.get('pid')} ({process.get('vm_dir_name')})")
+        log.warning("host %s: qemu pid %s has no VM directory we know", host.name, process.get("pid"))
+    UnknownGuest.objects.filter(host=host, stopped_at__isnull=True).exclude(
+        vm_uuid__in=[u for u in running]
+    ).update(stopped_at=timezone.now())
+    if any((drift.restarted, drift.stopped, drift.unknown, drift.unknown_stopped)):
+        log.warning("reconcile %s: %s", host.name, drift)
+    return drift
+
+
+def _host_answered(host: Host) -> None:
+    updates = {"last_heartbeat": timezone.now(), "last_error": ""}
+    came_back = host.status == HostStatus.DOWN
+    if came_back:
+        updates["status"] = HostStatus.ENABLED
+    Host.objects.filter(pk=host.pk).update(**updates)
+    if came_back:
+        audit.record(None, "host.up", target=host)
+        transaction.on_commit(lambda: wake_waiting(CAPACITY_KINDS))
+
+
+def _host_unreachable(host: Host, error: str) -> None:
+    Host.objects.filter(pk=host.pk).update(last_error=error[:2000])
+    limit = timezone.now() - timedelta(seconds=settings.UNCLOUD_HOST_HEARTBEAT_TIMEOUT)
+    if host.status == HostStatus.ENABLED and (host.last_heartbeat is None or host.last_heartbeat < limit):
+        if Host.objects.filter(pk=host.pk, status=HostStatus.ENABLED).update(status=HostStatus.DOWN):
+            audit.record(None, "host.down", target=host, error=error[:500])
+
+
+@transaction.atomic
+def _restart(vm: VM) -> None:
+    VM.objects.filter(pk=vm.pk).update(
+        status=VMStatus.STARTING, restart_count=F("restart_count") + 1,
+        status_message="Found not running on its host; starting it again.",
+    )
+    audit.record(None, "vm.restart_by_reconciler", project=vm.project, target=vm)
+    start_operation("vm.start", project=vm.project, target=vm, host=vm.host, payload={"by": "reconciler"})
+
+
+@transaction.atomic
+def _stop(vm: VM) -> None:
+    VM.objects.filter(pk=vm.pk).update(status=VMStatus.STOPPING)
+    audit.record(None, "vm.stop_by_reconciler", project=vm.project, target=vm)
+    start_operation("vm.stop", project=vm.project, target=vm, host=vm.host, payload={"by": "reconciler"})
+
+
+def _unknown_guest(host: Host, vm_uuid: str, name: str, drift: Drift) -> None:
+    guest, created = UnknownGuest.objects.get_or_create(host=host, vm_uuid=vm_uuid, defaults={"name": name[:100]})
+    if not created:
+        UnknownGuest.objects.filter(pk=guest.pk).update(last_seen=timezone.now(), stopped_at=None)
+    drift.unknown.append(vm_uuid)
+    if created:
+        log.warning("host %s runs VM %s (%s) that the database does not want", host.name, vm_uuid, name)
+        audit.record(None, "host.unknown_vm", target=host, vm_uuid=vm_uuid, name=name)
+        return
+    if timezone.now() - guest.first_seen >= timedelta(seconds=settings.UNCLOUD_UNKNOWN_VM_GRACE):
+        try:
+            agent_for(host).call("vm-down", {"uuid": vm_uuid, "hard": True}, timeout=60)
+        except (TransportError, HostError) as error:
+            log.warning("could not stop unknown VM %s on %s: %s", vm_uuid, host.name, error)
+            return
+        UnknownGuest.objects.filter(pk=guest.pk).update(stopped_at=timezone.now())
+        audit.record(None, "host.unknown_vm_stopped", target=host, vm_uuid=vm_uuid)
+        drift.unknown_stopped.append(vm_uuid)

@@ -1,0 +1,104 @@
+"""Where a VM runs: the enabled, recently seen host with room for it after overbooking.
+
+Placement locks every candidate host row (in id order, so two placers never deadlock) while it
+sums what is placed there and writes the VM's host: two workers cannot both squeeze into the
+last room of a host. With nothing free the caller parks the VM as "waiting for capacity".
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from agents.choices import HostStatus
+from agents.models import Host
+from images.models import Disk
+from vms.choices import DesiredState, SchedulerStrategy, VMStatus
+from vms.models import VM
+
+# Without these a host cannot run a VM at all (host-info reports them; unknown = not checked yet).
+REQUIRED_BINARIES = ("qemu-system-x86_64", "ip", "nft", "radvd")
+
+
+class NotWanted(Exception):
+    """The VM was stopped or deleted while it waited to be placed."""
+
+
+@dataclass
+class HostRoom:
+    host: Host
+    free_cores: Decimal
+    free_memory_mib: Decimal
+    free_disk_mib: int
+
+    def fits(self, cores: int, memory_mib: int, disk_mib: int) -> bool:
+        return self.free_cores >= cores and self.free_memory_mib >= memory_mib and self.free_disk_mib >= disk_mib
+
+
+def vm_needs(vm: VM) -> tuple[int, int, int]:
+    disk_mib = Disk.objects.filter(vm=vm).aggregate(total=Sum("size_mib"))["total"] or 0
+    return vm.cores, vm.memory_mib, disk_mib
+
+
+def lacks_what_vms_need(host: Host) -> str:
+    """Why this host cannot run VMs at all, or "" when it can."""
+    if not host.cores or not host.memory_mib:
+        return "capacity unknown (run a host check)"
+    binaries = (host.facts or {}).get("binaries")
+    if binaries is None:
+        return "not checked yet"
+    missing = [name for name in REQUIRED_BINARIES if not binaries.get(name)]
+    return f"missing {', '.join(missing)}" if missing else ""
+
+
+def rooms(hosts: list[Host]) -> list[HostRoom]:
+    placed = VM.objects.filter(host__in=hosts).exclude(status=VMStatus.DELETED)
+    used = {row["host"]: row for row in placed.values("host").annotate(cores=Sum("cores"), memory=Sum("memory_mib"))}
+    disks = {
+        row["vm__host"]: row["size"]
+        for row in Disk.objects.filter(vm__host__in=hosts).exclude(vm__status=VMStatus.DELETED)
+        .values("vm__host").annotate(size=Sum("size_mib"))
+    }
+    result = []
+    for host in hosts:
+        row = used.get(host.id, {})
+        result.append(HostRoom(
+            host=host,
+            free_cores=host.cores * host.cpu_overbooking - (row.get("cores") or 0),
+            free_memory_mib=host.memory_mib * host.memory_overbooking - (row.get("memory") or 0),
+            free_disk_mib=host.disk_gib * 1024 - disks.get(host.id, 0),
+        ))
+    return result
+
+
+def candidate_hosts():
+    fresh = timezone.now() - timedelta(seconds=settings.UNCLOUD_HOST_HEARTBEAT_TIMEOUT)
+    return Host.objects.filter(status=HostStatus.ENABLED, last_heartbeat__gte=fresh).order_by("id")
+
+
+def choose(candidates: list[HostRoom], memory_mib: int) -> HostRoom:
+    if settings.UNCLOUD_SCHEDULER_STRATEGY == SchedulerStrategy.PACK:
+        return min(candidates, key=lambda room: (room.free_memory_mib - memory_mib, room.host.id))
+    return max(candidates, key=lambda room: (room.free_memory_mib - memory_mib, -room.host.id))
+
+
+def place(vm: VM) -> Host | None:
+    """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now."""
+    with transaction.atomic():
+        hosts = [host for host in candidate_hosts().select_for_update() if not lacks_what_vms_need(host)]
+        vm = VM.objects.select_for_update().get(pk=vm.pk)
+        if vm.host_id is not None:
+            return vm.host
+        if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
+            raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
+        cores, memory_mib, disk_mib = vm_needs(vm)
+        fitting = [room for room in rooms(hosts) if room.fits(cores, memory_mib, disk_mib)]
+        if not fitting:
+            return None
+        chosen = choose(fitting, memory_mib).host
+        VM.objects.filter(pk=vm.pk).update(host=chosen)
+        return chosen

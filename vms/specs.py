@@ -1,0 +1,22 @@
+"""VM rows as host-side specs (agents/hostside: vm-up, vm-down, ...)."""
+
+from django.conf import settings
+
+from vms.models import VM
+
+
+def vm_up_spec(vm: VM, disks: list[dict]) -> dict:
+    spec = {
+        "uuid": str(vm.uuid),
+        "name": vm.name,
+        "cores": vm.cores,
+        "memory_mib": vm.memory_mib,
+        "disks": disks,
+        "nics": [
+            {"mac": nic.mac, "vni": nic.network.vni, "ipv6": nic.ipv6_address}
+            for nic in vm.nics.select_related("network").order_by("index")
+        ],
+    }
+    if settings.UNCLOUD_VM_ACCEL != "auto":
+        spec["accel"] = settings.UNCLOUD_VM_ACCEL
+    return spec

@@ -1,0 +1,28 @@
+"""Thin Celery tasks of the VM app: the reconciler fans out one task per host."""
+
+from celery import shared_task
+
+from agents.models import Host
+from agents.operations import wake_waiting
+from vms import reconciler
+from vms.workflows import CAPACITY_KINDS
+
+
+@shared_task(name="vms.reconcile_all")
+def reconcile_all() -> int:
+    # Every host, draining and down ones too: their VMs still need watching, and a down host
+    # that answers again is enabled.
+    hosts = list(Host.objects.values_list("id", flat=True))
+    for host_id in hosts:
+        reconcile_host.delay(host_id)
+    # Capacity can appear without any event we see (staff raise a host's cores in the admin).
+    wake_waiting(CAPACITY_KINDS)
+    return len(hosts)
+
+
+@shared_task(name="vms.reconcile_host", acks_late=True)
+def reconcile_host(host_id: int) -> dict:
+    host = Host.objects.filter(id=host_id).first()
+    if host is None:
+        return {}
+    return reconciler.reconcile_host(host).__dict__

@@ -1,0 +1,238 @@
+"""Portal pages of VMs and SSH keys. They validate, then call vms.actions; they never change rows themselves."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.module_loading import import_string
+from django.views.decorators.http import require_POST
+from rest_framework.exceptions import APIException
+
+from accounts.api.exceptions import Conflict
+from accounts.scoping import default_project, projects_of, scoped
+from accounts.units import UnitError, format_mib, parse_mib
+from agents.models import Operation
+from images.choices import ImageStatus
+from images.visibility import images_visible_to
+from networks.visibility import networks_visible_to
+from vms import actions
+from vms.choices import VMStatus
+from vms.models import MIN_MEMORY_MIB, VM, SSHKey
+from vms.sshkeys import SSHKeyError, parse_public_key
+from vms.validators import VM_NAME
+
+# Portal action name -> vms.actions function (the lifecycle ones arrive with the VM lifecycle issue).
+VM_ACTIONS = {"start": "do_start_vm", "stop": "do_stop_vm", "reboot": "do_reboot_vm", "delete": "do_delete_vm"}
+
+
+def error_text(error) -> str:
+    """What to show on a form for an error from an action (Conflict, QuotaExceeded, ValidationError)."""
+    if isinstance(error, ValidationError):
+        return " ".join(error.messages)
+    detail = getattr(error, "detail", None)
+    return str(detail if detail is not None else error)
+
+
+def _visible_vms(user):
+    # A VM being deleted stays visible (with its progress) until its deletion is done.
+    return scoped(VM.objects.exclude(status=VMStatus.DELETED), user)
+
+
+class SizeField(forms.CharField):
+    def __init__(self, *, min_mib: int, max_mib: int, **kwargs):
+        self.min_mib, self.max_mib = min_mib, max_mib
+        super().__init__(max_length=20, **kwargs)
+
+    def clean(self, value):
+        value = super().clean(value)
+        try:
+            mib = parse_mib(value)
+        except UnitError as error:
+            raise forms.ValidationError(str(error)) from None
+        if not self.min_mib <= mib <= self.max_mib:
+            raise forms.ValidationError(f"Must be between {format_mib(self.min_mib)} and {format_mib(self.max_mib)}.")
+        return mib
+
+
+class VMForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=None, to_field_name="uuid", empty_label=None)
+    name = forms.RegexField(VM_NAME, max_length=63, error_messages={
+        "invalid": "A VM name is a hostname: lowercase letters, digits and '-', not starting or ending with '-'."
+    }, help_text="A hostname, e.g. web1.")
+    cores = forms.IntegerField(min_value=1, max_value=256, initial=1)
+    memory = SizeField(min_mib=MIN_MEMORY_MIB, max_mib=4 * 1024 * 1024, initial="1GiB", help_text='e.g. "512M" or "2GiB"')
+    disk = SizeField(min_mib=1024, max_mib=64 * 1024 * 1024, initial="10GiB", help_text='root disk, e.g. "20G"')
+    image = forms.ModelChoiceField(queryset=None, to_field_name="uuid", required=False, empty_label="(no image: empty disk)")
+    networks = forms.ModelMultipleChoiceField(
+        queryset=None, to_field_name="uuid", required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="None chosen: the public network.",
+    )
+    ssh_keys = forms.ModelMultipleChoiceField(
+        queryset=None, to_field_name="uuid", required=False, widget=forms.CheckboxSelectMultiple, label="SSH keys",
+    )
+    user_data = forms.CharField(required=False, widget=forms.Textarea, max_length=64 * 1024, label="User data (cloud-init)")
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects_of(user)
+        self.fields["project"].initial = getattr(default_project(user), "uuid", None)
+        self.fields["image"].queryset = images_visible_to(user).filter(status=ImageStatus.AVAILABLE)
+        self.fields["networks"].queryset = networks_visible_to(user)
+        self.fields["ssh_keys"].queryset = scoped(SSHKey.objects.select_related("project"), user)
+
+    def clean(self):
+        data = super().clean()
+        project = data.get("project")
+        if project is None:
+            return data
+        for key in data.get("ssh_keys") or []:
+            if key.project_id != project.id:
+                self.add_error("ssh_keys", f"Key {key.name} belongs to another project.")
+        for network in data.get("networks") or []:
+            if network.project_id not in (None, project.id):
+                self.add_error("networks", f"Network {network.name} belongs to another project.")
+        image = data.get("image")
+        if image is not None and image.project_id not in (None, project.id):
+            self.add_error("image", "That image belongs to another project.")
+        return data
+
+
+def price_quote(project, cores: int, memory_mib: int, disk_mib: int):
+    """The monthly price of a VM, from billing if it offers one (UNCLOUD_VM_PRICE_FUNCTION), else None.
+
+    vms may not import billing (billing sits above it), so billing's function is named in settings.
+    """
+    path = getattr(settings, "UNCLOUD_VM_PRICE_FUNCTION", "")
+    if not path:
+        return None
+    return import_string(path)(project, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
+
+
+@login_required
+def vm_list(request):
+    vms = _visible_vms(request.user).select_related("project").prefetch_related("nics")
+    return render(request, "vms/vm_list.html", {"vms": vms})
+
+
+@login_required
+def vm_status_json(request):
+    """Live status for the list and detail pages (polled by a few lines of JS)."""
+    vms = _visible_vms(request.user).only("uuid", "status", "status_message")
+    operations = {}
+    running = scoped(Operation.objects.filter(state__in=["pending", "running"]), request.user)
+    for operation in running.filter(target_uuid__in=[vm.uuid for vm in vms]).order_by("created"):
+        operations[str(operation.target_uuid)] = {"kind": operation.kind, "progress": operation.progress,
+                                                  "step": operation.step}
+    return JsonResponse({"vms": {
+        str(vm.uuid): {"status": vm.status, "label": vm.get_status_display(), "message": vm.status_message,
+                       "operation": operations.get(str(vm.uuid))}
+        for vm in vms
+    }})
+
+
+@login_required
+def vm_create(request):
+    form = VMForm(request.user, request.POST or None)
+    quote = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        quote = price_quote(data["project"], data["cores"], data["memory"], data["disk"])
+        try:
+            vm, _ = actions.do_create_vm(
+                request.user, data["project"], name=data["name"], cores=data["cores"], memory_mib=data["memory"],
+                disk_mib=data["disk"], image=data.get("image"), networks=list(data["networks"]) or None,
+                ssh_keys=list(data["ssh_keys"]), user_data=data.get("user_data", ""),
+                idempotency_key=request.POST.get("idempotency_key") or None,
+            )
+        except (Conflict, ValidationError, APIException) as error:
+            form.add_error(None, error_text(error))
+        else:
+            messages.success(request, f"VM {vm.name} is being created.")
+            return redirect("vm", uuid=vm.uuid)
+    return render(request, "vms/vm_create.html", {
+        "form": form, "quote": quote, "pricing": bool(getattr(settings, "UNCLOUD_VM_PRICE_FUNCTION", "")),
+    })
+
+
+@login_required
+def vm_detail(request, uuid):
+    vm = get_object_or_404(
+        _visible_vms(request.user).select_related("project", "image", "host").prefetch_related(
+            "nics__network", "disks", Prefetch("ssh_keys", queryset=SSHKey.objects.order_by("name"))
+        ),
+        uuid=uuid,
+    )
+    operations = scoped(Operation.objects.filter(target_uuid=vm.uuid), request.user)[:20]
+    available = {name: hasattr(actions, function) for name, function in VM_ACTIONS.items()}
+    return render(request, "vms/vm_detail.html", {"vm": vm, "operations": operations, "available": available})
+
+
+@login_required
+@require_POST
+def vm_action(request, uuid, verb):
+    if verb not in VM_ACTIONS:
+        raise Http404
+    vm = get_object_or_404(_visible_vms(request.user), uuid=uuid)
+    function = getattr(actions, VM_ACTIONS[verb], None)
+    if function is None:
+        messages.error(request, f"'{verb}' is not available yet.")
+        return redirect("vm", uuid=vm.uuid)
+    try:
+        if verb == "stop" and request.POST.get("hard") == "1":
+            function(request.user, vm, hard=True)
+        else:
+            function(request.user, vm)
+    except (Conflict, ValidationError, APIException) as error:
+        messages.error(request, error_text(error))
+        return redirect("vm", uuid=vm.uuid)
+    if verb == "delete":
+        messages.success(request, f"VM {vm.name} is being deleted.")
+        return redirect("vms")
+    messages.success(request, f"{verb.capitalize()} of {vm.name} requested.")
+    return redirect("vm", uuid=vm.uuid)
+
+
+class SSHKeyForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=None, to_field_name="uuid", empty_label=None)
+    name = forms.CharField(max_length=100)
+    public_key = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="One line, e.g. ssh-ed25519 AAAA… me@laptop")
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects_of(user)
+        self.fields["project"].initial = getattr(default_project(user), "uuid", None)
+
+    def clean_public_key(self):
+        try:
+            return parse_public_key(self.cleaned_data["public_key"]).line
+        except SSHKeyError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+@login_required
+def ssh_keys(request):
+    form = SSHKeyForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            key = actions.do_add_ssh_key(request.user, data["project"], data["name"], data["public_key"])
+        except (Conflict, ValidationError, APIException) as error:
+            form.add_error(None, error_text(error))
+        else:
+            messages.success(request, f"Key {key.name} added.")
+            return redirect("ssh-keys")
+    keys = scoped(SSHKey.objects.select_related("project"), request.user)
+    return render(request, "vms/ssh_keys.html", {"form": form, "keys": keys})
+
+
+@login_required
+@require_POST
+def ssh_key_delete(request, uuid):
+    key = get_object_or_404(scoped(SSHKey.objects.all(), request.user), uuid=uuid)
+    actions.do_delete_ssh_key(request.user, key)
+    messages.success(request, f"Key {key.name} deleted.")
+    return redirect("ssh-keys")

@@ -1,0 +1,217 @@
+"""The VM workflows: each is a list of idempotent steps the Operation engine runs one at a time.
+
+    vm.create / vm.start   place -> disks -> networks -> boot
+    vm.stop                shutdown -> release_networks
+    vm.reboot              reset
+    vm.delete              shutdown -> remove_disks -> release_networks -> forget
+
+Every step can run twice (a worker killed mid-step, a lost answer): placement keeps a placed
+VM's host, the host verbs are idempotent, `forget` only changes rows that are still there.
+A failure that is not worth retrying ends the operation, and the on_failure hook puts the VM
+in "error" with the reason, so no VM stays "building".
+"""
+
+from django.conf import settings
+from django.db import transaction
+
+from accounts.units import format_mib
+from agents.hostagent import HostError
+from agents.hosts import agent_for, call_host, host_errors_as_step_errors
+from agents.operations import PermanentStepError, Step, StepWaiting, TransientStepError, register_workflow, wake_waiting
+from images import hostwork
+from images.models import Disk
+from networks.models import NIC, Network
+from networks.specs import net_up_spec
+from vms import scheduler
+from vms.choices import DesiredState, VMStatus
+from vms.models import VM
+from vms.specs import vm_up_spec
+
+CAPACITY_KINDS = ["vm.create", "vm.start"]
+
+
+def vm_of(operation) -> VM:
+    try:
+        return VM.objects.select_related("host", "image", "project").get(uuid=operation.target_uuid)
+    except VM.DoesNotExist:
+        raise PermanentStepError("The VM no longer exists.") from None
+
+
+def placed_vm(operation) -> VM:
+    vm = vm_of(operation)
+    if vm.host is None:
+        raise PermanentStepError("The VM has no host.")
+    return vm
+
+
+def set_status(vm: VM, status: str, message: str = "") -> None:
+    VM.objects.filter(pk=vm.pk).exclude(status=VMStatus.DELETED).update(status=status, status_message=message)
+
+
+# --- create / start ---------------------------------------------------------------------------
+
+def step_place(operation):
+    vm = vm_of(operation)
+    try:
+        host = vm.host or scheduler.place(vm)
+    except scheduler.NotWanted as reason:
+        raise PermanentStepError(str(reason)) from None
+    if host is None:
+        cores, memory_mib, disk_mib = scheduler.vm_needs(vm)
+        message = (f"No host has room for {cores} cores, {format_mib(memory_mib)} memory and "
+                   f"{format_mib(disk_mib)} disk right now; the VM starts as soon as one has.")
+        set_status(vm, VMStatus.WAITING_FOR_CAPACITY, message)
+        raise StepWaiting(message)
+    type(operation).objects.filter(pk=operation.pk).update(host=host)
+    set_status(vm, VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING)
+    return {"host": host.name}
+
+
+def step_disks(operation):
+    vm = placed_vm(operation)
+    with host_errors_as_step_errors():
+        disks = hostwork.ensure_vm_disks(agent_for(vm.host), vm)
+    return {"disks": disks}
+
+
+def vm_networks(vm: VM) -> list[Network]:
+    return list(Network.objects.filter(nics__vm=vm).distinct().order_by("vni"))
+
+
+def step_networks(operation):
+    vm = placed_vm(operation)
+    for network in vm_networks(vm):
+        call_host(vm.host, "net-up", net_up_spec(network, vm.host))
+    with host_errors_as_step_errors():
+        hostwork.ensure_metadata_service(agent_for(vm.host))
+    return {"networks": [network.vni for network in vm_networks(vm)]}
+
+
+def step_boot(operation):
+    vm = placed_vm(operation)
+    disks = operation.result.get("disks")
+    if disks is None:
+        raise PermanentStepError("The disks step left no disk list.")
+    answer = call_host(vm.host, "vm-up", vm_up_spec(vm, disks))
+    if answer.get("status") != "running":
+        raise TransientStepError(f"qemu runs but reports {answer.get('status')}: {answer.get('qmp_error') or ''}")
+    return {"pid": answer.get("pid"), "accel": answer.get("accel")}
+
+
+def started(operation):
+    vm = VM.objects.filter(uuid=operation.target_uuid).first()
+    if vm is not None:
+        set_status(vm, VMStatus.RUNNING)
+
+
+def failed(operation):
+    vm = VM.objects.filter(uuid=operation.target_uuid).first()
+    if vm is not None:
+        set_status(vm, VMStatus.ERROR, f"{operation.kind} failed: {operation.error}"[:2000])
+
+
+# --- stop / reboot ------------------------------------------------------------------------------
+
+def step_shutdown(operation):
+    vm = vm_of(operation)
+    if vm.host is None:
+        return {"stopped_by": "never_placed"}
+    hard = bool(operation.payload.get("hard")) or operation.kind == "vm.delete"
+    timeout_s = settings.UNCLOUD_VM_STOP_TIMEOUT
+    spec = {"uuid": str(vm.uuid), "timeout_s": timeout_s, "hard": hard, "purge": operation.kind == "vm.delete"}
+    answer = call_host(vm.host, "vm-down", spec, timeout=timeout_s + 60)
+    return {"stopped_by": answer.get("stopped_by")}
+
+
+def step_release_networks(operation):
+    """net-down for each of the VM's networks that no other VM on this host wants running.
+    A network with guest ports still on it stays (the host answers in_use): never cut a VM off."""
+    vm = vm_of(operation)
+    if vm.host is None:
+        return {}
+    released = []
+    for network in vm_networks(vm):
+        still_wanted = NIC.objects.filter(
+            network=network, vm__host=vm.host, vm__desired_state=DesiredState.RUNNING
+        ).exclude(vm=vm).exists()
+        if still_wanted:
+            continue
+        with host_errors_as_step_errors():
+            try:
+                agent_for(vm.host).call("net-down", {"vni": network.vni})
+            except HostError as error:
+                if error.code == "in_use":
+                    continue
+                raise
+        released.append(network.vni)
+    return {"released_networks": released}
+
+
+def stopped(operation):
+    vm = VM.objects.filter(uuid=operation.target_uuid).first()
+    if vm is not None:
+        set_status(vm, VMStatus.STOPPED)
+
+
+def step_reset(operation):
+    vm = placed_vm(operation)
+    answer = call_host(vm.host, "vm-reboot", {"uuid": str(vm.uuid)})
+    return {"status_after_reset": answer.get("status")}
+
+
+# --- delete ---------------------------------------------------------------------------------------
+
+def step_remove_disks(operation):
+    vm = vm_of(operation)
+    if vm.host is None:
+        return {}
+    with host_errors_as_step_errors():
+        hostwork.delete_vm_disks(agent_for(vm.host), vm)
+    return {}
+
+
+def step_forget(operation):
+    """Free the VM's addresses, disks and place on its host; keep the row (status deleted) so the
+    customer's operation history still names it."""
+    with transaction.atomic():
+        vm = VM.objects.select_for_update().filter(uuid=operation.target_uuid).first()
+        if vm is None or vm.status == VMStatus.DELETED:
+            return {}
+        forget_vm_rows(vm)
+    transaction.on_commit(lambda: wake_waiting(CAPACITY_KINDS))
+    return {}
+
+
+def forget_vm_rows(vm: VM) -> None:
+    NIC.objects.filter(vm=vm).delete()
+    Disk.objects.filter(vm=vm).delete()
+    VM.objects.filter(pk=vm.pk).update(
+        status=VMStatus.DELETED, status_message="", host=None, desired_state=DesiredState.DELETED
+    )
+
+
+def delete_failed(operation):
+    failed(operation)
+
+
+register_workflow(
+    "vm.create",
+    [Step("place", step_place), Step("disks", step_disks), Step("networks", step_networks), Step("boot", step_boot)],
+    on_success=started, on_failure=failed,
+)
+register_workflow(
+    "vm.start",
+    [Step("place", step_place), Step("disks", step_disks), Step("networks", step_networks), Step("boot", step_boot)],
+    on_success=started, on_failure=failed,
+)
+register_workflow(
+    "vm.stop", [Step("shutdown", step_shutdown), Step("release_networks", step_release_networks)],
+    on_success=stopped, on_failure=failed,
+)
+register_workflow("vm.reboot", [Step("reset", step_reset)], on_success=started, on_failure=failed)
+register_workflow(
+    "vm.delete",
+    [Step("shutdown", step_shutdown), Step("remove_disks", step_remove_disks),
+     Step("release_networks", step_release_networks), Step("forget", step_forget)],
+    on_failure=delete_failed,
+)
