@@ -258,19 +258,25 @@ class SSHTransport:
                 self._client = self._connect()
             return self._client
 
-    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None) -> CommandResult:
-        timeout = timeout or self.connection.command_timeout
-        command = shlex.join(argv)
+    def _on_pooled_connection(self, action, what: str):
+        """action(client) on the pooled connection. A pooled connection can die between commands:
+        reconnect once, then give up."""
         for attempt in (1, 2):
             client = self._client_or_connect()
             try:
-                return self._run_once(client, argv, command, input, timeout)
+                return action(client)
             except (paramiko.SSHException, EOFError, ConnectionError) as error:
-                # A pooled connection can die between commands; reconnect once, then give up.
                 self.close()
                 if attempt == 2:
-                    raise TransportError(f"SSH command on {self.connection.name} failed: {error}") from None
+                    raise TransportError(f"{what} on {self.connection.name} failed: {error}") from None
         raise AssertionError("unreachable")
+
+    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None) -> CommandResult:
+        timeout = timeout or self.connection.command_timeout
+        command = shlex.join(argv)
+        return self._on_pooled_connection(
+            lambda client: self._run_once(client, argv, command, input, timeout), "SSH command"
+        )
 
     def _run_once(self, client, argv, command, input, timeout) -> CommandResult:
         channel = client.get_transport().open_session(timeout=self.connection.connect_timeout)
@@ -302,17 +308,13 @@ class SSHTransport:
 
     def open_stream(self, argv: list[str]) -> LineStream:
         """Start a long-lived program over the pooled connection, spoken to in lines."""
-        for attempt in (1, 2):
-            client = self._client_or_connect()
-            try:
-                channel = client.get_transport().open_session(timeout=self.connection.connect_timeout)
-                channel.exec_command(shlex.join(argv))
-                return SSHLineStream(channel, self.connection.name)
-            except (paramiko.SSHException, EOFError, ConnectionError) as error:
-                self.close()
-                if attempt == 2:
-                    raise TransportError(f"SSH to {self.connection.name} failed: {error}") from None
-        raise AssertionError("unreachable")
+
+        def start(client):
+            channel = client.get_transport().open_session(timeout=self.connection.connect_timeout)
+            channel.exec_command(shlex.join(argv))
+            return SSHLineStream(channel, self.connection.name)
+
+        return self._on_pooled_connection(start, "SSH")
 
     def put_file(self, path: str, data: bytes, mode: int = 0o755) -> None:
         client = self._client_or_connect()

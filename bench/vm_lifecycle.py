@@ -49,11 +49,9 @@ def fresh_database() -> None:
 
 
 def percentile(values, fraction):
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * fraction
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+    from vm_up import Samples  # bench/ is this script's directory: the same interpolation as vm_up.py
+
+    return Samples("", list(values)).percentile(fraction)
 
 
 def wait_status(vm_uuid, wanted, timeout=120):

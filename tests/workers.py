@@ -34,7 +34,8 @@ def wait_for(predicate, timeout=60, log_paths=(), message="timed out"):
             return
         time.sleep(0.2)
     logs = "".join(f"\n--- {path}:\n{Path(path).read_text()[-4000:]}" for path in log_paths if Path(path).exists())
-    raise AssertionError(message + logs)
+    # A callable message describes the state at the timeout, not the state when the wait began.
+    raise AssertionError((message() if callable(message) else message) + logs)
 
 
 class CeleryProcesses:

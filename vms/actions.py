@@ -154,25 +154,22 @@ def do_start_vm(actor, vm: VM):
     return start_operation("vm.start", project=vm.project, target=vm, host=vm.host, created_by=actor)
 
 
-def _stop(actor, vm: VM, *, hard: bool, audit_action: str, **details):
+@transaction.atomic
+def do_stop_vm(actor, vm: VM, *, hard: bool = False):
+    """ACPI powerdown, then a hard stop after UNCLOUD_VM_STOP_TIMEOUT (hard=True: at once)."""
+    vm = _locked(vm)
     if _cancel_waiting(vm, "The VM was stopped before it got a host."):
         VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.STOPPED, status=VMStatus.STOPPED,
                                            status_message="")
-        audit.record(actor, audit_action, project=vm.project, target=vm, **details)
+        audit.record(actor, "vm.stop", project=vm.project, target=vm)
         return None
     _refuse_if_busy(vm)
     if vm.status not in STOPPABLE:
         raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM can be stopped.")
     VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.STOPPED, status=VMStatus.STOPPING)
-    audit.record(actor, audit_action, project=vm.project, target=vm, hard=hard, **details)
+    audit.record(actor, "vm.stop", project=vm.project, target=vm, hard=hard)
     return start_operation("vm.stop", project=vm.project, target=vm, host=vm.host, payload={"hard": hard},
                            created_by=actor)
-
-
-@transaction.atomic
-def do_stop_vm(actor, vm: VM, *, hard: bool = False):
-    """ACPI powerdown, then a hard stop after UNCLOUD_VM_STOP_TIMEOUT (hard=True: at once)."""
-    return _stop(actor, _locked(vm), hard=hard, audit_action="vm.stop")
 
 
 @transaction.atomic

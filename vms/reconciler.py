@@ -61,7 +61,9 @@ def reconcile_host(host: Host) -> Drift:
         str(target) for target in Operation.objects.exclude(state__in=TERMINAL_OPERATION_STATES)
         .filter(target_kind="vm").values_list("target_uuid", flat=True)
     }
+    wanted_here = set()
     for vm in VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("project"):
+        wanted_here.add(str(vm.uuid))
         if str(vm.uuid) in busy or vm.updated >= taken:
             continue
         is_running = str(vm.uuid) in running
@@ -78,8 +80,6 @@ def reconcile_host(host: Host) -> Drift:
             VM.objects.filter(pk=vm.pk, updated__lt=taken).update(status=VMStatus.STOPPED, status_message="")
             drift.marked[str(vm.uuid)] = VMStatus.STOPPED
 
-    wanted_here = {str(u) for u in VM.objects.filter(host=host).exclude(status=VMStatus.DELETED)
-                   .values_list("uuid", flat=True)}
     # A delete in flight owns its VM (whose row still names this host until `forget`).
     for vm_uuid, entry in running.items():
         if vm_uuid in wanted_here or vm_uuid in busy:
@@ -89,7 +89,7 @@ def reconcile_host(host: Host) -> Drift:
         drift.unknown.append(f"pid {process.get('pid')} ({process.get('vm_dir_name')})")
         log.warning("host %s: qemu pid %s has no VM directory we know", host.name, process.get("pid"))
     UnknownGuest.objects.filter(host=host, stopped_at__isnull=True).exclude(
-        vm_uuid__in=[u for u in running]
+        vm_uuid__in=list(running)
     ).update(stopped_at=timezone.now())
     if any((drift.restarted, drift.stopped, drift.unknown, drift.unknown_stopped)):
         log.warning("reconcile %s: %s", host.name, drift)

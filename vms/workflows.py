@@ -17,6 +17,7 @@ from django.db import transaction
 from accounts.units import format_mib
 from agents.hostagent import HostError
 from agents.hosts import agent_for, call_host, host_errors_as_step_errors
+from agents.models import Operation
 from agents.operations import PermanentStepError, Step, StepWaiting, TransientStepError, register_workflow, wake_waiting
 from images import hostwork
 from images.models import Disk
@@ -62,7 +63,7 @@ def step_place(operation):
                    f"{format_mib(disk_mib)} disk right now; the VM starts as soon as one has.")
         set_status(vm, VMStatus.WAITING_FOR_CAPACITY, message)
         raise StepWaiting(message)
-    type(operation).objects.filter(pk=operation.pk).update(host=host)
+    Operation.objects.filter(pk=operation.pk).update(host=host)
     set_status(vm, VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING)
     return {"host": host.name}
 
@@ -80,11 +81,12 @@ def vm_networks(vm: VM) -> list[Network]:
 
 def step_networks(operation):
     vm = placed_vm(operation)
-    for network in vm_networks(vm):
+    networks = vm_networks(vm)
+    for network in networks:
         call_host(vm.host, "net-up", net_up_spec(network, vm.host))
     with host_errors_as_step_errors():
         hostwork.ensure_metadata_service(agent_for(vm.host))
-    return {"networks": [network.vni for network in vm_networks(vm)]}
+    return {"networks": [network.vni for network in networks]}
 
 
 def step_boot(operation):
@@ -190,10 +192,6 @@ def forget_vm_rows(vm: VM) -> None:
     )
 
 
-def delete_failed(operation):
-    failed(operation)
-
-
 register_workflow(
     "vm.create",
     [Step("place", step_place), Step("disks", step_disks), Step("networks", step_networks), Step("boot", step_boot)],
@@ -213,5 +211,5 @@ register_workflow(
     "vm.delete",
     [Step("shutdown", step_shutdown), Step("remove_disks", step_remove_disks),
      Step("release_networks", step_release_networks), Step("forget", step_forget)],
-    on_failure=delete_failed,
+    on_failure=failed,
 )

@@ -2285,12 +2285,17 @@ def verb_rbd_disk_delete(spec):
     return {"changes": changes}
 
 
-def verb_rbd_snapshot(spec):
-    """A snapshot of a disk (`rbd snap create`: crash-consistent, instantaneous)."""
+def parse_rbd_snapshot_spec(spec):
+    """(target disk, snapshot name) of an rbd-snapshot or rbd-snapshot-delete spec."""
     check_fields(spec, ["state_dir", "pool", "disk", "snapshot", "ceph_conf"], ["user"])
     state_dir = check_state_dir(spec["state_dir"])
     target = parse_rbd_target(spec, state_dir, "disk")
-    snapshot = check_string(spec["snapshot"], "snapshot", RBD_NAME_RE, "an rbd snapshot name")
+    return target, check_string(spec["snapshot"], "snapshot", RBD_NAME_RE, "an rbd snapshot name")
+
+
+def verb_rbd_snapshot(spec):
+    """A snapshot of a disk (`rbd snap create`: crash-consistent, instantaneous)."""
+    target, snapshot = parse_rbd_snapshot_spec(spec)
     require_binaries("rbd")
     if rbd_info(target) is None:
         raise HostsideError("not_found", f"{rbd_spec_of(target)} does not exist")
@@ -2303,10 +2308,7 @@ def verb_rbd_snapshot(spec):
 
 
 def verb_rbd_snapshot_delete(spec):
-    check_fields(spec, ["state_dir", "pool", "disk", "snapshot", "ceph_conf"], ["user"])
-    state_dir = check_state_dir(spec["state_dir"])
-    target = parse_rbd_target(spec, state_dir, "disk")
-    snapshot = check_string(spec["snapshot"], "snapshot", RBD_NAME_RE, "an rbd snapshot name")
+    target, snapshot = parse_rbd_snapshot_spec(spec)
     require_binaries("rbd")
     changes = []
     if rbd_info(target) is not None and snapshot in rbd_snapshots(target):

@@ -11,11 +11,11 @@ from playwright.sync_api import expect
 
 from agents.hosts import do_check_host
 from agents.models import Host
-from agents.tests.test_worker import wait_for, worker  # noqa: F401  (the real Celery worker fixture)
 from images.demo import publish_demo_image
 from networks.actions import do_create_public_network
 from networks.models import PrefixPool
 from tests.browser.conftest import log_in
+from tests.workers import wait_for
 from vms.choices import VMStatus
 from vms.models import VM
 
@@ -24,12 +24,10 @@ RUNNING_TIMEOUT_MS = 300_000  # TCG boot on a 2-core machine shared with other t
 
 
 @pytest.fixture
-def lab_worker(lab, monkeypatch, request):
-    lab_host = lab.hosts[0]
+def lab_worker(lab, celery_processes):
     # The worker process reads these at start: it must reach the lab host and boot without KVM.
-    monkeypatch.setenv("UNCLOUD_SSH_KEY_FILE", str(lab_host.client_key_path))
-    monkeypatch.setenv("UNCLOUD_VM_ACCEL", "tcg")
-    return request.getfixturevalue("worker")
+    processes = celery_processes(UNCLOUD_SSH_KEY_FILE=lab.hosts[0].client_key_path, UNCLOUD_VM_ACCEL="tcg")
+    return processes.worker()
 
 
 def test_create_vm_on_a_lab_host_and_see_it_running(lab, lab_worker, page, shot, alice, alice_project, settings):

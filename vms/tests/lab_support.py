@@ -69,10 +69,12 @@ def wait_for_status(vm: VM, status: str, processes=None, timeout=120) -> VM:
         vm.refresh_from_db()
         return vm.status == status
 
-    logs = processes.logs if processes else ()
-    wait_for(reached, timeout=timeout, log_paths=logs,
-             message=f"{vm.name} did not become {status} (is {VM.objects.get(pk=vm.pk).status}: "
-                     f"{VM.objects.get(pk=vm.pk).status_message}; operations: {operations_of(vm)})")
+    def why():
+        now = VM.objects.get(pk=vm.pk)
+        return f"{vm.name} did not become {status} (is {now.status}: {now.status_message}; " \
+               f"operations: {operations_of(vm)})"
+
+    wait_for(reached, timeout=timeout, log_paths=processes.logs if processes else (), message=why)
     return vm
 
 
