@@ -22,12 +22,19 @@ TRANSIENT_CODES = {"timeout", "busy"}
 class HostError(Exception):
     """The host-side program ran and reported a failure (structured, with the host's stderr)."""
 
-    def __init__(self, code: str, message: str, *, stderr: str = "", argv=None, host: str = ""):
+    def __init__(self, code: str, message: str, *, stderr: str = "", argv=None, host: str = "", extra=None):
         super().__init__(f"{host}: {message}" if host else message)
         self.code = code
         self.stderr = stderr
         self.argv = argv or []
         self.transient = code in TRANSIENT_CODES
+        # The answer's other fields: e.g. batch_index, batch_verb, batch_results of a failed batch.
+        self.extra = extra or {}
+
+    @property
+    def verb(self) -> str | None:
+        """Which verb of a batch failed (None for a single call)."""
+        return self.extra.get("batch_verb")
 
     def details(self) -> str:
         lines = []
@@ -178,7 +185,15 @@ class HostAgent:
         if answer.get("ok"):
             return answer.get("result", {})
         error = answer.get("error", {})
+        extra = {key: value for key, value in error.items() if key not in ("code", "message", "stderr", "argv")}
         raise HostError(
             error.get("code", "unknown"), error.get("message", f"{verb} failed"),
-            stderr=error.get("stderr", ""), argv=error.get("argv"), host=self.connection.name,
+            stderr=error.get("stderr", ""), argv=error.get("argv"), host=self.connection.name, extra=extra,
         )
+
+    def call_batch(self, calls: list[tuple[str, dict]], timeout: float | None = None) -> list[dict]:
+        """Run several verbs in one round trip (the host-side `batch` verb), in order, stopping at
+        the first failure, which raises its HostError (`.verb` names it, `.extra["batch_results"]`
+        holds the answers before it). Returns each verb's result."""
+        answer = self.call("batch", {"calls": [{"verb": verb, "spec": spec} for verb, spec in calls]}, timeout)
+        return answer["results"]

@@ -22,6 +22,8 @@ class Host(models.Model):
         blank=True, help_text="Pinned public host key ('ssh-ed25519 AAAA...'); a changed key is refused."
     )
     underlay_device = models.CharField(max_length=15, default="eth0", validators=[validate_ifname])
+    # Where other hosts route a VM's traffic for this host (NAT64 return path, mapped IPv4).
+    underlay_address = models.GenericIPAddressField(protocol="IPv6", null=True, blank=True)
     state_dir = models.CharField(max_length=255, default="/var/lib/uncloud", validators=[validate_absolute_path])
     cores = models.PositiveIntegerField(default=0)
     memory_mib = models.PositiveBigIntegerField(default=0)

@@ -1,7 +1,5 @@
 """Thin Celery tasks: the Operation row holds the state, these only carry 'go on with N'."""
 
-import time
-
 from celery import shared_task
 
 from agents import operations
@@ -13,16 +11,8 @@ CHAIN_BUDGET_S = 30
 
 @shared_task(name="agents.advance_operation", acks_late=True, reject_on_worker_lost=True)
 def advance_operation(operation_id: int) -> str:
-    # Each step is still claimed, run and recorded on its own: a worker that dies between two
-    # steps leaves a released operation that resume_stalled() picks up.
-    deadline = time.monotonic() + CHAIN_BUDGET_S
-    while True:
-        outcome = operations.advance(operation_id, enqueue_next=False)
-        if outcome != "advanced":
-            return outcome
-        if time.monotonic() > deadline:
-            operations.enqueue(operation_id)
-            return outcome
+    # Each step is still recorded on its own before the next starts (see advance_steps).
+    return operations.advance_steps(operation_id, CHAIN_BUDGET_S)
 
 
 @shared_task(name="agents.resume_stalled_operations")

@@ -9,6 +9,7 @@ import base64
 import os
 import selectors
 import shlex
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -28,6 +29,12 @@ class TransportError(Exception):
 
 class HostKeyMismatch(TransportError):
     """The host presented a key other than the pinned one: possibly an attack, never retried."""
+
+    transient = False
+
+
+class TransferFailed(TransportError):
+    """A file to copy is not there: trying again will not make it appear."""
 
     transient = False
 
@@ -160,6 +167,15 @@ class SSHLineStream(LineStream):
         self._channel.close()
 
 
+def _copy_locally(source: str, target: str, host_name: str) -> None:
+    try:
+        shutil.copyfile(source, target)
+    except FileNotFoundError as error:
+        raise TransferFailed(f"cannot copy {source} to {target} on {host_name}: {error}") from None
+    except OSError as error:
+        raise TransportError(f"cannot copy {source} to {target} on {host_name}: {error}") from None
+
+
 class LocalTransport:
     def __init__(self, connection: HostConnection):
         self.connection = connection
@@ -187,6 +203,13 @@ class LocalTransport:
         temporary.write_bytes(data)
         temporary.chmod(mode)
         temporary.replace(target)
+
+    def put_path(self, local_path: str, remote_path: str) -> None:
+        """Copy a file to the host (here: this machine), streamed, never held in memory."""
+        _copy_locally(local_path, remote_path, self.connection.name)
+
+    def get_path(self, remote_path: str, local_path: str) -> None:
+        _copy_locally(remote_path, local_path, self.connection.name)
 
     def close(self) -> None:
         pass
@@ -327,6 +350,26 @@ class SSHTransport:
                 sftp.posix_rename(temporary, path)
         except (OSError, paramiko.SSHException) as error:
             raise TransportError(f"cannot upload {path} to {self.connection.name}: {error}") from None
+
+    def put_path(self, local_path: str, remote_path: str) -> None:
+        """Stream a file to the host over SFTP on the pooled connection (files can be gigabytes)."""
+        self._transfer(lambda sftp: sftp.put(local_path, remote_path, confirm=True), local_path, remote_path)
+
+    def get_path(self, remote_path: str, local_path: str) -> None:
+        """Stream a file from the host over SFTP on the pooled connection."""
+        self._transfer(lambda sftp: sftp.get(remote_path, local_path), remote_path, local_path)
+
+    def _transfer(self, action, source: str, target: str) -> None:
+        def run(client):
+            with client.open_sftp() as sftp:
+                action(sftp)
+
+        try:
+            self._on_pooled_connection(run, f"copying {source} to {target}")
+        except FileNotFoundError as error:
+            raise TransferFailed(f"cannot copy {source} to {target} on {self.connection.name}: {error}") from None
+        except (OSError, paramiko.SSHException) as error:
+            raise TransportError(f"cannot copy {source} to {target} on {self.connection.name}: {error}") from None
 
     def close(self) -> None:
         with self._lock:

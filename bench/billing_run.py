@@ -42,6 +42,8 @@ def main():
     parser.add_argument("--orders-per-customer", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="print where the run's time goes (cProfile)")
+    parser.add_argument("--month", help="YYYY-MM to bill (default: last month); the results of two versions"
+                        " of the run are comparable for one month")
     args = parser.parse_args()
 
     os.environ["DATABASE_URL"] = prepare_database(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
@@ -73,18 +75,24 @@ def main():
     Project.objects.bulk_create(Project(owner=user, name="default") for user in users)
     projects = {p.owner_id: p for p in Project.objects.all()}
     countries = ["CH"] * 6 + ["DE", "FR", "US", "AT"]
+    # Seeded: the same customers and orders every time, so runs of two versions make the same bills.
+    rng = random.Random(1)
     BillingAccount.objects.bulk_create(
-        BillingAccount(owner=user, name=f"Customer {i}", country=random.choice(countries),
+        BillingAccount(owner=user, name=f"Customer {i}", country=rng.choice(countries),
                        vat_number="DE123456789" if i % 7 == 0 else "", postal_code="8000", city="Zürich")
         for i, user in enumerate(users)
     )
     accounts = list(BillingAccount.objects.order_by("id"))
     vm, hourly, ipv4 = (Product.objects.get(code=c) for c in ("vm", "vm-hourly", "ipv4"))
     prices = {p.product_id: p for p in Price.objects.all()}
-    today = date.today().replace(day=1)
-    month = (today - timedelta(days=1)).replace(day=1)
+    if args.month:
+        year, month_number = map(int, args.month.split("-"))
+        month = date(year, month_number, 1)
+        today = (month + timedelta(days=32)).replace(day=1)
+    else:
+        today = date.today().replace(day=1)
+        month = (today - timedelta(days=1)).replace(day=1)
     begin = local_midnight(month)
-    rng = random.Random(1)
     orders = []
     for account in accounts:
         for n in range(args.orders_per_customer):
@@ -103,12 +111,32 @@ def main():
     print(f"setup: {customers} customers, {len(orders)} orders in {time.perf_counter() - started:.1f} s "
           "(not timed)", file=sys.stderr)
 
-    queries = []
+    queries, statements = [], []
 
     def count(execute, sql, params, many, context):
         queries.append(sql)
         return execute(sql, params, many, context)
 
+    # Django's execute_wrapper does not see COPY; a cursor class on the psycopg connection sees every
+    # statement the run sends (execute, executemany and COPY).
+    connection.ensure_connection()
+    raw = connection.connection
+    plain_cursor = raw.cursor_factory
+
+    class CountingCursor(plain_cursor):
+        def execute(self, query, *args, **kwargs):
+            statements.append(query)
+            return super().execute(query, *args, **kwargs)
+
+        def executemany(self, query, *args, **kwargs):
+            statements.append(query)
+            return super().executemany(query, *args, **kwargs)
+
+        def copy(self, statement, *args, **kwargs):
+            statements.append(statement)
+            return super().copy(statement, *args, **kwargs)
+
+    raw.cursor_factory = CountingCursor
     with connection.execute_wrapper(count):
         import cProfile
         import pstats
@@ -122,12 +150,22 @@ def main():
         if profile:
             profile.disable()
             pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(20)
+    raw.cursor_factory = plain_cursor
     batches = -(-result.bills_created // args.batch_size)
     print(f"billing run for {month:%Y-%m}: {len(orders)} orders, {result.bills_created} bills, "
           f"{result.lines_created} lines")
     print(f"total time: {elapsed:.1f} s ({result.bills_created / elapsed:.0f} bills/s)")
     print(f"queries: {len(queries)} in all, {len(queries) / max(1, result.bills_created) * 1000:.1f} per 1,000 bills,"
           f" {len(queries) / max(1, batches):.1f} per batch of {args.batch_size} ({batches} batches)")
+    print(f"statements incl. COPY: {len(statements)} in all,"
+          f" {len(statements) / max(1, result.bills_created) * 1000:.1f} per 1,000 bills")
+    from django.db.models import Count, Sum
+
+    from billing.models import Bill, BillLine
+    totals = Bill.objects.aggregate(bills=Count("id"), total=Sum("total"), vat=Sum("vat_amount"),
+                                    last_number=Count("number", distinct=True))
+    print(f"bills: {totals['bills']} (distinct numbers {totals['last_number']}), totals {totals['total']},"
+          f" VAT {totals['vat']}, line amounts {BillLine.objects.aggregate(s=Sum('amount'))['s']}")
     print(f"ledger sum: {ledger.ledger_sum()} (must be 0.00); cpus: {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     started = time.perf_counter()

@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DATABASE = "uncloud_bench"
+# A database of its own beside DATABASE_URL's (e.g. uncloud_h3 -> uncloud_h3_bench), made afresh.
+DATABASE = os.environ.get("DATABASE_URL", "/uncloud").rsplit("/", 1)[-1] + "_bench"
 QUEUE = f"uncloud-bench-{uuid.uuid4().hex[:8]}"
 POLL_S = 0.01
 
@@ -31,7 +32,7 @@ def prepare_environment(key_file: str) -> dict:
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
         "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
         "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
-        "UNCLOUD_DATA_DIR": str(REPO / "var" / "bench"),
+        "UNCLOUD_DATA_DIR": os.path.join(os.environ.get("UNCLOUD_DATA_DIR", str(REPO / "var")), "bench"),
         "UNCLOUD_SSH_KEY_FILE": key_file,
         "UNCLOUD_VM_ACCEL": "tcg",
         "UNCLOUD_VM_STOP_TIMEOUT": "5",
@@ -55,11 +56,14 @@ def percentile(values, fraction):
 
 
 def wait_status(vm_uuid, wanted, timeout=120):
-    from vms.models import VM
+    from django.db import connection
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status, message = VM.objects.filter(uuid=vm_uuid).values_list("status", "status_message").get()
+        # Plain SQL: four threads poll every 10 ms, and the ORM's own CPU would slow what is measured.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT status, status_message FROM vms_vm WHERE uuid = %s", [vm_uuid])
+            status, message = cursor.fetchone()
         if status == wanted:
             return
         if status == "error":
@@ -68,10 +72,23 @@ def wait_status(vm_uuid, wanted, timeout=120):
     raise TimeoutError(f"VM {vm_uuid} not {wanted} after {timeout} s")
 
 
+def wait_guest_ready(vm, timeout=120):
+    serial_log = Path(vm.host.state_dir) / "vms" / str(vm.uuid) / "serial.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if serial_log.exists() and "UNCLOUD-READY" in serial_log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    print(f"warning: the guest of {vm.name} did not say UNCLOUD-READY within {timeout} s", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="sequential create-to-running runs")
     parser.add_argument("--cycles", type=int, default=12, help="boot-and-delete cycles, 4 at a time")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="then N creates and deletes run in this process (Celery eager), every step "
+                             "and host verb timed")
     args = parser.parse_args()
 
     from tests.lab import Lab, lab_unavailable_reason
@@ -146,15 +163,22 @@ def run_benchmarks(lab, args) -> int:
 
     api = client()
     # Warm-up (not counted): base image copied to each host, serve processes started.
+    warm = []
     for host_index in range(2):
         vm_uuid = create(api, f"warm-{host_index}")
         wait_status(vm_uuid, "running")
-    create_to_running, agent_only = [], []
+        warm.append(vm_uuid)
+    # Their guests boot under TCG for several seconds, taking the CPU the timed runs want: wait.
+    for vm_uuid in warm:
+        wait_guest_ready(VM.objects.select_related("host").get(uuid=vm_uuid))
+    create_to_running, agent_only, create_phases, delete_phases = [], [], [], []
     for run in range(args.runs):
         started = time.perf_counter()
         vm_uuid = create(api, f"run-{run}")
+        posted = time.perf_counter()
         wait_status(vm_uuid, "running")
         create_to_running.append(time.perf_counter() - started)
+        create_phases.append(operation_phases(vm_uuid, "vm.create", posted - started))
         # The agent alone, same VM, same host: vm-down, then time one vm-up.
         vm = VM.objects.select_related("host").get(uuid=vm_uuid)
         agent = agent_for(vm.host)
@@ -165,9 +189,11 @@ def run_benchmarks(lab, args) -> int:
         agent_only.append(time.perf_counter() - started)
         print(f"run {run + 1:2}: API create-to-running {create_to_running[-1] * 1000:6.0f} ms   "
               f"agent vm-up {agent_only[-1] * 1000:5.0f} ms", file=sys.stderr)
+        started = time.perf_counter()
         delete(api, vm_uuid)
+        delete_phases.append(operation_phases(vm_uuid, "vm.delete", None, time.perf_counter() - started))
 
-    cycles, lock = [], threading.Lock()
+    cycles, cycle_creates, cycle_deletes, lock = [], [], [], threading.Lock()
     names = iter(range(args.cycles))
 
     def cycler():
@@ -182,10 +208,17 @@ def run_benchmarks(lab, args) -> int:
                     return
                 started = time.perf_counter()
                 vm_uuid = create(own, f"cycle-{index}")
+                posted = time.perf_counter()
                 wait_status(vm_uuid, "running")
+                running = time.perf_counter()
                 delete(own, vm_uuid)
+                finished = time.perf_counter()
+                created = {**operation_phases(vm_uuid, "vm.create", posted - started), "to running": running - started}
+                deleted = operation_phases(vm_uuid, "vm.delete", None, finished - running)
                 with lock:
-                    cycles.append(time.perf_counter() - started)
+                    cycles.append(finished - started)
+                    cycle_creates.append(created)
+                    cycle_deletes.append(deleted)
         finally:
             connections.close_all()
 
@@ -210,13 +243,126 @@ def run_benchmarks(lab, args) -> int:
     print(f"control plane's own share at p50: {overhead * 1000:.0f} ms")
     print(f"boot-and-delete cycle, concurrency 4, {len(cycles)} cycles: median {statistics.median(cycles) * 1000:.0f} ms,"
           f" p95 {percentile(cycles, 0.95) * 1000:.0f} ms, wall {wall:.1f} s")
+    print_phases("create (sequential runs), median ms", create_phases)
+    print_phases("delete (sequential runs), median ms", delete_phases)
+    print_phases("create (in the cycles), median ms", cycle_creates)
+    print_phases("delete (in the cycles), median ms", cycle_deletes)
     print(f"goals: create-to-running p50 <= 1000 ms: "
           f"{'met' if statistics.median(create_to_running) <= 1.0 else 'NOT met'}; "
           f"boot-and-delete median <= 2000 ms: {'met' if statistics.median(cycles) <= 2.0 else 'NOT met'} "
           f"(OpenStack Rally's published median: 5100 ms)")
+    if args.profile:
+        # While the warm-up VMs still run, as in the runs above: their networks stay up.
+        profile_in_process(args.profile, client, create, delete)
     for vm_uuid in VM.objects.exclude(status="deleted").values_list("uuid", flat=True):
         delete(api, str(vm_uuid))
     return 0
+
+
+def operation_phases(vm_uuid, kind, post_s, total_s=None) -> dict:
+    """Where one create (or delete) spent its time, from its Operation row's timestamps:
+    API (the POST), queue (commit to the worker's first claim), steps (first claim to finished)."""
+    from agents.models import Operation
+
+    operations = Operation.objects.filter(target_uuid=vm_uuid, kind=kind).order_by("-created")
+    deadline = time.monotonic() + 30
+    # A delete's VM says "deleted" after its last step, a moment before the row is finished.
+    while (operation := operations.first()).finished is None and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    phases = {"steps": (operation.finished - operation.started).total_seconds(),
+              "created->claimed": (operation.started - operation.created).total_seconds()}
+    if post_s is not None:
+        phases["API POST"] = post_s
+    if total_s is not None:
+        phases["request->deleted"] = total_s
+    return phases
+
+
+def print_phases(title, phases_list):
+    if not phases_list:
+        return
+    names = list(phases_list[0])
+    print(f"{title}: " + ", ".join(
+        f"{name} {statistics.median(phases[name] for phases in phases_list) * 1000:.0f}" for name in names))
+
+
+def profile_in_process(count, client, create, delete):
+    """Run creates and deletes with the workflow in this process (Celery eager): no queue, no
+    worker, so what is left is the API, the steps' database work and the host calls, each timed."""
+    from collections import defaultdict
+
+    from django.db import connection
+
+    from agents import operations
+    from agents.hostagent import HostAgent
+    from uncloud_project.celery import app
+
+    timings = defaultdict(list)
+    real_call = HostAgent.call
+
+    def timed_call(self, verb, spec=None, timeout=None):
+        started = time.perf_counter()
+        answer = real_call(self, verb, spec, timeout)
+        elapsed = time.perf_counter() - started
+        if verb != "batch":
+            timings[f"  host {verb}"].append(elapsed)
+            return answer
+        verbs = [call["verb"] for call in spec["calls"]]
+        timings[f"  host batch: {'+'.join(verbs)}"].append(elapsed)
+        for name, milliseconds in zip(verbs, answer.get("elapsed_ms", []), strict=False):
+            timings[f"    on the host: {name}"].append(milliseconds / 1000)
+        timings["    on the host: batch's round trip and rest"].append(
+            elapsed - sum(answer.get("elapsed_ms", [])) / 1000)
+        return answer
+
+    def timed_step(kind, step):
+        real_run = step.run
+
+        def run(operation):
+            started = time.perf_counter()
+            try:
+                return real_run(operation)
+            finally:
+                timings[f"{kind} step {step.name}"].append(time.perf_counter() - started)
+        return run
+
+    for kind in ("vm.create", "vm.delete"):
+        for step in operations.workflow_for(kind).steps:
+            step.run = timed_step(kind, step)
+    HostAgent.call = timed_call
+    app.conf.task_always_eager = True
+    api = client()
+    queries = defaultdict(list)
+
+    def counted(name, action):
+        calls = []
+
+        def count(execute, sql, params, many, context):
+            calls.append(sql)
+            return execute(sql, params, many, context)
+
+        started = time.perf_counter()
+        with connection.execute_wrapper(count):
+            result = action()
+        timings[name].append(time.perf_counter() - started)
+        queries[name].append(len(calls))
+        return result
+
+    try:
+        for index in range(count):
+            # Eager: the whole workflow runs inside the request.
+            name = f"profile-{index}"
+            vm_uuid = counted("create (POST, all steps inline)", lambda name=name: create(api, name))
+            wait_status(vm_uuid, "running")
+            counted("delete (DELETE, all steps inline)", lambda vm_uuid=vm_uuid: delete(api, vm_uuid))
+    finally:
+        app.conf.task_always_eager = False
+        HostAgent.call = real_call
+    print(f"\nprofile: {count} creates and deletes in this process (Celery eager), median / max ms, calls per run")
+    for name, values in timings.items():
+        print(f"{name:40} {statistics.median(values) * 1000:7.0f} {max(values) * 1000:7.0f}   "
+              f"x{len(values) / count:.1f}" + (f"   {statistics.median(queries[name]):.0f} SQL queries"
+                                              if name in queries else ""))
 
 
 if __name__ == "__main__":

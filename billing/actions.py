@@ -402,3 +402,14 @@ def accounts_matching(text: str):
     User = get_user_model()
     users = User.objects.filter(Q(username__iexact=text) | Q(email__iexact=text))
     return BillingAccount.objects.filter(Q(owner__in=users) | Q(name__iexact=text))
+
+
+# What public IPv4 addresses cost: the receivers of networks' signals (connected in apps.py) ----------
+
+def on_ipv4_allocated(sender, address, **kwargs):
+    do_open_order(address.project, "ipv4", resource_uuid=address.uuid, resource_kind="ipv4",
+                  description=f"IPv4 address {address.address}")
+
+
+def on_ipv4_released(sender, address, **kwargs):
+    do_close_order(address.uuid)

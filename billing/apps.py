@@ -14,3 +14,11 @@ class BillingConfig(AppConfig):
         signals.vm_created.connect(actions.on_vm_created, sender=VM, dispatch_uid="billing.vm_created")
         signals.vm_resized.connect(actions.on_vm_resized, sender=VM, dispatch_uid="billing.vm_resized")
         signals.vm_deleted.connect(actions.on_vm_deleted, sender=VM, dispatch_uid="billing.vm_deleted")
+
+        from networks import signals as network_signals
+        from networks.models import IPv4Address
+
+        network_signals.ipv4_allocated.connect(actions.on_ipv4_allocated, sender=IPv4Address,
+                                               dispatch_uid="billing.ipv4_allocated")
+        network_signals.ipv4_released.connect(actions.on_ipv4_released, sender=IPv4Address,
+                                              dispatch_uid="billing.ipv4_released")

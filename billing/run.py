@@ -4,6 +4,9 @@ Customers are billed in batches. Each batch is one transaction that first locks 
 sequence, so two runs at once take turns batch by batch: the second finds the first one's bills and
 skips those customers, and numbers stay sequential without gaps. A batch costs a fixed number of
 queries whatever its size (plus a few per customer who has prepaid money to settle).
+
+Orders are read as tuples and bills, lines and bookings written as tuples (COPY on PostgreSQL, see
+billing/bulk.py): model instances for 100k orders and their lines cost more than everything else.
 """
 
 import logging
@@ -12,16 +15,17 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from billing import ledger
+from billing import bulk, ledger
 from billing.choices import UNPAID_BILL_STATES, LedgerAccount
 from billing.models import Bill, BillingAccount, BillLine, BillNumberSequence, CardPaymentMethod, Order, Posting
 from billing.money import ZERO, to_cents
 from billing.periods import charges_in_month, local_midnight, next_month, previous_month
-from billing.references import bill_reference
+from billing.references import is_qr_iban, qrr_reference, scor_reference
 from billing.vat import VatRateMissing, VatRates
 
 logger = logging.getLogger(__name__)
@@ -69,79 +73,100 @@ def run_billing(first_day: date | None = None, *, today: date | None = None, bat
     return result
 
 
+@dataclass(slots=True)
+class NewBill:
+    """What the run needs of a bill it wrote (the rows go in as tuples, not model instances)."""
+
+    pk: int
+    account_id: int
+    number: int
+    currency: str
+    subtotal: Decimal
+    vat_amount: Decimal
+    total: Decimal
+
+
+ACCOUNT_FIELDS = ("id", "uuid", "name", "street", "house_number", "postal_code", "city", "country", "vat_number",
+                  "email", "currency", "owner__email")
+ORDER_FIELDS = ("id", "account_id", "product__period", "amount", "starts_at", "ends_at", "description")
+BILL_FIELDS = ("account_id", "number", "reference", "period_start", "period_end", "issued_on", "due_on", "currency",
+               "subtotal", "vat_treatment", "vat_rate_percent", "vat_amount", "total", "vat_note", "bill_to")
+LINE_FIELDS = ("bill_id", "order_id", "description", "period_start", "period_end", "quantity", "unit_amount", "amount")
+HUNDRED = Decimal(100)
+
+
 @transaction.atomic
 def _bill_batch(account_ids, first_day, today, rates, result, charge_cards):
     sequence = BillNumberSequence.objects.select_for_update().get(name=SEQUENCE)
     # Read after the lock: another run's bills for these customers are committed by now.
-    billed = set(Bill.objects.filter(account_id__in=account_ids, period_start=first_day)
-                 .values_list("account_id", flat=True))
-    todo = [account_id for account_id in account_ids if account_id not in billed]
+    accounts = {account["id"]: account for account in BillingAccount.objects.filter(pk__in=account_ids)
+                .exclude(bills__period_start=first_day)
+                .values(*ACCOUNT_FIELDS, username=F(f"owner__{get_user_model().USERNAME_FIELD}"))}
+    todo = [account_id for account_id in account_ids if account_id in accounts]
     if not todo:
         return
-    accounts = {account.pk: account for account in BillingAccount.objects.filter(pk__in=todo).select_related("owner")}
-    orders_by_account: dict[int, list[Order]] = {}
-    for order in (orders_in_month(first_day).filter(account_id__in=todo).select_related("product")
-                  .order_by("account_id", "starts_at", "id")):
-        orders_by_account.setdefault(order.account_id, []).append(order)
+    lines_of_account: dict[int, list[tuple]] = {}
+    for order_id, account_id, period, amount, starts_at, ends_at, description in (
+        orders_in_month(first_day).filter(account_id__in=todo).order_by("account_id", "starts_at", "id")
+        .values_list(*ORDER_FIELDS)
+    ):
+        for charge in charges_in_month(period=period, amount=amount, starts_at=starts_at, ends_at=ends_at,
+                                       first_day=first_day):
+            if charge.amount:
+                lines_of_account.setdefault(account_id, []).append(
+                    (order_id, description[:250], charge.start, charge.end, charge.quantity, amount, charge.amount)
+                )
 
-    iban = settings.UNCLOUD_BILLING_IBAN
+    reference_of = qrr_reference if is_qr_iban(settings.UNCLOUD_BILLING_IBAN) else scor_reference
+    period_end = next_month(first_day)
     due_on = today + timedelta(days=settings.UNCLOUD_BILLING_PAYMENT_DAYS)
     number = sequence.last_number
-    bills, lines_of_bill = [], []
+    bills, bill_rows, lines_of_bill = [], [], []
     for account_id in todo:
-        account = accounts[account_id]
-        lines = []
-        for order in orders_by_account.get(account_id, []):
-            for charge in charges_in_month(period=order.product.period, amount=order.amount,
-                                           starts_at=order.starts_at, ends_at=order.ends_at, first_day=first_day):
-                if charge.amount == ZERO:
-                    continue
-                lines.append(BillLine(
-                    order=order, description=order.description[:250], period_start=charge.start,
-                    period_end=charge.end, quantity=charge.quantity, unit_amount=order.amount, amount=charge.amount,
-                ))
+        lines = lines_of_account.get(account_id)
         if not lines:
             continue
+        account = accounts[account_id]
         try:
-            vat = rates.decide(country=account.country, vat_number=account.vat_number, on=first_day)
+            vat = rates.decide(country=account["country"], vat_number=account["vat_number"], on=first_day)
         except VatRateMissing as error:
-            logger.error("billing run: account %s skipped: %s", account.uuid, error)
-            result.accounts_skipped.append(f"{account.uuid}: {error}")
+            logger.error("billing run: account %s skipped: %s", account["uuid"], error)
+            result.accounts_skipped.append(f"{account['uuid']}: {error}")
             continue
-        subtotal = sum((line.amount for line in lines), ZERO)
-        vat_amount = to_cents(subtotal * vat.rate_percent / Decimal(100))
+        subtotal = sum((line[-1] for line in lines), ZERO)
+        vat_amount = to_cents(subtotal * vat.rate_percent / HUNDRED)
+        total = subtotal + vat_amount
         number += 1
-        bills.append(Bill(
-            account=account, number=number, reference=bill_reference(number, iban), period_start=first_day,
-            period_end=next_month(first_day), issued_on=today, due_on=due_on, currency=account.currency,
-            subtotal=subtotal, vat_treatment=vat.treatment, vat_rate_percent=vat.rate_percent,
-            vat_amount=vat_amount, total=subtotal + vat_amount, vat_note=vat.note, bill_to=bill_address(account),
+        bills.append(NewBill(0, account_id, number, account["currency"], subtotal, vat_amount, total))
+        bill_rows.append((
+            account_id, number, reference_of(number), first_day, period_end, today, due_on, account["currency"],
+            subtotal, vat.treatment, vat.rate_percent, vat_amount, total, vat.note, _bill_address(account),
         ))
         lines_of_bill.append(lines)
     if not bills:
         return
-    Bill.objects.bulk_create(bills)
-    all_lines = []
-    for bill, lines in zip(bills, lines_of_bill, strict=True):
-        for line in lines:
-            line.bill = bill
-        all_lines += lines
-    BillLine.objects.bulk_create(all_lines)
+    for bill, bill_id in zip(bills, bulk.insert_rows_returning_ids(Bill, BILL_FIELDS, bill_rows), strict=True):
+        bill.pk = bill_id
+    bulk.insert_rows(BillLine, LINE_FIELDS, [
+        (bill.pk, *line) for bill, lines in zip(bills, lines_of_bill, strict=True) for line in lines
+    ])
     ledger.post_bills(bills)
     BillNumberSequence.objects.filter(name=SEQUENCE).update(last_number=number)
     result.bills_created += len(bills)
-    result.lines_created += len(all_lines)
+    result.lines_created += sum(len(lines) for lines in lines_of_bill)
     result.bill_ids += [bill.pk for bill in bills]
     _settle_prepaid(bills)
     if charge_cards:
         _charge_cards_on_commit(bills)
 
 
-def bill_address(account: BillingAccount) -> dict:
+def _bill_address(account: dict) -> dict:
+    """The billing address as it is now, kept on the bill (account: a row of ACCOUNT_FIELDS)."""
     return {
-        "name": account.display_name, "street": account.street, "house_number": account.house_number,
-        "postal_code": account.postal_code, "city": account.city, "country": account.country,
-        "vat_number": account.vat_number, "email": account.email or account.owner.email,
+        "name": account["name"] or account["username"], "street": account["street"],
+        "house_number": account["house_number"], "postal_code": account["postal_code"], "city": account["city"],
+        "country": account["country"], "vat_number": account["vat_number"],
+        "email": account["email"] or account["owner__email"],
     }
 
 
@@ -150,14 +175,21 @@ def _settle_prepaid(bills):
     from billing.actions import settle
 
     account_ids = [bill.account_id for bill in bills]
-    receivable = dict(Posting.objects.filter(ledger_account=LedgerAccount.RECEIVABLE, account_id__in=account_ids)
-                      .values_list("account_id").annotate(total=Sum("amount")))
-    unpaid = dict(Bill.objects.filter(account_id__in=account_ids, state__in=UNPAID_BILL_STATES)
-                  .values_list("account_id").annotate(total=Sum("total")))
-    for bill in bills:
-        available = -receivable.get(bill.account_id, ZERO) + unpaid.get(bill.account_id, ZERO)
-        if available > ZERO:
-            settle(bill.account, prefer_bill=bill)
+    # Money in a customer's favour = their unpaid bills minus what they owe (ledger.available_credit),
+    # for the whole batch in one query; it finds nobody unless someone paid ahead.
+    unpaid = (Bill.objects.filter(account_id__in=account_ids, state__in=UNPAID_BILL_STATES).order_by()
+              .values("account_id").annotate(amount=Sum("total")))
+    not_owed = (Posting.objects.filter(ledger_account=LedgerAccount.RECEIVABLE, account_id__in=account_ids)
+                .order_by().values("account_id").annotate(amount=-Sum("amount")))
+    available = {}
+    for row in unpaid.union(not_owed, all=True):
+        available[row["account_id"]] = available.get(row["account_id"], ZERO) + row["amount"]
+    prepaid = {account_id for account_id, amount in available.items() if amount > ZERO}
+    if not prepaid:
+        return
+    for bill in (Bill.objects.filter(pk__in=[bill.pk for bill in bills if bill.account_id in prepaid])
+                 .select_related("account").order_by("number")):
+        settle(bill.account, prefer_bill=bill)
 
 
 def _charge_cards_on_commit(bills):

@@ -238,15 +238,50 @@ def record_card_payment(bill: Bill, intent) -> Payment:
         return Payment.objects.get(stripe_payment_intent=intent["id"])
 
 
-def start_pay_now(bill: Bill, card: CardPaymentMethod | None = None):
-    """A PaymentIntent for the customer in the portal; Stripe.js confirms it (and runs 3-D Secure).
-    With a saved card the intent carries it; otherwise Stripe.js sends the card the customer types."""
+def start_pay_now(bill: Bill):
+    """A PaymentIntent for a card the customer types in the portal: Stripe.js confirms it with that
+    card (and runs 3-D Secure). A saved card is charged by pay_now_with_card instead."""
     params = _intent_params(bill, ensure_customer(bill.account))
     params["payment_method_types"] = ["card"]
-    if card is not None:
-        params["payment_method"] = card.stripe_payment_method_id
     intent = client().v1.payment_intents.create(params=params)
     _record_charge(bill, intent.id, off_session=False)
+    return intent
+
+
+def pay_now_with_card(bill: Bill, card: CardPaymentMethod) -> dict | None:
+    """Charge the saved card for the bill now, the customer present: confirmed here on the server.
+
+    Returns the PaymentIntent as a dict: "succeeded" (the bill is paid when this returns) or
+    "requires_action" (the bank wants the customer to authenticate: Stripe.js does that with the
+    intent's client secret, then the customer comes back to bill_paid). None when the bill is not
+    unpaid any more. CardError when the card is declined.
+    """
+    with transaction.atomic():
+        # Two clicks on "pay" take turns here: the second finds the bill paid instead of charging again.
+        bill = Bill.objects.select_for_update().select_related("account").get(pk=bill.pk)
+        if bill.state not in UNPAID_BILL_STATES:
+            return None
+        params = _intent_params(bill, ensure_customer(bill.account))
+        params.update({"payment_method": card.stripe_payment_method_id, "payment_method_types": ["card"],
+                       "confirm": True})
+        try:
+            intent = as_dict(client().v1.payment_intents.create(params=params))
+        except stripe.CardError as error:
+            # Recorded in this transaction (so raised only after it commits): the attempt stays on file.
+            declined = error
+            intent_id = (as_dict(error.error).get("payment_intent") or {}).get("id") if error.error else None
+            charge = _record_charge(bill, intent_id or f"failed-{bill.uuid}-{timezone.now():%Y%m%d%H%M%S%f}",
+                                    off_session=False)
+            CardCharge.objects.filter(pk=charge.pk).update(
+                state=CardChargeState.FAILED, error_code=(error.code or "")[:100],
+                error_message=(error.user_message or str(error))[:300],
+            )
+        else:
+            declined = None
+            apply_intent(intent, _record_charge(bill, intent["id"], off_session=False))
+    if declined is not None:
+        raise CardError(f"Your card was declined ({declined.user_message or declined.code or 'no reason given'}). "
+                        "Please use another card or pay by bank transfer.")
     return intent
 
 

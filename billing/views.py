@@ -100,16 +100,39 @@ def bill_pay(request, uuid):
         messages.info(request, "This bill is not open.")
         return redirect("billing:bill", uuid=bill.uuid)
     card = bill.account.cards.filter(is_default=True, removed_at__isnull=True).first()
-    try:
-        intent = stripe_payments.start_pay_now(bill, card=card)
-    except (stripe_payments.StripeUnavailable, stripe.StripeError) as error:
-        messages.error(request, f"Card payments are not available right now ({error}). Please pay by bank transfer.")
+    context = {"bill": bill, "card": card, "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+               "stripe_js_url": settings.STRIPE_JS_URL,
+               "return_url": request.build_absolute_uri(reverse("billing:bill_paid", args=[bill.uuid]))}
+    unavailable = "Card payments are not available right now ({}). Please pay by bank transfer."
+    if card is not None:
+        # A saved card is charged by the server when the customer presses "pay" (a POST, so no page load
+        # charges anything); Stripe.js is needed only when the bank asks for 3-D Secure.
+        if request.method != "POST":
+            return render(request, "billing/stripe_pay.html", context)
+        try:
+            intent = stripe_payments.pay_now_with_card(bill, card)
+        except stripe_payments.CardError as error:
+            messages.error(request, str(error))
+            return redirect("billing:bill", uuid=bill.uuid)
+        except (stripe_payments.StripeUnavailable, stripe.StripeError) as error:
+            messages.error(request, unavailable.format(error))
+            return redirect("billing:bill", uuid=bill.uuid)
+        if intent is None:
+            messages.info(request, "This bill is not open.")
+        elif intent["status"] == "succeeded":
+            messages.success(request, "Thank you: your payment went through.")
+        elif intent["status"] == "requires_action":
+            return render(request, "billing/stripe_pay.html", {**context, "client_secret": intent["client_secret"],
+                                                               "authenticate": True})
+        else:
+            messages.error(request, "The payment did not go through. Please try again or pay by bank transfer.")
         return redirect("billing:bill", uuid=bill.uuid)
-    return render(request, "billing/stripe_pay.html", {
-        "bill": bill, "card": card, "client_secret": intent.client_secret,
-        "publishable_key": settings.STRIPE_PUBLISHABLE_KEY, "stripe_js_url": settings.STRIPE_JS_URL,
-        "return_url": request.build_absolute_uri(reverse("billing:bill_paid", args=[bill.uuid])),
-    })
+    try:
+        intent = stripe_payments.start_pay_now(bill)
+    except (stripe_payments.StripeUnavailable, stripe.StripeError) as error:
+        messages.error(request, unavailable.format(error))
+        return redirect("billing:bill", uuid=bill.uuid)
+    return render(request, "billing/stripe_pay.html", {**context, "client_secret": intent.client_secret})
 
 
 @login_required

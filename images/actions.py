@@ -9,13 +9,14 @@ Choices where the issue left room:
 
 import os
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 
 from accounts import audit
 from accounts.api.exceptions import Conflict
 from accounts.quotas import Usage, check_quota, lock_project
-from agents.operations import start_operation
+from agents.operations import active_operation, start_operation
 from images.choices import DiskRole, DiskStatus, ImageStatus, SnapshotStatus, StorageBackend, UploadFormat
 from images.models import Disk, Image, Snapshot
 from images.uploads import StreamedImageFile
@@ -101,13 +102,32 @@ def do_create_disk(actor, project, *, name: str, size_mib: int, storage: str = S
     return disk
 
 
-def _vm_is_placed_and_running(vm) -> bool:
-    return vm.host_id is not None and vm.status not in ("pending", "stopped", "error", "deleted")
+def _lock_vm(vm):
+    # VM before disk, the order the VM actions lock in (a delete locks the VM, then its disks).
+    return type(vm).objects.select_for_update(of=("self",)).select_related("host", "project").get(pk=vm.pk)
+
+
+def _refuse_if_busy(disk: Disk, vm) -> None:
+    """A VM with an operation in flight on a host may be just past (or inside) the step that puts
+    disks into its guest: attaching or detaching now would be lost or race it."""
+    for target, name in ((vm, vm.name), (disk, f"disk {disk.name}")):
+        operation = active_operation(target.uuid)
+        if operation is not None and (target is disk or vm.host_id is not None):
+            raise Conflict(f"{name} is busy: {operation.kind} is {operation.get_state_display().lower()} "
+                           f"(operation {operation.uuid}). Try again when it has finished.")
+
+
+def _runs(vm) -> bool:
+    # The VM app's status values, by value: images sits below vms and does not import it.
+    return vm.host_id is not None and vm.status == "running"
 
 
 @transaction.atomic
-def do_attach_disk(actor, disk: Disk, vm) -> Disk:
-    """Attach a data volume to a VM (same project). It appears in the guest at the VM's next start."""
+def do_attach_disk(actor, disk: Disk, vm):
+    """Attach a data volume to a VM (same project): (disk, operation). A running VM gets it at once,
+    plugged in by a `vm.attach_disk` operation (which undoes the attachment if the guest cannot
+    take it); any other VM has it from its next start on (operation None)."""
+    vm = _lock_vm(vm)
     disk = Disk.objects.select_for_update().get(pk=disk.pk)
     if disk.role != DiskRole.DATA:
         raise Conflict("Only data volumes can be attached; a root disk belongs to its VM.")
@@ -115,33 +135,48 @@ def do_attach_disk(actor, disk: Disk, vm) -> Disk:
         raise Conflict(f"The disk is attached to {disk.vm.name}; detach it first.")
     if vm.project_id != disk.project_id:
         raise Conflict("The disk and the VM are in different projects.")
+    if vm.status in ("deleting", "deleted") or disk.status == DiskStatus.DELETING:
+        raise Conflict("The VM or the disk is being deleted.")
     if vm.disks.count() >= MAX_DISKS_PER_VM + 1:
         raise Conflict(f"A VM can have at most {MAX_DISKS_PER_VM} volumes.")
     if disk.storage == StorageBackend.LOCAL and disk.host_id and vm.host_id and disk.host_id != vm.host_id:
         raise Conflict(f"This local disk lives on host {disk.host.name}; the VM runs elsewhere.")
+    _refuse_if_busy(disk, vm)
     disk.vm = vm
     disk.status = DiskStatus.IN_USE
     disk.save(update_fields=["vm", "status"])
-    audit.record(actor, "disk.attach", project=disk.project, target=disk, vm=str(vm.uuid))
-    return disk
+    audit.record(actor, "disk.attach", project=disk.project, target=disk, vm=str(vm.uuid), hot=_runs(vm))
+    operation = None
+    if _runs(vm):
+        operation = start_operation("vm.attach_disk", project=vm.project, target=vm, host=vm.host,
+                                    payload={"disk": str(disk.uuid)}, created_by=actor)
+    return disk, operation
 
 
 @transaction.atomic
-def do_detach_disk(actor, disk: Disk) -> Disk:
-    """Detach a data volume. Its data stays (on its host for local disks, in the pool for rbd)."""
+def do_detach_disk(actor, disk: Disk):
+    """Detach a data volume: (disk, operation). Its data stays (on its host for local disks, in the
+    pool for rbd). From a running VM a `vm.detach_disk` operation unplugs it first; the disk stays
+    attached until the guest has let go. From any other VM it is detached at once."""
+    current = Disk.objects.select_related("vm").get(pk=disk.pk)
+    if current.vm is not None:
+        _lock_vm(current.vm)
     disk = Disk.objects.select_for_update(of=("self",)).select_related("vm").get(pk=disk.pk)
     if disk.role != DiskRole.DATA:
         raise Conflict("A root disk cannot be detached.")
     if disk.vm is None:
         raise Conflict("The disk is not attached.")
-    if _vm_is_placed_and_running(disk.vm):
-        raise Conflict(f"Stop {disk.vm.name} before detaching the disk (hot-unplug is not supported yet).")
-    vm_uuid = str(disk.vm.uuid)
+    vm = _lock_vm(disk.vm)  # the same row as above, unless the disk moved in between
+    _refuse_if_busy(disk, vm)
+    audit.record(actor, "disk.detach", project=disk.project, target=disk, vm=str(vm.uuid), hot=_runs(vm))
+    if _runs(vm):
+        operation = start_operation("vm.detach_disk", project=vm.project, target=vm, host=vm.host,
+                                    payload={"disk": str(disk.uuid)}, created_by=actor)
+        return disk, operation
     disk.vm = None
     disk.status = DiskStatus.AVAILABLE
     disk.save(update_fields=["vm", "status"])
-    audit.record(actor, "disk.detach", project=disk.project, target=disk, vm=vm_uuid)
-    return disk
+    return disk, None
 
 
 @transaction.atomic
@@ -211,6 +246,9 @@ def do_delete_snapshot(actor, snapshot: Snapshot):
 def do_image_from_snapshot(actor, snapshot: Snapshot, name: str) -> Image:
     """A new image (of the snapshot's project) from a snapshot: copied from the host into the
     image store, then validated like any upload."""
+    if snapshot.storage == StorageBackend.RBD:
+        raise ValidationError("Images from snapshots of Ceph RBD disks are not supported yet; "
+                              "only snapshots of local disks can become images.")
     if snapshot.status != SnapshotStatus.AVAILABLE:
         raise Conflict("The snapshot is not available.")
     if Image.objects.filter(project=snapshot.project, name=name).exists():
@@ -227,11 +265,14 @@ def do_image_from_snapshot(actor, snapshot: Snapshot, name: str) -> Image:
 def do_set_root_image(actor, vm, image: Image) -> Disk:
     """Rebuild, desired-state half: the VM's root disk is to be made again from `image`.
 
-    The VM workflow (vms/) stops the VM, calls images.hostwork.rebuild_root_disk and starts it.
+    The VM workflow `vm.rebuild` (vms/) stops the VM, calls images.hostwork.rebuild_root_disk and
+    starts it again.
     """
     if image.status != ImageStatus.AVAILABLE:
         raise Conflict(f"Image {image.name} is not available.")
-    root = Disk.objects.select_for_update().get(vm=vm, role=DiskRole.ROOT)
+    root = Disk.objects.select_for_update().filter(vm=vm, role=DiskRole.ROOT).first()
+    if root is None:
+        raise Conflict(f"{vm.name} has no root disk to rebuild.")
     if image.virtual_size_bytes > root.size_mib * 1024 * 1024:
         raise Conflict("The root disk is smaller than the image; extend it first.")
     old = root.image

@@ -13,7 +13,6 @@ live in the host's pool instead (images/rbd.py).
 
 import re
 import secrets
-import shutil
 
 from agents.hostagent import HostAgent, HostError
 from images.choices import DiskRole, DiskStatus, StorageBackend
@@ -42,14 +41,7 @@ def ensure_base_image(agent: HostAgent, image: Image) -> str:
 
 def put_large_file(agent: HostAgent, local_path: str, remote_path: str) -> None:
     """Stream a file to the host without holding it in memory (the host verifies its checksum)."""
-    if agent.connection.transport == "local":
-        shutil.copyfile(local_path, remote_path)
-        return
-    # SSHTransport.put_file takes bytes; base images can be gigabytes, so stream over SFTP on the
-    # transport's pooled connection instead.
-    client = agent.transport._client_or_connect()
-    with client.open_sftp() as sftp:
-        sftp.put(local_path, remote_path, confirm=True)
+    agent.transport.put_path(local_path, remote_path)
 
 
 def guest_hostname(vm) -> str:
@@ -106,25 +98,66 @@ def ensure_disk(agent: HostAgent, disk: Disk, host_id: int | None = None) -> dic
         from images import rbd
 
         return rbd.ensure_disk(agent, disk)
+    spec = local_disk_spec(disk, host_id)
+    try:
+        answer = agent.call("disk-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
+    except HostError as error:
+        if not base_image_missing(error, spec):
+            raise
+        ensure_base_image(agent, disk.image)
+        answer = agent.call("disk-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
+    return record_local_disk(disk, answer, host_id)
+
+
+def local_disk_spec(disk: Disk, host_id: int | None) -> dict:
+    """disk-ensure's spec. No image-ensure before it: disk-ensure answers not_found when the base
+    is missing (the first disk of this image on the host, or the image sweep removed it), and only
+    then is the image shipped, so a create on a host that has the base pays no round trip for it."""
     if disk.host_id is not None and host_id is not None and disk.host_id != host_id:
         raise HostError("in_use", f"disk {disk.name} is a local disk of another host (id {disk.host_id})")
     spec = {"disk_uuid": str(disk.uuid), "size_mib": disk.size_mib}
     if disk.role == DiskRole.ROOT and disk.image is not None:
-        ensure_base_image(agent, disk.image)
         spec["base_sha256"] = disk.image.checksum_sha256
-    answer = agent.call("disk-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
+    return spec
+
+
+def base_image_missing(error: HostError, spec: dict) -> bool:
+    return error.code == "not_found" and "base_sha256" in spec and error.verb in (None, "disk-ensure")
+
+
+def record_local_disk(disk: Disk, answer: dict, host_id: int | None) -> dict:
     updates = {"location": answer["path"], "status": DiskStatus.IN_USE if disk.vm_id else DiskStatus.AVAILABLE}
     if host_id is not None:
         updates["host_id"] = host_id
-    Disk.objects.filter(pk=disk.pk).update(**updates)
+    if any(getattr(disk, field) != value for field, value in updates.items()):
+        Disk.objects.filter(pk=disk.pk).update(**updates)
     return {"path": answer["path"], "format": "qcow2"}
 
 
 def ensure_vm_disks(agent: HostAgent, vm) -> list[dict]:
     """Every disk of the VM on the host, root disk first, then data volumes, then the config
-    drive: the `disks` list of the host-side vm-up spec."""
-    entries = [ensure_disk(agent, disk, host_id=vm.host_id) for disk in vm_disks_in_order(vm)]
-    entries.append({"path": ensure_vm_metadata(agent, vm), "format": "raw", "readonly": True})
+    drive: the `disks` list of the host-side vm-up spec. The local disks and the metadata take one
+    round trip (a batch); Ceph RBD disks take their own calls."""
+    disks = vm_disks_in_order(vm)
+    local = [disk for disk in disks if disk.storage != StorageBackend.RBD]
+    specs = [local_disk_spec(disk, vm.host_id) for disk in local]
+    calls = [("disk-ensure", spec) for spec in specs] + [("vm-metadata", metadata_spec(vm))]
+    try:
+        results = agent.call_batch(calls, timeout=IMAGE_COPY_TIMEOUT_S)
+    except HostError as error:
+        index = error.extra.get("batch_index")
+        if index is None or index >= len(local) or not base_image_missing(error, specs[index]):
+            raise
+        ensure_base_image(agent, local[index].image)
+        results = agent.call_batch(calls, timeout=IMAGE_COPY_TIMEOUT_S)
+    answers = dict(zip((disk.pk for disk in local), results, strict=False))
+    entries = []
+    for disk in disks:
+        if disk.pk in answers:
+            entries.append(record_local_disk(disk, answers[disk.pk], vm.host_id))
+        else:
+            entries.append(ensure_disk(agent, disk, host_id=vm.host_id))  # RBD
+    entries.append({"path": results[-1]["config_drive"], "format": "raw", "readonly": True})
     return entries
 
 
@@ -137,12 +170,22 @@ def delete_disk(agent: HostAgent, disk: Disk) -> None:
     agent.call("disk-delete", {"disk_uuid": str(disk.uuid)})
 
 
-def delete_vm_disks(agent: HostAgent, vm) -> None:
+def delete_vm_disks(agent: HostAgent, vm, *, first=(), timeout: float | None = None) -> list[dict]:
     """Remove the VM's disks and metadata from the host (the VM must be stopped). Deleting what
-    is already gone succeeds. Base images stay: other disks may share them."""
-    for disk in vm_disks_in_order(vm):
-        delete_disk(agent, disk)
-    agent.call("vm-metadata-delete", {"uuid": str(vm.uuid)})
+    is already gone succeeds. Base images stay: other disks may share them.
+
+    `first` are calls to run before, in the same round trip (the vm-down that stops the VM);
+    their answers are returned. Local disks and the metadata go in that one batch, Ceph RBD
+    disks after it with their own calls."""
+    disks = vm_disks_in_order(vm)
+    calls = [*first]
+    calls += [("disk-delete", {"disk_uuid": str(disk.uuid)}) for disk in disks if disk.storage != StorageBackend.RBD]
+    calls.append(("vm-metadata-delete", {"uuid": str(vm.uuid)}))
+    results = agent.call_batch(calls, timeout=timeout)
+    for disk in disks:
+        if disk.storage == StorageBackend.RBD:
+            delete_disk(agent, disk)
+    return results[:len(first)]
 
 
 def rebuild_root_disk(agent: HostAgent, vm) -> dict:
@@ -181,9 +224,27 @@ def fetch_snapshot(agent: HostAgent, snapshot, local_path: str) -> None:
 
         rbd.fetch_snapshot(agent, snapshot, local_path)
         return
-    if agent.connection.transport == "local":
-        shutil.copyfile(snapshot.location, local_path)
-        return
-    client = agent.transport._client_or_connect()
-    with client.open_sftp() as sftp:
-        sftp.get(snapshot.location, local_path)
+    agent.transport.get_path(snapshot.location, local_path)
+
+
+# --- hot plug: data volumes of a running VM -------------------------------------------------------
+
+def plug_spec(vm, disk: Disk) -> dict:
+    """What disk-attach/disk-detach need: the VM and the disk; a local disk is found by its uuid."""
+    spec = {"uuid": str(vm.uuid), "disk_uuid": str(disk.uuid)}
+    if disk.storage == StorageBackend.RBD:
+        from images import rbd
+
+        spec["rbd"] = rbd.qemu_source(disk)
+    return spec
+
+
+def hot_attach_disk(agent: HostAgent, vm, disk: Disk) -> dict:
+    """Make the data volume exist on the VM's host and plug it into the running guest."""
+    ensure_disk(agent, disk, host_id=vm.host_id)
+    return agent.call("disk-attach", plug_spec(vm, disk))
+
+
+def hot_detach_disk(agent: HostAgent, vm, disk: Disk, timeout_s: int) -> dict:
+    """Take the data volume out of the running guest; the guest has timeout_s to let go."""
+    return agent.call("disk-detach", {**plug_spec(vm, disk), "timeout_s": timeout_s}, timeout=timeout_s + 60)

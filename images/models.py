@@ -98,3 +98,20 @@ class Snapshot(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class UnusedBaseImage(models.Model):
+    """A base image a host keeps (images/<sha256>.qcow2) that no disk used when the sweep last looked.
+    The sweep removes it from the host once it has stayed unused for UNCLOUD_BASE_IMAGE_GRACE_SECONDS;
+    a disk that uses it again (or its removal) deletes the row."""
+
+    host = models.ForeignKey("agents.Host", on_delete=models.CASCADE, related_name="+")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    unused_since = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "sha256"], name="unused_base_image_once_per_host")]
+
+    def __str__(self):
+        return f"{self.sha256[:12]} on {self.host}"

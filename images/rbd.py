@@ -58,3 +58,9 @@ def delete_snapshot(agent: HostAgent, snapshot) -> None:
 
 def fetch_snapshot(agent: HostAgent, snapshot, local_path: str) -> None:
     raise HostError("not_supported", "images from rbd snapshots are not implemented yet (local disks only)")
+
+
+def qemu_source(disk: Disk) -> dict:
+    """The disk as the host-side verbs name an rbd image (pool, image, ceph.conf, user)."""
+    return {"pool": settings.UNCLOUD_RBD_POOL, "image": disk_name(disk), "ceph_conf": settings.UNCLOUD_RBD_CEPH_CONF,
+            "user": settings.UNCLOUD_RBD_USER}

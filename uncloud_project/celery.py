@@ -2,7 +2,9 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import task_postrun, task_prerun
 from django.conf import settings
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "uncloud_project.settings")
 
@@ -20,6 +22,21 @@ app.conf.update(
     task_ignore_result=True,
     result_backend=None,
 )
+# Each worker process keeps its database connection from task to task: Celery's Django fixup
+# would close it around every task, which costs a new PostgreSQL backend (and its cold caches)
+# per task. Django's own rules still apply before and after each task: a connection that failed
+# or is older than CONN_MAX_AGE is closed, and a reused one is pinged first (CONN_HEALTH_CHECKS).
+app.conf["CELERY_DB_REUSE_MAX"] = 10**9
+
+
+@task_prerun.connect
+@task_postrun.connect
+def recycle_database_connections(sender=None, **kwargs):
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return  # inside the caller's request or transaction: not ours to close
+    close_old_connections()
+
+
 if app.conf.broker_url.startswith("filesystem://"):
     # The filesystem transport has no fanout exchange for remote control.
     app.conf.worker_enable_remote_control = False
@@ -30,6 +47,8 @@ app.conf.beat_schedule = {
     "resume-stalled-operations": {"task": "agents.resume_stalled_operations", "schedule": float(settings.UNCLOUD_RESUME_INTERVAL)},
     # Hosts against the database: restart what should run, stop what should not, find strangers.
     "reconcile-hosts": {"task": "vms.reconcile_all", "schedule": float(settings.UNCLOUD_RECONCILE_INTERVAL)},
+    # Stale upload files, and base images hosts keep for disks that are all gone (after a grace period).
+    "sweep-images": {"task": "images.sweep", "schedule": float(settings.UNCLOUD_IMAGE_SWEEP_INTERVAL)},
     # Billing: the last complete month is billed once (later runs find the bills and make none).
     "billing-monthly-run": {"task": "billing.run_monthly_billing", "schedule": crontab(hour=2, minute=10)},
     "billing-dunning": {"task": "billing.run_dunning", "schedule": crontab(hour=3, minute=10)},

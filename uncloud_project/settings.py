@@ -84,7 +84,9 @@ TEMPLATES = [
 
 DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60))}
+    # Persistent connections are pinged before reuse (a restarted PostgreSQL costs a reconnect, not an error).
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60),
+                                                  conn_health_checks=True)}
 else:
     DATABASES = {
         "default": {
@@ -192,6 +194,10 @@ LOGGING = {
 UNCLOUD_VNI_MIN = envint("UNCLOUD_VNI_MIN", 1000)
 UNCLOUD_VNI_MAX = envint("UNCLOUD_VNI_MAX", 16_000_000)
 UNCLOUD_MAC_PREFIX = envstr("UNCLOUD_MAC_PREFIX", "02:00")
+UNCLOUD_MAX_NICS_PER_VM = envint("UNCLOUD_MAX_NICS_PER_VM", 8)  # the host side has 8 hot-plug ports
+UNCLOUD_MAX_INGRESS_RULES = envint("UNCLOUD_MAX_INGRESS_RULES", 64)
+# How long a guest gets to let go of a NIC on hot-unplug (Linux needs about 5 s) (seconds).
+UNCLOUD_NIC_DETACH_TIMEOUT = envint("UNCLOUD_NIC_DETACH_TIMEOUT", 30)
 UNCLOUD_DNS_SERVERS = envlist("UNCLOUD_DNS_SERVERS", "")
 UNCLOUD_DNS_SEARCH = envlist("UNCLOUD_DNS_SEARCH", "")
 
@@ -216,6 +222,14 @@ UNCLOUD_QEMU_IMG_CPU_SECONDS = envint("UNCLOUD_QEMU_IMG_CPU_SECONDS", 600)
 UNCLOUD_RBD_POOL = envstr("UNCLOUD_RBD_POOL", "rbd")
 UNCLOUD_RBD_CEPH_CONF = envstr("UNCLOUD_RBD_CEPH_CONF", "/etc/ceph/ceph.conf")
 UNCLOUD_RBD_USER = envstr("UNCLOUD_RBD_USER", "admin")
+# Seconds a running guest has to let go of a data volume being detached (PCIe hot-unplug).
+UNCLOUD_DISK_DETACH_TIMEOUT = envint("UNCLOUD_DISK_DETACH_TIMEOUT", 30)
+# The image sweep (beat, every UNCLOUD_IMAGE_SWEEP_INTERVAL s) removes upload files nobody has
+# written for UNCLOUD_UPLOAD_STALE_SECONDS, and base images a host has cached for disks that are
+# all gone, once they have been unused for UNCLOUD_BASE_IMAGE_GRACE_SECONDS.
+UNCLOUD_IMAGE_SWEEP_INTERVAL = envint("UNCLOUD_IMAGE_SWEEP_INTERVAL", 3600)
+UNCLOUD_UPLOAD_STALE_SECONDS = envint("UNCLOUD_UPLOAD_STALE_SECONDS", 6 * 3600)
+UNCLOUD_BASE_IMAGE_GRACE_SECONDS = envint("UNCLOUD_BASE_IMAGE_GRACE_SECONDS", 24 * 3600)
 
 # Identity (accounts/): TOTP second factor, LDAP, sign-up mail, login rate limits, cookies
 INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "django_otp.plugins.otp_static"]
@@ -260,6 +274,9 @@ SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 12 * 3600)
 # Billing (billing/): bills, VAT, QR-bill, Stripe cards, bank transfers, dunning
 UNCLOUD_BILLING_CURRENCY = envstr("UNCLOUD_BILLING_CURRENCY", "CHF")
 UNCLOUD_BILLING_VM_PRODUCT = envstr("UNCLOUD_BILLING_VM_PRODUCT", "vm")
+# vms may not import billing, so the VM create form finds the price through this dotted path: a function
+# (project, *, cores, memory_mib, disk_mib) -> quote or None. Empty: no price shown.
+UNCLOUD_VM_PRICE_FUNCTION = envstr("UNCLOUD_VM_PRICE_FUNCTION", "billing.pricing.monthly_vm_price")
 UNCLOUD_BILLING_PAYMENT_DAYS = envint("UNCLOUD_BILLING_PAYMENT_DAYS", 30)
 UNCLOUD_BILLING_BATCH_SIZE = envint("UNCLOUD_BILLING_BATCH_SIZE", 1000)
 UNCLOUD_BILLING_IBAN = envstr("UNCLOUD_BILLING_IBAN", "CH44 3199 9123 0008 8901 2")

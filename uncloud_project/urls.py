@@ -20,8 +20,9 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Portal pages (login with a second factor, sign-up, account, projects; VMs, networks, images)
     path("", include("accounts.urls")),
-    path("", include("vms.urls")),
+    # networks before vms: vms' catch-all /vms/<uuid>/<action>/ would take /vms/<uuid>/networking/.
     path("", include("networks.urls")),
+    path("", include("vms.urls")),
     path("", include("images.urls")),
     path("admin/", admin.site.urls),
     path("billing/", include("billing.urls")),

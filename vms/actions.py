@@ -1,5 +1,6 @@
 """State changes of VMs and SSH keys. Atomic, audited; host work is enqueued on commit."""
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -8,10 +9,11 @@ from accounts import audit
 from accounts.api.exceptions import Conflict
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.operations import active_operation, cancel, start_operation
+from images.actions import do_set_root_image
 from images.choices import DiskRole, ImageStatus
 from images.models import Disk
 from networks.allocation import create_nic_row
-from networks.models import Network
+from networks.models import IPv4Address, Network
 from vms import signals
 from vms.choices import STARTABLE, STOPPABLE, DesiredState, VMStatus
 from vms.models import VM, SSHKey
@@ -80,7 +82,9 @@ def project_usage(project) -> Usage:
     live = VM.objects.filter(project=project).exclude(status=VMStatus.DELETED)
     totals = live.aggregate(vms=Count("id"), cores=Sum("cores"), memory=Sum("memory_mib"))
     disk = Disk.objects.filter(project=project).aggregate(total=Sum("size_mib"))["total"] or 0
-    return Usage(vms=totals["vms"], cores=totals["cores"] or 0, memory_mib=totals["memory"] or 0, disk_mib=disk)
+    ipv4 = IPv4Address.objects.filter(project=project).count()
+    return Usage(vms=totals["vms"], cores=totals["cores"] or 0, memory_mib=totals["memory"] or 0, disk_mib=disk,
+                 ipv4=ipv4)
 
 
 def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image, networks, ssh_keys, user_data,
@@ -180,6 +184,27 @@ def do_reboot_vm(actor, vm: VM):
         raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM can be rebooted.")
     audit.record(actor, "vm.reboot", project=vm.project, target=vm)
     return start_operation("vm.reboot", project=vm.project, target=vm, host=vm.host, created_by=actor)
+
+
+@transaction.atomic
+def do_rebuild_vm(actor, vm: VM, image):
+    """Make the VM's root disk again from `image` (its old content is gone); NICs, addresses and
+    data volumes stay. A placed VM is stopped hard, gets the new disk, and starts again if it is
+    meant to run (a stopped or suspended VM stays stopped); the `vm.rebuild` operation is returned.
+    A VM that never got a host has no disk yet: it is made from the new image when it starts."""
+    vm = _locked(vm)
+    if vm.status in (VMStatus.DELETING, VMStatus.DELETED) or vm.desired_state == DesiredState.DELETED:
+        raise Conflict(f"{vm.name} is being deleted.")
+    _refuse_if_busy(vm)
+    if image.project_id not in (None, vm.project_id):
+        raise ValidationError({"image": "That image belongs to another project."})
+    do_set_root_image(actor, vm, image)
+    if vm.host_id is None:
+        return None
+    start = vm.desired_state == DesiredState.RUNNING
+    VM.objects.filter(pk=vm.pk).update(status=VMStatus.BUILDING, status_message=f"Rebuilding from image {image.name}.")
+    return start_operation("vm.rebuild", project=vm.project, target=vm, host=vm.host, created_by=actor,
+                           payload={"hard": True, "start": start, "image": str(image.uuid)})
 
 
 @transaction.atomic

@@ -2,20 +2,19 @@
 
 from django.conf import settings
 
+from networks.specs import ingress_spec, nic_spec
 from vms.models import VM
 
 
 def vm_up_spec(vm: VM, disks: list[dict]) -> dict:
+    ingress = ingress_spec(vm)
     spec = {
         "uuid": str(vm.uuid),
         "name": vm.name,
         "cores": vm.cores,
         "memory_mib": vm.memory_mib,
         "disks": disks,
-        "nics": [
-            {"mac": nic.mac, "vni": nic.network.vni, "ipv6": nic.ipv6_address}
-            for nic in vm.nics.select_related("network").order_by("index")
-        ],
+        "nics": [nic_spec(nic, ingress) for nic in vm.nics.select_related("network").order_by("index")],
     }
     if settings.UNCLOUD_VM_ACCEL != "auto":
         spec["accel"] = settings.UNCLOUD_VM_ACCEL

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.module_loading import import_string
@@ -26,7 +26,8 @@ from vms.sshkeys import SSHKeyError, parse_public_key
 from vms.validators import VM_NAME
 
 # Portal action name -> vms.actions function (the lifecycle ones arrive with the VM lifecycle issue).
-VM_ACTIONS = {"start": "do_start_vm", "stop": "do_stop_vm", "reboot": "do_reboot_vm", "delete": "do_delete_vm"}
+VM_ACTIONS = {"start": "do_start_vm", "stop": "do_stop_vm", "reboot": "do_reboot_vm", "delete": "do_delete_vm",
+              "rebuild": "do_rebuild_vm"}
 
 
 def error_text(error) -> str:
@@ -112,6 +113,21 @@ def price_quote(project, cores: int, memory_mib: int, disk_mib: int):
     return import_string(path)(project, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
 
 
+def form_price_quote(form: VMForm):
+    """The price of what the create form shows: the submitted size when it is valid, else the defaults."""
+    if form.is_bound:
+        data = getattr(form, "cleaned_data", {})
+        if not all(name in data for name in ("project", "cores", "memory", "disk")):
+            return None
+        return price_quote(data["project"], data["cores"], data["memory"], data["disk"])
+    fields = form.fields
+    project = fields["project"].queryset.filter(uuid=fields["project"].initial).first()
+    if project is None:
+        return None
+    return price_quote(project, fields["cores"].initial, fields["memory"].clean(fields["memory"].initial),
+                       fields["disk"].clean(fields["disk"].initial))
+
+
 @login_required
 def vm_list(request):
     vms = _visible_vms(request.user).select_related("project").prefetch_related("nics")
@@ -154,7 +170,8 @@ def vm_create(request):
             messages.success(request, f"VM {vm.name} is being created.")
             return redirect("vm", uuid=vm.uuid)
     return render(request, "vms/vm_create.html", {
-        "form": form, "quote": quote, "pricing": bool(getattr(settings, "UNCLOUD_VM_PRICE_FUNCTION", "")),
+        "form": form, "quote": quote or form_price_quote(form),
+        "pricing": bool(getattr(settings, "UNCLOUD_VM_PRICE_FUNCTION", "")),
     })
 
 
@@ -168,7 +185,23 @@ def vm_detail(request, uuid):
     )
     operations = scoped(Operation.objects.filter(target_uuid=vm.uuid), request.user)[:20]
     available = {name: hasattr(actions, function) for name, function in VM_ACTIONS.items()}
-    return render(request, "vms/vm_detail.html", {"vm": vm, "operations": operations, "available": available})
+    return render(request, "vms/vm_detail.html", {"vm": vm, "operations": operations, "available": available,
+                                                  "rebuild_images": rebuild_images(request.user, vm)})
+
+
+def rebuild_images(user, vm):
+    return images_visible_to(user).filter(status=ImageStatus.AVAILABLE).filter(
+        Q(project__isnull=True) | Q(project=vm.project_id))
+
+
+def chosen_rebuild_image(request, vm):
+    try:
+        image = rebuild_images(request.user, vm).filter(uuid=request.POST.get("image") or None).first()
+    except ValidationError:  # not a UUID
+        image = None
+    if image is None:
+        raise ValidationError("Choose an available image to rebuild from.")
+    return image
 
 
 @login_required
@@ -184,6 +217,8 @@ def vm_action(request, uuid, verb):
     try:
         if verb == "stop" and request.POST.get("hard") == "1":
             function(request.user, vm, hard=True)
+        elif verb == "rebuild":
+            function(request.user, vm, chosen_rebuild_image(request, vm))
         else:
             function(request.user, vm)
     except (Conflict, ValidationError, APIException) as error:

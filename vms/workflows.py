@@ -1,9 +1,11 @@
 """The VM workflows: each is a list of idempotent steps the Operation engine runs one at a time.
 
-    vm.create / vm.start   place -> disks -> networks -> boot
+    vm.create / vm.start   place -> disks -> boot (networks, metadata service, vm-up)
     vm.stop                shutdown -> release_networks
     vm.reboot              reset
-    vm.delete              shutdown -> remove_disks -> release_networks -> forget
+    vm.delete              shutdown (vm-down, then the disks) -> release_networks -> forget
+
+A step's host verbs go in one round trip (a host-side batch) where they can.
 
 Every step can run twice (a worker killed mid-step, a lost answer): placement keeps a placed
 VM's host, the host verbs are idempotent, `forget` only changes rows that are still there.
@@ -79,25 +81,21 @@ def vm_networks(vm: VM) -> list[Network]:
     return list(Network.objects.filter(nics__vm=vm).distinct().order_by("vni"))
 
 
-def step_networks(operation):
-    vm = placed_vm(operation)
-    networks = vm_networks(vm)
-    for network in networks:
-        call_host(vm.host, "net-up", net_up_spec(network, vm.host))
-    with host_errors_as_step_errors():
-        hostwork.ensure_metadata_service(agent_for(vm.host))
-    return {"networks": [network.vni for network in networks]}
-
-
-def step_boot(operation):
+def step_networks_and_boot(operation):
+    """net-up for each of the VM's networks, the host's metadata service (it waits until it
+    serves their bridges) and vm-up, in one round trip (a host-side batch)."""
     vm = placed_vm(operation)
     disks = operation.result.get("disks")
     if disks is None:
         raise PermanentStepError("The disks step left no disk list.")
-    answer = call_host(vm.host, "vm-up", vm_up_spec(vm, disks))
+    networks = vm_networks(vm)
+    calls = [("net-up", net_up_spec(network, vm.host)) for network in networks]
+    calls += [("metadata-up", {}), ("vm-up", vm_up_spec(vm, disks))]
+    with host_errors_as_step_errors():
+        answer = agent_for(vm.host).call_batch(calls)[-1]
     if answer.get("status") != "running":
         raise TransientStepError(f"qemu runs but reports {answer.get('status')}: {answer.get('qmp_error') or ''}")
-    return {"pid": answer.get("pid"), "accel": answer.get("accel")}
+    return {"networks": [network.vni for network in networks], "pid": answer.get("pid"), "accel": answer.get("accel")}
 
 
 def started(operation):
@@ -114,14 +112,17 @@ def failed(operation):
 
 # --- stop / reboot ------------------------------------------------------------------------------
 
+def vm_down_spec(operation, vm: VM) -> dict:
+    hard = bool(operation.payload.get("hard")) or operation.kind == "vm.delete"
+    return {"uuid": str(vm.uuid), "timeout_s": settings.UNCLOUD_VM_STOP_TIMEOUT, "hard": hard,
+            "purge": operation.kind == "vm.delete"}
+
+
 def step_shutdown(operation):
     vm = vm_of(operation)
     if vm.host is None:
         return {"stopped_by": "never_placed"}
-    hard = bool(operation.payload.get("hard")) or operation.kind == "vm.delete"
-    timeout_s = settings.UNCLOUD_VM_STOP_TIMEOUT
-    spec = {"uuid": str(vm.uuid), "timeout_s": timeout_s, "hard": hard, "purge": operation.kind == "vm.delete"}
-    answer = call_host(vm.host, "vm-down", spec, timeout=timeout_s + 60)
+    answer = call_host(vm.host, "vm-down", vm_down_spec(operation, vm), timeout=settings.UNCLOUD_VM_STOP_TIMEOUT + 60)
     return {"stopped_by": answer.get("stopped_by")}
 
 
@@ -163,13 +164,15 @@ def step_reset(operation):
 
 # --- delete ---------------------------------------------------------------------------------------
 
-def step_remove_disks(operation):
+def step_shutdown_and_remove_disks(operation):
+    """vm-down (hard, purge), then the disks and metadata, in one round trip."""
     vm = vm_of(operation)
     if vm.host is None:
-        return {}
+        return {"stopped_by": "never_placed"}
     with host_errors_as_step_errors():
-        hostwork.delete_vm_disks(agent_for(vm.host), vm)
-    return {}
+        (answer,) = hostwork.delete_vm_disks(agent_for(vm.host), vm, first=[("vm-down", vm_down_spec(operation, vm))],
+                                             timeout=settings.UNCLOUD_VM_STOP_TIMEOUT + 60)
+    return {"stopped_by": answer.get("stopped_by")}
 
 
 def step_forget(operation):
@@ -192,15 +195,17 @@ def forget_vm_rows(vm: VM) -> None:
     )
 
 
+# Fewer steps, fewer round trips: each step boundary costs a database write, each host call a
+# round trip. Rows written before the merges name the old steps (renamed_steps).
 register_workflow(
     "vm.create",
-    [Step("place", step_place), Step("disks", step_disks), Step("networks", step_networks), Step("boot", step_boot)],
-    on_success=started, on_failure=failed,
+    [Step("place", step_place), Step("disks", step_disks), Step("boot", step_networks_and_boot)],
+    on_success=started, on_failure=failed, renamed_steps={"networks": "boot"},
 )
 register_workflow(
     "vm.start",
-    [Step("place", step_place), Step("disks", step_disks), Step("networks", step_networks), Step("boot", step_boot)],
-    on_success=started, on_failure=failed,
+    [Step("place", step_place), Step("disks", step_disks), Step("boot", step_networks_and_boot)],
+    on_success=started, on_failure=failed, renamed_steps={"networks": "boot"},
 )
 register_workflow(
     "vm.stop", [Step("shutdown", step_shutdown), Step("release_networks", step_release_networks)],
@@ -209,7 +214,39 @@ register_workflow(
 register_workflow("vm.reboot", [Step("reset", step_reset)], on_success=started, on_failure=failed)
 register_workflow(
     "vm.delete",
-    [Step("shutdown", step_shutdown), Step("remove_disks", step_remove_disks),
-     Step("release_networks", step_release_networks), Step("forget", step_forget)],
-    on_failure=failed,
+    [Step("shutdown", step_shutdown_and_remove_disks), Step("release_networks", step_release_networks),
+     Step("forget", step_forget)],
+    on_failure=failed, renamed_steps={"remove_disks": "shutdown"},
+)
+
+
+# --- rebuild: a fresh root disk from an image (do_rebuild_vm has set the root disk's image) -----
+#     shutdown (hard) -> rebuild_disk -> disks -> boot (networks, vm-up)   a VM meant to run
+#     shutdown (hard) -> rebuild_disk -> release_networks                  a stopped one stays stopped
+
+def step_rebuild_disk(operation):
+    vm = placed_vm(operation)
+    with host_errors_as_step_errors():
+        entry = hostwork.rebuild_root_disk(agent_for(vm.host), vm)
+    return {"root_disk": entry}
+
+
+def only_when(start: bool, step):
+    def run(operation):
+        if bool(operation.payload.get("start")) != start:
+            return {}
+        return step(operation)
+    return run
+
+
+def rebuilt(operation):
+    (started if operation.payload.get("start") else stopped)(operation)
+
+
+register_workflow(
+    "vm.rebuild",
+    [Step("shutdown", step_shutdown), Step("rebuild_disk", step_rebuild_disk),
+     Step("disks", only_when(True, step_disks)), Step("boot", only_when(True, step_networks_and_boot)),
+     Step("release_networks", only_when(False, step_release_networks))],
+    on_success=rebuilt, on_failure=failed,
 )

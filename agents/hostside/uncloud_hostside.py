@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -32,6 +33,8 @@ EXIT_BAD_SPEC = 2
 
 NFT_FAMILY = "bridge"
 NFT_TABLE = "uncloud"
+SG_FAMILY = "inet"
+SG_TABLE = "uncloud_sg"
 VXLAN_PORT = 4789
 VXLAN_TTL = 5
 VXLAN_GROUP_BASE = ipaddress.IPv6Address("ff05::")
@@ -40,6 +43,7 @@ VXLAN_GROUP_BASE = ipaddress.IPv6Address("ff05::")
 # never hand out guest MACs from this prefix.
 ROUTER_MAC_PREFIX = (0x02, 0x75, 0x63)
 RADVD_RDNSS_LIFETIME_S = 600
+DEFAULT_ROUTER_LIFETIME_S = 1800
 # A unix socket path must fit in sun_path (108 bytes with the NUL); the longest one we create is
 # <state_dir>/vms/<uuid>/qmp.sock.
 MAX_SOCKET_PATH = 107
@@ -50,6 +54,10 @@ QEMU_BINARY = "qemu-system-x86_64"
 COMMAND_TIMEOUT_S = 30
 QEMU_START_TIMEOUT_S = 60
 LOCK_TIMEOUT_S = 60
+# Every NIC sits on a PCIe root port of its own, and spare ports wait for disks, so both can be
+# plugged into and out of a running guest (q35's root bus pcie.0 takes no hot-plug).
+MAX_NICS = 8
+MAX_HOTPLUG_DISKS = 8
 
 # No component may start with "-": a path must never look like an option to any program.
 SAFE_PATH_RE = re.compile(r"^(/[A-Za-z0-9._+][A-Za-z0-9._+-]*)+$")
@@ -346,7 +354,13 @@ def host_lock(state_dir):
     """One mutating verb at a time per state_dir: the nft table is rebuilt from files, and two
     concurrent rebuilds could otherwise drop each other's ports."""
     ensure_directory(state_dir)
-    with open(os.path.join(state_dir, ".lock"), "w") as lock_file:
+    with file_lock(os.path.join(state_dir, ".lock"), "another verb holds the host lock"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path, busy_message):
+    with open(path, "w") as lock_file:
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
@@ -354,8 +368,10 @@ def host_lock(state_dir):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise HostsideError("timeout", "another verb holds the host lock") from None
-                time.sleep(0.1)
+                    raise HostsideError("timeout", busy_message) from None
+                # Verbs hold the lock for tens of milliseconds: a short wait, so the next one in
+                # line starts soon after the holder lets go.
+                time.sleep(0.005)
         yield
 
 
@@ -408,12 +424,32 @@ def owned_process(pid_file, marker):
 
 
 def wait_for_exit(pid, timeout_s):
+    """True once pid has exited (a zombie counts). The process is seldom our child (qemu and radvd
+    daemonize), so a pidfd is what wakes us the moment it exits, not the next tick of a poll."""
     deadline = time.monotonic() + timeout_s
-    while process_is_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # Python < 3.9 or kernel < 5.3: poll
+        pidfd = None
+    try:
+        poller = None
+        if pidfd is not None:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+        while process_is_alive(pid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if poller is None:
+                time.sleep(min(remaining, 0.02))
+            else:
+                poller.poll(min(remaining, 1.0) * 1000)
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def send_signal(pid, signal_number):
@@ -534,10 +570,63 @@ def render_guard_chain(port):
     ]
 
 
-def render_security_group_ingress_chain(port):
-    """Security-group ingress for the guest behind this port: traffic bridged towards the tap.
-    Filled in by the security-group issue from port["security_group_ingress"]; empty = allow."""
-    return [f"    chain ingress_{port['tap']} {{", "    }"]
+INGRESS_PROTOCOLS = ("tcp", "udp", "icmpv6", "any")
+MAX_INGRESS_RULES = 64
+
+
+def parse_ingress_rules(rules, field):
+    """A security group's ingress rules: [{protocol, port_min?, port_max?, source}, ...]."""
+    rules = check_list([] if rules is None else rules, field, MAX_INGRESS_RULES)
+    parsed = []
+    for number, rule in enumerate(rules):
+        where = f"{field}[{number}]"
+        check_fields(rule, ["protocol", "source"], ["port_min", "port_max"])
+        protocol = rule["protocol"]
+        if protocol not in INGRESS_PROTOCOLS:
+            raise bad_spec(f"{where}.protocol must be one of {', '.join(INGRESS_PROTOCOLS)}")
+        try:
+            source = ipaddress.IPv6Network(rule["source"], strict=True) \
+                if isinstance(rule["source"], str) else None
+        except ValueError:
+            source = None
+        if source is None:
+            raise bad_spec(f"{where}.source must be an IPv6 prefix such as ::/0")
+        has_ports = "port_min" in rule or "port_max" in rule
+        if has_ports and protocol not in ("tcp", "udp"):
+            raise bad_spec(f"{where}: ports only go with tcp or udp")
+        port_min = check_int(rule.get("port_min", 1), f"{where}.port_min", 1, 65535)
+        port_max = check_int(rule.get("port_max", port_min if has_ports else 65535),
+                             f"{where}.port_max", port_min, 65535)
+        parsed.append({"protocol": protocol, "source": str(source),
+                       "port_min": port_min, "port_max": port_max})
+    return parsed
+
+
+def render_ingress_rule(rule):
+    match = [] if rule["source"] == "::/0" else [f"ip6 saddr {rule['source']}"]
+    if rule["protocol"] == "any":
+        match.append("meta nfproto ipv6")
+    elif rule["protocol"] == "icmpv6":
+        match.append("meta l4proto ipv6-icmp")
+    else:
+        ports = str(rule["port_min"]) if rule["port_min"] == rule["port_max"] \
+            else f"{rule['port_min']}-{rule['port_max']}"
+        match.append(f"meta l4proto {rule['protocol']} th dport {ports}")
+    return f"        {' '.join(match)} accept"
+
+
+def render_security_group_chain(port):
+    """The guest's stateful ingress: replies to its own traffic, ICMPv6 (neighbour discovery, path
+    MTU, ping) and what its rules open; everything else towards it is dropped."""
+    return [
+        f"    chain ingress_{port['tap']} {{",
+        "        ct state established,related accept",
+        "        ct state invalid counter drop comment \"invalid\"",
+        "        meta l4proto ipv6-icmp accept",
+        *(render_ingress_rule(rule) for rule in port.get("security_group_ingress", [])),
+        "        counter drop comment \"security-group\"",
+        "    }",
+    ]
 
 
 def render_ruleset(networks, ports):
@@ -560,15 +649,39 @@ def render_ruleset(networks, ports):
                   f"        type filter hook {hook} priority 0; policy accept;"]
         for port in ports:
             lines.append(f"        iifname \"{port['tap']}\" jump guard_{port['tap']}")
-        if hook == "forward":
-            for port in ports:
-                lines.append(f"        oifname \"{port['tap']}\" jump ingress_{port['tap']}")
         lines.append("    }")
     for port in ports:
         lines += render_guard_chain(port)
-        lines += render_security_group_ingress_chain(port)
     lines.append("}")
+    lines += render_security_group_table(networks, ports)
     return "\n".join(lines) + "\n"
+
+
+def render_security_group_table(networks, ports):
+    """Security groups need connection tracking, which the bridge family lacks on many kernels: the
+    bridges hand IPv6 to the inet hooks (nf_call_ip6tables), where a guest is known by its addresses
+    (anti-spoofing ties those to its port). Bridged and routed traffic meet the same chain."""
+    lines = [
+        f"table {SG_FAMILY} {SG_TABLE}",
+        f"delete table {SG_FAMILY} {SG_TABLE}",
+        f"table {SG_FAMILY} {SG_TABLE} {{",
+        "    chain towards_guests {",
+        "        type filter hook forward priority 0; policy accept;",
+    ]
+    # Networks are isolated from each other: this host routes between a network and the outside
+    # (underlay, NAT64), never from one customer network into another.
+    for network in networks:
+        lines.append(f"        iifname \"{network['bridge']}\" oifname \"br*\" oifname != \"{network['bridge']}\" "
+                     "counter drop comment \"between-networks\"")
+    if ports:
+        targets = ", ".join(f"{address} : jump ingress_{port['tap']}"
+                            for port in ports for address in (port["ipv6"], port["link_local"]))
+        lines.append(f"        ip6 daddr vmap {{ {targets} }}")
+    lines.append("    }")
+    for port in ports:
+        lines += render_security_group_chain(port)
+    lines.append("}")
+    return lines
 
 
 def nft_table_chains():
@@ -580,15 +693,16 @@ def nft_table_chains():
 
 
 def apply_ruleset(state_dir):
-    """Rebuild the table from state files; check it with `nft -c` and swap it in one transaction.
-    Skipped when nothing changed, so repeating a verb does not reset the counters."""
+    """Rebuild the table from state files and swap it in one transaction. Skipped when nothing
+    changed, so repeating a verb does not reset the counters. No `nft -c` first: `nft -f` sends
+    the whole file as one netlink batch, which the kernel applies entirely or not at all (the old
+    table stays, and the error is the one -c would give), so a check would only double the cost."""
     ruleset = render_ruleset(load_network_states(state_dir), load_port_states(state_dir))
     ruleset_path = os.path.join(state_dir, "nftables.conf")
     if read_text(ruleset_path) == ruleset and nft_table_chains() is not None:
         return False
     candidate_path = os.path.join(state_dir, "nftables.conf.candidate")
     write_file_atomically(candidate_path, ruleset)
-    run_command(["nft", "-c", "-f", candidate_path])
     run_command(["nft", "-f", candidate_path])
     os.replace(candidate_path, ruleset_path)
     return True
@@ -657,10 +771,13 @@ def verb_host_info(spec):
 
 def parse_net_up_spec(spec):
     check_fields(spec, ["state_dir", "vni", "prefix", "underlay_device"],
-                 ["dns_servers", "dns_search", "mtu"])
+                 ["dns_servers", "dns_search", "mtu", "default_router", "routes"])
     dns_servers = check_list(spec.get("dns_servers", []), "dns_servers", 3)
     dns_search = check_list(spec.get("dns_search", []), "dns_search", 6)
     return {
+        "default_router": check_bool(spec.get("default_router", False), "default_router"),
+        "routes": [parse_underlay_route(route, f"routes[{index}]")
+                   for index, route in enumerate(check_list(spec.get("routes", []), "routes", 16))],
         "state_dir": check_state_dir(spec["state_dir"]),
         "vni": check_vni(spec["vni"]),
         "prefix": check_prefix64(spec["prefix"]),
@@ -669,6 +786,30 @@ def parse_net_up_spec(spec):
         "dns_search": [check_domain(domain, "dns_search[]") for domain in dns_search],
         "mtu": None if spec.get("mtu") is None else check_int(spec["mtu"], "mtu", 1280, 9000),
     }
+
+
+def parse_underlay_route(route, field):
+    """A prefix the guests reach through another host, e.g. a NAT64 /96 via the translator's host."""
+    check_fields(route, ["prefix", "via"])
+    try:
+        prefix = ipaddress.IPv6Network(route["prefix"], strict=True) \
+            if isinstance(route["prefix"], str) else None
+    except ValueError:
+        prefix = None
+    if prefix is None or prefix.prefixlen < 16:
+        raise bad_spec(f"{field}.prefix must be an IPv6 prefix of /16 or longer")
+    via = check_ipv6_address(route["via"], f"{field}.via")
+    if via.is_multicast or via.is_unspecified or via.is_loopback:
+        raise bad_spec(f"{field}.via must be a unicast address")
+    return {"prefix": str(prefix), "via": str(via)}
+
+
+def ensure_underlay_routes(routes, underlay_device, changes):
+    wanted = [f"route replace {route['prefix']} via {route['via']} dev {underlay_device}"
+              for route in routes]
+    if wanted:
+        run_command(["ip", "-6", "-batch", "-"], input_text="\n".join(wanted) + "\n")
+        changes.append(f"routes {', '.join(route['prefix'] for route in routes)}")
 
 
 def vxlan_matches(link, vni, underlay_device):
@@ -714,9 +855,12 @@ def ensure_bridge(vni, changes):
         run_command(["ip", "link", "set", "dev", name, "address", wanted_mac])
         changes.append(f"set {name} address")
     # No multicast snooping: every multicast frame is flooded to every port of this small bridge,
-    # which keeps neighbour discovery across the VXLAN independent of MLD state.
-    if link.get("linkinfo", {}).get("info_data", {}).get("mcast_snooping") != 0:
-        run_command(["ip", "link", "set", "dev", name, "type", "bridge", "mcast_snooping", "0"])
+    # which keeps neighbour discovery across the VXLAN independent of MLD state. IPv6 crossing the
+    # bridge also passes the inet hooks, where the security groups' connection tracking lives.
+    info = link.get("linkinfo", {}).get("info_data", {})
+    if info.get("mcast_snooping") != 0 or info.get("nf_call_ip6tables") != 1:
+        run_command(["ip", "link", "set", "dev", name, "type", "bridge", "mcast_snooping", "0",
+                     "nf_call_ip6tables", "1"])
 
 
 def ensure_port_of_bridge(port_name, bridge, changes, mtu=None):
@@ -744,15 +888,16 @@ def ensure_ipv6_forwarding():
             handle.write("1\n")
 
 
-def render_radvd_config(bridge, prefix, mtu, dns_servers, dns_search):
+def render_radvd_config(bridge, prefix, mtu, dns_servers, dns_search, default_router=False):
     lines = [
         f"interface {bridge} {{",
         "    AdvSendAdvert on;",
         "    MinRtrAdvInterval 3;",
         "    MaxRtrAdvInterval 10;",
         f"    AdvLinkMTU {mtu};",
-        # Not a default router until routing out of the network exists.
-        "    AdvDefaultLifetime 0;",
+        # Every host is its local guests' router (same MAC and link-local everywhere), when the
+        # control plane says routing out of the network exists.
+        f"    AdvDefaultLifetime {DEFAULT_ROUTER_LIFETIME_S if default_router else 0};",
         f"    prefix {prefix} {{",
         "        AdvOnLink on;",
         "        AdvAutonomous on;",
@@ -837,8 +982,11 @@ def verb_net_up(spec):
         write_json_file(os.path.join(network_dir(state_dir, vni), "network.json"), network_state)
         if apply_ruleset(state_dir):
             changes.append("applied nft rules")
+        # The host routes to its own guests on this bridge (inbound traffic, NAT64 replies).
+        run_command(["ip", "-6", "route", "replace", str(net["prefix"]), "dev", bridge_name(vni)])
+        ensure_underlay_routes(net["routes"], net["underlay_device"], changes)
         config = render_radvd_config(bridge_name(vni), net["prefix"], mtu, net["dns_servers"],
-                                     net["dns_search"])
+                                     net["dns_search"], net["default_router"])
         radvd_pid = ensure_radvd(state_dir, vni, config, changes)
     return {**network_state, "radvd_pid": radvd_pid, "changes": changes}
 
@@ -917,6 +1065,47 @@ def qmp_run(socket_path, commands, timeout_s=5):
             raise HostsideError("qmp_failed", f"QMP {names} on {socket_path}: {error}") from None
 
 
+def qmp_unplug_device(socket_path, device_id, timeout_s):
+    """`device_del` and wait until the guest has let go (the DEVICE_DELETED event).
+
+    PCIe hot-unplug needs the guest's consent: Linux answers after pciehp's 5 s attention-button
+    delay; a guest that never answers keeps the device and this raises `timeout`. Returns
+    "removed", or "absent" when no such device is plugged in (a repeated call)."""
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout_s)
+        try:
+            connection.connect(socket_path)
+            reader = connection.makefile("rb")
+            if "QMP" not in json.loads(reader.readline() or b"{}"):
+                raise HostsideError("qmp_failed", "no QMP greeting")
+            connection.sendall(b'{"execute": "qmp_capabilities"}\n')
+            qmp_read_reply(reader)
+            request = {"execute": "device_del", "arguments": {"id": device_id}}
+            connection.sendall(json.dumps(request).encode() + b"\n")
+            while True:
+                connection.settimeout(max(0.01, deadline - time.monotonic()))
+                line = reader.readline()
+                if not line:
+                    raise HostsideError("qmp_failed", "QMP connection closed")
+                message = json.loads(line)
+                if message.get("event") == "DEVICE_DELETED" and \
+                        message.get("data", {}).get("device") == device_id:
+                    return "removed"
+                if "error" in message:
+                    description = message["error"].get("desc", "")
+                    if "not found" in description:
+                        return "absent"
+                    if "in the process of unplug" not in description:
+                        raise HostsideError("qmp_failed", f"QMP device_del {device_id}: {description}")
+        except TimeoutError:
+            raise HostsideError("timeout", f"the guest did not release {device_id} within "
+                                f"{timeout_s:g} s (it must answer PCIe hot-unplug)") from None
+        except (OSError, ValueError) as error:
+            raise HostsideError("qmp_failed", f"QMP device_del {device_id} on {socket_path}: "
+                                f"{error}") from None
+
+
 def qmp_execute(socket_path, command, arguments=None, timeout_s=5):
     return qmp_run(socket_path, [(command, arguments)], timeout_s)
 
@@ -965,8 +1154,10 @@ def load_network_state(state_dir, vni):
 
 def parse_nic(nic, index, vm_uuid, state_dir):
     field = f"nics[{index}]"
-    check_fields(nic, ["mac", "vni", "ipv6"], ["tap"])
+    check_fields(nic, ["mac", "vni", "ipv6"], ["tap", "index", "ingress"])
     mac = check_mac(nic["mac"], f"{field}.mac")
+    # The NIC's own index (its root port and device id) stays when others are detached.
+    index = check_int(nic.get("index", index), f"{field}.index", 0, MAX_NICS - 1)
     vni = check_vni(nic["vni"], f"{field}.vni")
     address = check_ipv6_address(nic["ipv6"], f"{field}.ipv6")
     if int(address) & ((1 << 64) - 1) != eui64_interface_id(mac):
@@ -978,8 +1169,9 @@ def parse_nic(nic, index, vm_uuid, state_dir):
     network = load_network_state(state_dir, vni)
     if network is not None and address not in ipaddress.IPv6Network(network["prefix"]):
         raise bad_spec(f"{field}.ipv6 is not in the network's prefix {network['prefix']}")
-    return {"mac": mac, "vni": vni, "ipv6": str(address), "tap": tap,
-            "link_local": str(link_local_address(mac))}
+    return {"mac": mac, "vni": vni, "ipv6": str(address), "tap": tap, "index": index,
+            "link_local": str(link_local_address(mac)),
+            "ingress": parse_ingress_rules(nic.get("ingress"), f"{field}.ingress")}
 
 
 def parse_vm_up_spec(spec):
@@ -988,7 +1180,7 @@ def parse_vm_up_spec(spec):
     state_dir = check_state_dir(spec["state_dir"])
     vm_uuid = check_uuid(spec["uuid"])
     disks = check_list(spec["disks"], "disks", 16)
-    nics = check_list(spec["nics"], "nics", 8)
+    nics = check_list(spec["nics"], "nics", MAX_NICS)
     vm = {
         "state_dir": state_dir,
         "uuid": vm_uuid,
@@ -1016,6 +1208,9 @@ def parse_vm_up_spec(spec):
     taps = [nic["tap"] for nic in vm["nics"]]
     if len(set(taps)) != len(taps):
         raise bad_spec("two nics share a tap name")
+    indexes = [nic["index"] for nic in vm["nics"]]
+    if len(set(indexes)) != len(indexes):
+        raise bad_spec("two nics share an index")
     return vm
 
 
@@ -1047,10 +1242,9 @@ def qemu_argv(vm, accel):
         readonly = ",readonly=on" if disk["readonly"] else ""
         argv += ["-drive", f"file={disk['path']},format={disk['format']},if=virtio,"
                            f"id=disk{index}{readonly}"]
-    for index, nic in enumerate(vm["nics"]):
-        argv += ["-netdev", f"tap,id=net{index},ifname={nic['tap']},script=no,downscript=no",
-                 # romfile= with nothing: no iPXE, so nothing but the guest's own OS talks.
-                 "-device", f"virtio-net-pci,netdev=net{index},mac={nic['mac']},romfile="]
+    argv += hotplug_port_argv()
+    for nic in vm["nics"]:
+        argv += ["-netdev", netdev_option(nic), "-device", nic_device_option(nic)]
     if vm["kernel"]:
         argv += ["-kernel", vm["kernel"]]
     if vm["initrd"]:
@@ -1058,6 +1252,35 @@ def qemu_argv(vm, accel):
     if vm["cmdline"]:
         argv += ["-append", vm["cmdline"]]
     return argv
+
+
+def nic_port_id(index):
+    return f"nicport{index}"
+
+
+def disk_port_id(slot):
+    return f"diskport{slot}"
+
+
+def hotplug_port_argv():
+    """The root ports: nicport0..7 (chassis 1..8) and diskport0..7 (chassis 9..16). No I/O port
+    window (io-reserve=0): virtio uses memory BARs, and 16 windows of 4 KiB would exhaust I/O space."""
+    argv = []
+    ports = [nic_port_id(index) for index in range(MAX_NICS)]
+    ports += [disk_port_id(slot) for slot in range(MAX_HOTPLUG_DISKS)]
+    for chassis, port in enumerate(ports, start=1):
+        argv += ["-device", f"pcie-root-port,id={port},chassis={chassis},io-reserve=0"]
+    return argv
+
+
+def netdev_option(nic):
+    return f"tap,id=net{nic['index']},ifname={nic['tap']},script=no,downscript=no"
+
+
+def nic_device_option(nic):
+    # romfile= with nothing: no iPXE, so nothing but the guest's own OS talks.
+    return (f"virtio-net-pci,id=nic{nic['index']},netdev=net{nic['index']},mac={nic['mac']},"
+            f"romfile=,bus={nic_port_id(nic['index'])}")
 
 
 def port_state_path(state_dir, tap):
@@ -1073,8 +1296,8 @@ def record_ports(vm):
             raise HostsideError("in_use", f"tap {nic['tap']} belongs to VM {existing['vm_uuid']}")
         write_json_file(port_state_path(state_dir, nic["tap"]), {
             "tap": nic["tap"], "vm_uuid": vm["uuid"], "mac": nic["mac"], "vni": nic["vni"],
-            "ipv6": nic["ipv6"], "link_local": nic["link_local"],
-            "security_group_ingress": [],
+            "ipv6": nic["ipv6"], "link_local": nic["link_local"], "index": nic["index"],
+            "security_group_ingress": nic["ingress"],
         })
 
 
@@ -1181,7 +1404,8 @@ def await_qemu(vm, argv, process):
 
 
 def start_guarded_qemu(vm, accel, changes):
-    """qemu and the nft rules in parallel; the guest starts only once its rules are in place."""
+    """qemu and the nft rules in parallel; the guest starts only once its rules are in place.
+    Returns (argv, process) once the rules are in: the caller awaits qemu (await_qemu)."""
     argv, process = launch_qemu_paused(vm, accel)
     try:
         if apply_ruleset(vm["state_dir"]):
@@ -1190,9 +1414,7 @@ def start_guarded_qemu(vm, accel, changes):
         with contextlib.suppress(HostsideError):
             stop_process(await_qemu(vm, argv, process))
         raise
-    pid = await_qemu(vm, argv, process)
-    changes.append("started qemu")
-    return pid
+    return argv, process
 
 
 def continue_guest(vm):
@@ -1201,10 +1423,10 @@ def continue_guest(vm):
     status, qmp_error = qmp_status(paths["qmp"])
     if status == "prelaunch":
         try:
-            qmp_execute(paths["qmp"], "cont")
+            # One connection for both: each QMP connection is a greeting and a handshake.
+            status = qmp_run(paths["qmp"], [("cont", None), ("query-status", None)])["status"]
         except HostsideError as error:
             return status, error.message
-        status, qmp_error = qmp_status(paths["qmp"])
     return status, qmp_error
 
 
@@ -1218,24 +1440,31 @@ def verb_vm_up(spec):
     require_binaries("ip", "nft", QEMU_BINARY)
     state_dir, vm_uuid = vm["state_dir"], vm["uuid"]
     paths = vm_paths(state_dir, vm_uuid)
-    with host_lock(state_dir):
-        require_networks_up(vm)
-        changes = []
-        ensure_directory(paths["dir"])
-        pid = running_qemu(state_dir, vm_uuid)
-        accel = resolve_accel(vm["accel"])
-        already_running = pid is not None
+    changes = []
+    ensure_directory(paths["dir"])
+    # The VM's own lock covers "no qemu runs" until its pid file exists, so two vm-ups never
+    # start two; the host lock covers only ports, taps and rules, and the host's other verbs go
+    # on while this qemu initialises.
+    with file_lock(os.path.join(paths["dir"], "vm-up.lock"), f"another vm-up of {vm_uuid} runs"):
+        with host_lock(state_dir):
+            require_networks_up(vm)
+            pid = running_qemu(state_dir, vm_uuid)
+            accel = resolve_accel(vm["accel"])
+            already_running = pid is not None
+            if not already_running:
+                write_json_file(paths["spec"], spec_for_disk(vm, accel))
+            # Port files, taps, then qemu paused while the rules go in; `cont` only after both, so
+            # the guest's first frame already meets its guard.
+            record_ports(vm)
+            ensure_taps(vm["nics"], changes)
+            if already_running:
+                if apply_ruleset(state_dir):
+                    changes.append("applied nft rules")
+            else:
+                starting = start_guarded_qemu(vm, accel, changes)
         if not already_running:
-            write_json_file(paths["spec"], spec_for_disk(vm, accel))
-        # Port files, taps, then qemu paused while the rules go in; `cont` only after both, so the
-        # guest's first frame already meets its guard.
-        record_ports(vm)
-        ensure_taps(vm["nics"], changes)
-        if already_running:
-            if apply_ruleset(state_dir):
-                changes.append("applied nft rules")
-        else:
-            pid = start_guarded_qemu(vm, accel, changes)
+            pid = await_qemu(vm, *starting)
+            changes.append("started qemu")
         status, qmp_error = continue_guest(vm)
     recorded = read_json_file(paths["spec"]) or {}
     return {"uuid": vm_uuid, "name": vm["name"], "pid": pid, "status": status,
@@ -1243,6 +1472,17 @@ def verb_vm_up(spec):
             "accel": recorded.get("accel", accel),
             "taps": [nic["tap"] for nic in vm["nics"]], "qmp_socket": paths["qmp"],
             "vnc_socket": paths["vnc"], "serial_log": paths["serial"], "changes": changes}
+
+
+def remove_port(state_dir, tap, changes):
+    """A guest port's tap and its port file (its rules go with the next apply_ruleset)."""
+    link = sysfs_link(tap)
+    if link is not None and link["is_tap"]:
+        run_command(["ip", "link", "del", "dev", tap])
+        changes.append(f"deleted {tap}")
+    if os.path.exists(port_state_path(state_dir, tap)):
+        remove_file(port_state_path(state_dir, tap))
+        changes.append(f"removed port {tap}")
 
 
 def vm_taps(state_dir, vm_uuid):
@@ -1253,7 +1493,9 @@ def vm_taps(state_dir, vm_uuid):
     return sorted(taps)
 
 
-def shut_down_qemu(state_dir, vm_uuid, timeout_s, hard):
+def shut_down_qemu(state_dir, vm_uuid, timeout_s, hard, discard=False):
+    """discard: the VM's disks are deleted next, so there is nothing for qemu to flush on a
+    SIGTERM: a hard stop is SIGKILL at once."""
     paths = vm_paths(state_dir, vm_uuid)
     pid = running_qemu(state_dir, vm_uuid)
     if pid is None:
@@ -1263,7 +1505,11 @@ def shut_down_qemu(state_dir, vm_uuid, timeout_s, hard):
             qmp_execute(paths["qmp"], "system_powerdown")
         if wait_for_exit(pid, timeout_s):
             return "powerdown"
-    stop_process(pid)
+    if discard:
+        send_signal(pid, signal.SIGKILL)
+        wait_for_exit(pid, 5)
+    else:
+        stop_process(pid)
     if process_is_alive(pid):
         raise HostsideError("timeout", f"qemu pid {pid} did not die")
     return "killed"
@@ -1279,17 +1525,11 @@ def verb_vm_down(spec):
     require_binaries("ip", "nft")
     ensure_directory(state_dir)
     # Waiting for the guest happens outside the host lock so other verbs are not held up.
-    stopped_by = shut_down_qemu(state_dir, vm_uuid, timeout_s, hard)
+    stopped_by = shut_down_qemu(state_dir, vm_uuid, timeout_s, hard, discard=purge)
     changes = []
     with host_lock(state_dir):
         for tap in vm_taps(state_dir, vm_uuid):
-            link = link_info(tap)
-            if link is not None and link_kind(link) == "tun":
-                run_command(["ip", "link", "del", "dev", tap])
-                changes.append(f"deleted {tap}")
-            if os.path.exists(port_state_path(state_dir, tap)):
-                remove_file(port_state_path(state_dir, tap))
-                changes.append(f"removed port {tap}")
+            remove_port(state_dir, tap, changes)
         if apply_ruleset(state_dir):
             changes.append("applied nft rules")
         paths = vm_paths(state_dir, vm_uuid)
@@ -1335,6 +1575,259 @@ def verb_vm_reboot(spec):
     qmp_execute(paths["qmp"], "system_reset")
     status, qmp_error = continue_guest({"state_dir": state_dir, "uuid": vm_uuid})
     return {"uuid": vm_uuid, "pid": pid, "status": status, "qmp_error": qmp_error}
+
+
+# ---------------------------------------------------------------------------------------------
+# vm-firewall / nic-attach / nic-detach: a running guest's ports change without a restart
+# ---------------------------------------------------------------------------------------------
+
+def verb_vm_firewall(spec):
+    """Replace the ingress rules of every port of a VM; the whole table swaps in one nft
+    transaction, so no packet ever sees half a rule set. A VM with no ports here gets its rules
+    with its next vm-up (the spec carries them)."""
+    check_fields(spec, ["state_dir", "uuid", "ingress"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    rules = parse_ingress_rules(spec["ingress"], "ingress")
+    require_binaries("nft")
+    with host_lock(state_dir):
+        ports = [port for port in load_port_states(state_dir) if port["vm_uuid"] == vm_uuid]
+        for port in ports:
+            port["security_group_ingress"] = rules
+            write_json_file(port_state_path(state_dir, port["tap"]), port)
+        applied = apply_ruleset(state_dir)
+    return {"uuid": vm_uuid, "ports": [port["tap"] for port in ports], "rules": len(rules),
+            "applied": applied}
+
+
+def peripheral_ids(qmp_socket):
+    return {item["name"] for item in qmp_execute(qmp_socket, "qom-list", {"path": "/machine/peripheral"})}
+
+
+def remember_nic(state_dir, vm_uuid, nic, present):
+    """Keep the VM's recorded spec in line with its plugged NICs (vm-down and inventory read it)."""
+    path = vm_paths(state_dir, vm_uuid)["spec"]
+    recorded = read_json_file(path)
+    if recorded is None:
+        return
+    nics = [known for known in recorded.get("nics", []) if known.get("index") != nic["index"]
+            and known.get("tap") != nic["tap"]]
+    if present:
+        nics.append({key: nic[key] for key in ("mac", "vni", "ipv6", "tap", "index", "link_local")})
+    recorded["nics"] = sorted(nics, key=lambda known: known.get("index", 0))
+    write_json_file(path, recorded)
+
+
+def parse_nic_change_spec(spec, required):
+    check_fields(spec, ["state_dir", "uuid", *required], ["timeout_s"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    timeout_s = check_number(spec.get("timeout_s", 30), "timeout_s", 1, 600)
+    return state_dir, vm_uuid, timeout_s
+
+
+def verb_nic_attach(spec):
+    state_dir, vm_uuid, _ = parse_nic_change_spec(spec, ["nic"])
+    if not isinstance(spec["nic"], dict) or "index" not in spec["nic"]:
+        raise bad_spec("nic must be an object with an index")
+    nic = parse_nic(spec["nic"], spec["nic"]["index"], vm_uuid, state_dir)
+    vm = {"state_dir": state_dir, "uuid": vm_uuid, "nics": [nic]}
+    require_binaries("ip", "nft")
+    qmp_socket = vm_paths(state_dir, vm_uuid)["qmp"]
+    with host_lock(state_dir):
+        if running_qemu(state_dir, vm_uuid) is None:
+            raise HostsideError("not_found", f"VM {vm_uuid} is not running on this host")
+        require_networks_up(vm)
+        changes = []
+        # The port's guard is in place before the guest sees the device.
+        record_ports(vm)
+        ensure_taps([nic], changes)
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+        device_id = f"nic{nic['index']}"
+        if device_id not in peripheral_ids(qmp_socket):
+            commands = [("netdev_add", {"type": "tap", "id": f"net{nic['index']}", "ifname": nic["tap"],
+                                        "script": "no", "downscript": "no"}),
+                        ("device_add", {"driver": "virtio-net-pci", "id": device_id,
+                                        "netdev": f"net{nic['index']}", "mac": nic["mac"], "romfile": "",
+                                        "bus": nic_port_id(nic["index"])})]
+            try:
+                qmp_run(qmp_socket, commands)
+            except HostsideError as error:
+                if "Duplicate" not in error.message:
+                    raise
+                # A netdev left by an earlier try that died before device_add: plug the device.
+                qmp_run(qmp_socket, commands[1:])
+            changes.append(f"plugged {device_id}")
+        remember_nic(state_dir, vm_uuid, nic, present=True)
+    return {"uuid": vm_uuid, "tap": nic["tap"], "device": device_id, "changes": changes}
+
+
+def verb_nic_detach(spec):
+    state_dir, vm_uuid, timeout_s = parse_nic_change_spec(spec, ["index"])
+    index = check_int(spec["index"], "index", 0, MAX_NICS - 1)
+    tap = derived_tap_name(vm_uuid, index)
+    require_binaries("ip", "nft")
+    qmp_socket = vm_paths(state_dir, vm_uuid)["qmp"]
+    changes = []
+    # The guest's answer takes seconds: wait outside the host lock.
+    if running_qemu(state_dir, vm_uuid) is not None:
+        if qmp_unplug_device(qmp_socket, f"nic{index}", timeout_s) == "removed":
+            changes.append(f"unplugged nic{index}")
+        with contextlib.suppress(HostsideError):  # gone with its device, or never there
+            qmp_execute(qmp_socket, "netdev_del", {"id": f"net{index}"})
+    with host_lock(state_dir):
+        remove_port(state_dir, tap, changes)
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+        remember_nic(state_dir, vm_uuid, {"index": index, "tap": tap}, present=False)
+    return {"uuid": vm_uuid, "tap": tap, "changes": changes}
+
+
+# ---------------------------------------------------------------------------------------------
+# nat64-sync: public IPv4 addresses mapped 1:1 onto guests' IPv6 addresses (tayga)
+# ---------------------------------------------------------------------------------------------
+
+def nat64_dir(state_dir):
+    return os.path.join(state_dir, "nat64")
+
+
+def parse_nat64_pool(pool, field):
+    check_fields(pool, ["id", "prefix", "nat64_prefix", "translator_address", "maps"])
+    pool_id = check_int(pool["id"], f"{field}.id", 1, 10**9)
+    try:
+        prefix = ipaddress.IPv4Network(pool["prefix"], strict=True) if isinstance(pool["prefix"], str) else None
+        nat64_prefix = ipaddress.IPv6Network(pool["nat64_prefix"], strict=True) \
+            if isinstance(pool["nat64_prefix"], str) else None
+        translator = ipaddress.IPv4Address(pool["translator_address"]) \
+            if isinstance(pool["translator_address"], str) else None
+    except ValueError:
+        prefix = nat64_prefix = translator = None
+    if prefix is None or nat64_prefix is None or nat64_prefix.prefixlen != 96 or translator is None:
+        raise bad_spec(f"{field}: prefix must be an IPv4 network, nat64_prefix an IPv6 /96 and "
+                       "translator_address an IPv4 address")
+    if translator in prefix:
+        raise bad_spec(f"{field}.translator_address must lie outside the pool")
+    maps = []
+    for index, entry in enumerate(check_list(pool["maps"], f"{field}.maps", 65536)):
+        where = f"{field}.maps[{index}]"
+        check_fields(entry, ["ipv4", "ipv6"], ["via"])
+        try:
+            ipv4 = ipaddress.IPv4Address(entry["ipv4"]) if isinstance(entry["ipv4"], str) else None
+        except ValueError:
+            ipv4 = None
+        if ipv4 is None or ipv4 not in prefix:
+            raise bad_spec(f"{where}.ipv4 must be an address of {prefix}")
+        ipv6 = check_ipv6_address(entry["ipv6"], f"{where}.ipv6")
+        via = None if entry.get("via") is None else str(check_ipv6_address(entry["via"], f"{where}.via"))
+        maps.append({"ipv4": str(ipv4), "ipv6": str(ipv6), "via": via})
+    for key in ("ipv4", "ipv6"):
+        values = [entry[key] for entry in maps]
+        if len(set(values)) != len(values):
+            raise bad_spec(f"{field}.maps: an {key} address appears twice")
+    return {"id": pool_id, "prefix": str(prefix), "nat64_prefix": str(nat64_prefix),
+            "translator_address": str(translator), "maps": maps, "tun": f"nat64p{pool_id}"}
+
+
+def nat64_paths(state_dir, pool_id):
+    directory = os.path.join(nat64_dir(state_dir), str(pool_id))
+    return {"dir": directory, "config": os.path.join(directory, "tayga.conf"),
+            "pid": os.path.join(directory, "tayga.pid"), "state": os.path.join(directory, "state.json")}
+
+
+def render_tayga_config(pool):
+    lines = [f"tun-device {pool['tun']}", f"ipv4-addr {pool['translator_address']}",
+             f"prefix {pool['nat64_prefix']}"]
+    lines += [f"map {entry['ipv4']} {entry['ipv6']}" for entry in pool["maps"]]
+    return "\n".join(lines) + "\n"
+
+
+def host_routes_of(maps):
+    """/128 routes for mapped guests on other hosts; a guest here is reached on its bridge."""
+    return sorted((entry["ipv6"], entry["via"]) for entry in maps if entry["via"])
+
+
+def stop_translator(state_dir, pool_id, changes):
+    paths = nat64_paths(state_dir, pool_id)
+    pid = owned_process(paths["pid"], paths["config"])
+    if pid is not None:
+        stop_process(pid)
+        changes.append(f"stopped tayga of pool {pool_id}")
+    remove_file(paths["pid"])
+
+
+def remove_nat64_pool(state_dir, pool_id, underlay_device, changes):
+    paths = nat64_paths(state_dir, pool_id)
+    stop_translator(state_dir, pool_id, changes)
+    recorded = read_json_file(paths["state"]) or {}
+    for address, _ in recorded.get("host_routes", []):
+        run_command(["ip", "-6", "route", "del", f"{address}/128", "dev", underlay_device], check=False)
+    tun = f"nat64p{pool_id}"
+    if link_info(tun) is not None:
+        run_command(["ip", "link", "del", "dev", tun])
+        changes.append(f"deleted {tun}")
+    shutil.rmtree(paths["dir"], ignore_errors=True)
+
+
+def sync_nat64_pool(state_dir, pool, underlay_device, changes):
+    paths = nat64_paths(state_dir, pool["id"])
+    ensure_directory(paths["dir"])
+    config = render_tayga_config(pool)
+    running = owned_process(paths["pid"], paths["config"])
+    if running is None or read_text(paths["config"]) != config or link_info(pool["tun"]) is None:
+        # tayga reads its maps only at start: a changed map restarts it (a few milliseconds in
+        # which this pool's translated traffic is dropped; TCP retransmits).
+        stop_translator(state_dir, pool["id"], changes)
+        write_file_atomically(paths["config"], config)
+        if link_info(pool["tun"]) is None:
+            run_command(["tayga", "-c", paths["config"], "--mktun"])
+            changes.append(f"created {pool['tun']}")
+        run_command(["ip", "link", "set", "dev", pool["tun"], "up"])
+        run_command(["tayga", "-c", paths["config"], "-p", paths["pid"]])
+        deadline = time.monotonic() + 5
+        while owned_process(paths["pid"], paths["config"]) is None:
+            if time.monotonic() > deadline:
+                raise HostsideError("command_failed", "tayga did not stay up",
+                                    argv=["tayga", "-c", paths["config"]])
+            time.sleep(0.02)
+        changes.append(f"started tayga of pool {pool['id']} with {len(pool['maps'])} maps")
+    run_command(["ip", "route", "replace", pool["prefix"], "dev", pool["tun"]])
+    run_command(["ip", "-6", "route", "replace", pool["nat64_prefix"], "dev", pool["tun"]])
+    recorded = read_json_file(paths["state"]) or {}
+    wanted = host_routes_of(pool["maps"])
+    for address, via in wanted:
+        run_command(["ip", "-6", "route", "replace", f"{address}/128", "via", via, "dev", underlay_device])
+    for address, _ in recorded.get("host_routes", []):
+        if address not in {route[0] for route in wanted}:
+            run_command(["ip", "-6", "route", "del", f"{address}/128", "dev", underlay_device], check=False)
+            changes.append(f"removed route {address}")
+    write_json_file(paths["state"], {"host_routes": wanted, "maps": pool["maps"]})
+
+
+def verb_nat64_sync(spec):
+    """Make this host's translators exactly the given pools and maps (the whole desired state:
+    a pool left out is torn down). Run on the pool's designated NAT64 host."""
+    check_fields(spec, ["state_dir", "underlay_device", "pools"])
+    state_dir = check_state_dir(spec["state_dir"])
+    underlay_device = check_interface_name(spec["underlay_device"], "underlay_device")
+    pools = [parse_nat64_pool(pool, f"pools[{index}]")
+             for index, pool in enumerate(check_list(spec["pools"], "pools", 64))]
+    require_binaries("ip", "tayga")
+    changes = []
+    with host_lock(state_dir):
+        for key in ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"):
+            if read_text(key).strip() != "1":
+                with open(key, "w") as handle:
+                    handle.write("1\n")
+        ensure_directory(nat64_dir(state_dir))
+        wanted_ids = {pool["id"] for pool in pools}
+        for name in sorted(os.listdir(nat64_dir(state_dir))):
+            if name.isdigit() and int(name) not in wanted_ids:
+                remove_nat64_pool(state_dir, int(name), underlay_device, changes)
+        for pool in pools:
+            sync_nat64_pool(state_dir, pool, underlay_device, changes)
+    return {"pools": [{"id": pool["id"], "tun": pool["tun"], "maps": len(pool["maps"])} for pool in pools],
+            "changes": changes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1525,14 +2018,18 @@ def refuse_external_references(info, what):
 
 
 def qemu_processes_using(state_dir, path):
-    """pids of qemu processes of this host whose command line opens path."""
+    """pids of qemu processes of this host that have path open: on their command line, or
+    plugged in later by disk-attach."""
     needle = f"file={path},"
-    return [pid for pid, argv in processes_under_state_dir(state_dir)
+    pids = [pid for pid, argv in processes_under_state_dir(state_dir)
             if os.path.basename(argv[0]).startswith("qemu-system") and any(needle in arg for arg in argv)]
+    return sorted(set(pids + hot_disk_users(state_dir, path)))
 
 
 def running_vm_drive(state_dir, path):
-    """(qmp socket, drive id) of the running VM that has path as a drive, or None."""
+    """(qmp socket, block reference) of the running VM that has path open, or None. The reference
+    names the drive as QMP's block commands take it: {"device": "disk<index>"} for a disk the VM
+    started with, {"node-name": ...} for one plugged in later."""
     directory = vms_dir(state_dir)
     if not os.path.isdir(directory):
         return None
@@ -1540,8 +2037,23 @@ def running_vm_drive(state_dir, path):
         recorded = read_json_file(os.path.join(directory, entry, "spec.json")) or {}
         for index, disk in enumerate(recorded.get("disks", [])):
             if disk.get("path") == path and running_qemu(state_dir, entry) is not None:
-                return vm_paths(state_dir, entry)["qmp"], f"disk{index}"
+                hotplug = disk.get("hotplug")
+                reference = {"node-name": hotplug["node"]} if hotplug else {"device": f"disk{index}"}
+                return vm_paths(state_dir, entry)["qmp"], reference
     return None
+
+
+def block_name(reference):
+    """The one name drive-backup and block jobs take (a drive id or a node name)."""
+    return reference.get("device") or reference["node-name"]
+
+
+def block_virtual_size(qmp_socket, reference):
+    for entry in qmp_execute(qmp_socket, "query-block"):
+        inserted = entry.get("inserted") or {}
+        if entry.get("device") == reference.get("device") or inserted.get("node-name") == reference.get("node-name"):
+            return int(inserted["image"]["virtual-size"])
+    raise HostsideError("not_found", f"no drive {block_name(reference)} in the running VM")
 
 
 def verb_image_ensure(spec):
@@ -1619,11 +2131,10 @@ def grow_disk(state_dir, path, size_bytes, changes):
     current = disk_virtual_size(path) if not qemu_processes_using(state_dir, path) else None
     running = running_vm_drive(state_dir, path)
     if running is not None:
-        qmp_socket, drive = running
-        block = {entry["device"]: entry for entry in qmp_execute(qmp_socket, "query-block")}
-        current = int(block[drive]["inserted"]["image"]["virtual-size"])
+        qmp_socket, reference = running
+        current = block_virtual_size(qmp_socket, reference)
         if size_bytes > current:
-            qmp_execute(qmp_socket, "block_resize", {"device": drive, "size": size_bytes})
+            qmp_execute(qmp_socket, "block_resize", {**reference, "size": size_bytes})
             changes.append(f"grew {os.path.basename(path)} online to {size_bytes} bytes")
         return max(current, size_bytes)
     if current is None:
@@ -1726,9 +2237,11 @@ def verb_disk_snapshot(spec):
         running = running_vm_drive(state_dir, source)
         try:
             if running is not None:
-                qmp_socket, drive = running
-                qmp_execute(qmp_socket, "drive-backup", {"device": drive, "sync": "full", "format": "qcow2",
-                                                         "target": temporary, "mode": "absolute-paths"})
+                qmp_socket, drive = running[0], block_name(running[1])
+                # The job id is named: a hot-plugged disk's node has no drive name to default to.
+                qmp_execute(qmp_socket, "drive-backup", {"device": drive, "job-id": drive, "sync": "full",
+                                                         "format": "qcow2", "target": temporary,
+                                                         "mode": "absolute-paths"})
                 wait_for_block_job(qmp_socket, drive, IMAGE_COMMAND_TIMEOUT_S)
             else:
                 run_command(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", source, temporary],
@@ -1754,6 +2267,189 @@ def verb_snapshot_delete(spec):
             remove_file(leftover)
             changes.append(f"removed {os.path.basename(leftover)}")
     return {"changes": changes}
+
+
+def verb_image_list(spec):
+    """The base images on this host with the disks (records) that are overlays of each: what a
+    sweep of unused base images needs to know. Reads only."""
+    check_fields(spec, ["state_dir"])
+    state_dir = check_state_dir(spec["state_dir"])
+    users = {}
+    for record in disk_records(state_dir):
+        if record.get("base_sha256"):
+            users.setdefault(record["base_sha256"], []).append(record.get("uuid"))
+    images = []
+    directory = images_dir(state_dir)
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        sha256, _, suffix = entry.partition(".")
+        if suffix != "qcow2" or not SHA256_RE.match(sha256):
+            continue
+        stat = os.stat(os.path.join(directory, entry))
+        images.append({"sha256": sha256, "size_bytes": stat.st_size, "modified": int(stat.st_mtime),
+                       "disks": sorted(users.get(sha256, []))})
+    return {"images": images}
+
+
+# --- disk-attach / disk-detach: data volumes plugged into a running guest ---------------------
+#
+# A hot-plugged disk is a blockdev node (`blockdev-add`) under a virtio-blk-pci device on one of
+# the spare root ports diskport0..7 that vm-up gives every guest. The VM's recorded spec lists it
+# with a "hotplug" entry, so the other verbs (disk-delete, disk-ensure's online resize,
+# disk-snapshot) know it is open. Disks a VM was started with sit on the root bus and stay until
+# it stops; its next vm-up builds them all from the control plane's list again.
+
+def hot_disk_names(disk_uuid):
+    compact = disk_uuid.replace("-", "")
+    # Node names have at most 31 characters; device ids have no such limit.
+    return f"vd-{disk_uuid}", f"vdn-{compact[:24]}"
+
+
+def parse_disk_plug_spec(spec):
+    """(state_dir, vm uuid, disk uuid, qemu path, blockdev options, timeout) of disk-attach/-detach.
+    A local disk is named by its uuid only (the verb finds its file): no spec can plug in any other
+    file of the host, a base image included."""
+    check_fields(spec, ["state_dir", "uuid", "disk_uuid"], ["rbd", "timeout_s"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
+    disk_uuid = check_uuid(spec["disk_uuid"])
+    timeout_s = check_number(spec.get("timeout_s", 30), "timeout_s", 1, 600)
+    if spec.get("rbd") is not None:
+        source = spec["rbd"]
+        check_fields(source, ["pool", "image", "ceph_conf"], ["user"])
+        target = parse_rbd_target(source, state_dir, "image")
+        path = rbd_qemu_source(target)
+        options = {"driver": "raw", "file": {"driver": "rbd", "pool": target["pool"], "image": target["name"],
+                                             "conf": target["conf"], "user": target["user"]}}
+    else:
+        path = disk_path(state_dir, disk_uuid)
+        options = {"driver": "qcow2", "file": {"driver": "file", "filename": path}}
+    return state_dir, vm_uuid, disk_uuid, path, options, timeout_s
+
+
+def recorded_disks(state_dir, vm_uuid):
+    return (read_json_file(vm_paths(state_dir, vm_uuid)["spec"]) or {}).get("disks", [])
+
+
+def remember_hot_disk(state_dir, vm_uuid, disk_uuid, entry):
+    """Add (entry) or drop (None) the VM's hot-plugged disk in its recorded spec."""
+    path = vm_paths(state_dir, vm_uuid)["spec"]
+    recorded = read_json_file(path)
+    if recorded is None:
+        return
+    disks = [disk for disk in recorded.get("disks", [])
+             if (disk.get("hotplug") or {}).get("disk_uuid") != disk_uuid]
+    if entry is not None:
+        disks.append(entry)
+    recorded["disks"] = disks
+    write_json_file(path, recorded)
+
+
+def hot_disk_users(state_dir, path):
+    """pids of running VMs that have path plugged in by disk-attach."""
+    directory = vms_dir(state_dir)
+    pids = []
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        for disk in recorded_disks(state_dir, entry):
+            if disk.get("hotplug") and disk.get("path") == path:
+                pid = running_qemu(state_dir, entry)
+                if pid is not None:
+                    pids.append(pid)
+    return pids
+
+
+def disk_ports_in_use(qmp_socket):
+    """{slot: qdev id of the device on it} for the diskport root ports of a running guest."""
+    used = {}
+    ports = {disk_port_id(slot): slot for slot in range(MAX_HOTPLUG_DISKS)}
+    for bus in qmp_execute(qmp_socket, "query-pci"):
+        for device in bus.get("devices", []):
+            if device.get("qdev_id") in ports:
+                children = (device.get("pci_bridge") or {}).get("devices") or []
+                if children:
+                    used[ports[device["qdev_id"]]] = children[0].get("qdev_id", "")
+    return used
+
+
+def block_node_names(qmp_socket):
+    return {node.get("node-name") for node in qmp_execute(qmp_socket, "query-named-block-nodes",
+                                                          {"flat": True})}
+
+
+def verb_disk_attach(spec):
+    """Plug a disk into a running guest: blockdev-add, then device_add virtio-blk-pci on a free
+    diskport. Attaching what is attached already answers the same. → device, slot, changes."""
+    state_dir, vm_uuid, disk_uuid, path, options, _ = parse_disk_plug_spec(spec)
+    device_id, node_name = hot_disk_names(disk_uuid)
+    qmp_socket = vm_paths(state_dir, vm_uuid)["qmp"]
+    changes = []
+    with host_lock(state_dir):
+        pid = running_qemu(state_dir, vm_uuid)
+        if pid is None:
+            raise HostsideError("not_found", f"VM {vm_uuid} is not running on this host")
+        if options["file"]["driver"] == "file" and not os.path.isfile(path):
+            raise HostsideError("not_found", f"disk {disk_uuid} is not on this host (disk-ensure first)")
+        if any(disk.get("path") == path and not disk.get("hotplug") for disk in recorded_disks(state_dir, vm_uuid)):
+            return {"uuid": vm_uuid, "disk_uuid": disk_uuid, "device": None, "slot": None,
+                    "attached_at_boot": True, "changes": changes}
+        others = [user for user in qemu_processes_using(state_dir, path) if user != pid]
+        if others:
+            raise HostsideError("in_use", f"disk {disk_uuid} is open by another VM", details={"pids": others})
+        used = disk_ports_in_use(qmp_socket)
+        slot = next((slot for slot, device in used.items() if device == device_id), None)
+        if slot is None:
+            slot = next((slot for slot in range(MAX_HOTPLUG_DISKS) if slot not in used), None)
+            if slot is None:
+                raise HostsideError("no_free_port", f"all {MAX_HOTPLUG_DISKS} hot-plug ports of the VM are "
+                                    "taken; stop the VM to attach more disks")
+            added_node = node_name not in block_node_names(qmp_socket)
+            if added_node:
+                qmp_execute(qmp_socket, "blockdev-add", {**options, "node-name": node_name})
+            try:
+                qmp_execute(qmp_socket, "device_add", {"driver": "virtio-blk-pci", "id": device_id,
+                                                       "drive": node_name, "bus": disk_port_id(slot)})
+            except HostsideError:
+                if added_node:
+                    with contextlib.suppress(HostsideError):
+                        qmp_execute(qmp_socket, "blockdev-del", {"node-name": node_name})
+                raise
+            changes.append(f"plugged {device_id} into {disk_port_id(slot)}")
+        remember_hot_disk(state_dir, vm_uuid, disk_uuid, {
+            "path": path, "format": options["driver"], "readonly": False,
+            "hotplug": {"disk_uuid": disk_uuid, "slot": slot, "device": device_id, "node": node_name}})
+    return {"uuid": vm_uuid, "disk_uuid": disk_uuid, "device": device_id, "slot": slot,
+            "bus": disk_port_id(slot), "attached_at_boot": False, "changes": changes}
+
+
+def verb_disk_detach(spec):
+    """Take a hot-plugged disk out of a running guest: device_del, wait until the guest lets go
+    (timeout_s), blockdev-del. A disk the VM was started with cannot leave while it runs
+    (not_hotpluggable); a VM that does not run has nothing plugged in."""
+    state_dir, vm_uuid, disk_uuid, path, _, timeout_s = parse_disk_plug_spec(spec)
+    device_id, node_name = hot_disk_names(disk_uuid)
+    qmp_socket = vm_paths(state_dir, vm_uuid)["qmp"]
+    changes = []
+    if running_qemu(state_dir, vm_uuid) is not None:
+        hot = any((disk.get("hotplug") or {}).get("disk_uuid") == disk_uuid
+                  for disk in recorded_disks(state_dir, vm_uuid))
+        if not hot and any(disk.get("path") == path for disk in recorded_disks(state_dir, vm_uuid)):
+            raise HostsideError("not_hotpluggable", f"disk {disk_uuid} was attached when the VM started and "
+                                "sits on a bus without hot-unplug; stop the VM to detach it")
+        # The guest's answer takes seconds: wait outside the host lock, as vm-down does.
+        try:
+            if qmp_unplug_device(qmp_socket, device_id, timeout_s) == "removed":
+                changes.append(f"unplugged {device_id}")
+        except HostsideError as error:
+            if error.code != "timeout":
+                raise
+            # Not "timeout": that one is retried, and a guest that ignored the request once
+            # (paused, hung, no hot-plug driver) is not helped by asking again at once.
+            raise HostsideError("unplug_timeout", f"{error.message}; disk {disk_uuid} stays attached") from None
+    with host_lock(state_dir):
+        if running_qemu(state_dir, vm_uuid) is not None and node_name in block_node_names(qmp_socket):
+            qmp_execute(qmp_socket, "blockdev-del", {"node-name": node_name})
+            changes.append(f"closed {node_name}")
+        remember_hot_disk(state_dir, vm_uuid, disk_uuid, None)
+    return {"uuid": vm_uuid, "disk_uuid": disk_uuid, "device": device_id, "changes": changes}
 
 
 # --- metadata: NoCloud config drive and the HTTP service ---------------------------------------
@@ -1885,6 +2581,30 @@ def bridges_of_networks(state_dir):
     return {bridge_name(network["vni"]): network["vni"] for network in load_network_states(state_dir)}
 
 
+def bridge_ifindex(bridge):
+    text = read_text(f"/sys/class/net/{bridge}/ifindex")
+    return int(text) if text is not None and text.strip().isdigit() else None
+
+
+def metadata_bridges_up(state_dir):
+    """{bridge: ifindex} of this host's networks' bridges that exist now: what the service must
+    serve. The index tells a bridge made again (net-down, net-up) from the one a listener is on."""
+    up = {}
+    for bridge in bridges_of_networks(state_dir):
+        index = bridge_ifindex(bridge)
+        if index is not None:
+            up[bridge] = index
+    return up
+
+
+def metadata_serves(state, wanted):
+    """Whether the service's state file says it listens on every wanted bridge (the very same
+    interfaces, when it says which; a service started by an older version names bridges only)."""
+    if "served" in state:
+        return all(state["served"].get(bridge) == index for bridge, index in wanted.items())
+    return set(wanted) <= set(state.get("bridges", []))
+
+
 def verb_metadata_up(spec):
     """Start the metadata service of this host unless it runs. It follows networks by itself:
     every second it binds [fe80::a9fe:a9fe%br<vni>]:80 on each bridge that is up."""
@@ -1894,6 +2614,14 @@ def verb_metadata_up(spec):
     require_binaries("ip")
     paths = metadata_server_paths(state_dir)
     changes = []
+    # Every create asks: when the service runs on this port and serves every bridge, answer
+    # without the host lock (other verbs may hold it for a while) and without starting anything.
+    pid = running_metadata_server(state_dir)
+    if pid is not None and (read_json_file(paths["spec"]) or {}).get("port") == port:
+        state = read_json_file(paths["state"]) or {}
+        if metadata_serves(state, metadata_bridges_up(state_dir)):
+            return {"pid": pid, "address": METADATA_ADDRESS, "port": port,
+                    "bridges": sorted(state.get("bridges", [])), "changes": changes}
     with host_lock(state_dir):
         ensure_directory(paths["dir"])
         pid = running_metadata_server(state_dir)
@@ -1913,17 +2641,23 @@ def verb_metadata_up(spec):
             write_file_atomically(paths["pid"], f"{process.pid}\n")
             pid = process.pid
             changes.append("started metadata service")
-    # Wait until every bridge that is up now is served, so a guest started next finds it.
-    wanted = {bridge for bridge in bridges_of_networks(state_dir) if link_info(bridge) is not None}
+    # Wait until every bridge that is up now is served, so a guest started next finds it. A
+    # service that says it wakes on SIGUSR1 is told to look now instead of at its next rescan.
+    wanted = metadata_bridges_up(state_dir)
     deadline = time.monotonic() + 10
+    woken = False
     while True:
-        served = set((read_json_file(paths["state"]) or {}).get("bridges", []))
-        if wanted <= served:
+        state = read_json_file(paths["state"]) or {}
+        served = set(state.get("bridges", []))
+        if metadata_serves(state, wanted):
             break
         if not process_is_alive(pid) or time.monotonic() > deadline:
             raise HostsideError("command_failed", "the metadata service did not come up",
                                 stderr=tail_of_file(paths["log"]))
-        time.sleep(0.05)
+        if not woken and state.get("wakes_on") == "SIGUSR1":
+            send_signal(pid, signal.SIGUSR1)
+            woken = True
+        time.sleep(0.01)
     return {"pid": pid, "address": METADATA_ADDRESS, "port": port, "bridges": sorted(served),
             "changes": changes}
 
@@ -2066,9 +2800,18 @@ def verb_metadata_serve(spec):
     port = check_int(spec["port"], "port", 1, 65535)
     paths = metadata_server_paths(state_dir)
     selector = selectors.DefaultSelector()
-    listeners = {}  # bridge -> socket
+    listeners = {}  # bridge -> (socket, ifindex)
     clients = threading.BoundedSemaphore(METADATA_MAX_CLIENTS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # metadata-up sends SIGUSR1 after a net-up: the signal writes into this pipe, which wakes the
+    # select below at once instead of at the next rescan.
+    wake_reader, wake_writer = os.pipe()
+    os.set_blocking(wake_reader, False)
+    os.set_blocking(wake_writer, False)
+    signal.set_wakeup_fd(wake_writer)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    wake = object()
+    selector.register(wake_reader, selectors.EVENT_READ, wake)
 
     def client_thread(connection, vni):
         try:
@@ -2078,29 +2821,35 @@ def verb_metadata_serve(spec):
 
     while True:
         wanted = bridges_of_networks(state_dir)
+        up = metadata_bridges_up(state_dir)  # from /sys: no process started every rescan
         for bridge in list(listeners):
-            if bridge not in wanted or link_info(bridge) is None:
-                selector.unregister(listeners[bridge])
-                listeners.pop(bridge).close()
+            if bridge not in wanted or up.get(bridge) != listeners[bridge][1]:
+                selector.unregister(listeners[bridge][0])
+                listeners.pop(bridge)[0].close()
         for bridge, vni in wanted.items():
-            if bridge in listeners or link_info(bridge) is None:
+            if bridge in listeners or bridge not in up:
                 continue
             try:
                 ensure_metadata_address(bridge)
                 listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind((METADATA_ADDRESS, port, 0, socket.if_nametoindex(bridge)))
+                listener.bind((METADATA_ADDRESS, port, 0, up[bridge]))
                 listener.listen(16)
             except (OSError, HostsideError) as error:
                 sys.stderr.write(f"metadata: cannot listen on {bridge}: {error}\n")
                 continue
             listener.setblocking(False)
-            listeners[bridge] = listener
+            listeners[bridge] = (listener, up[bridge])
             selector.register(listener, selectors.EVENT_READ, vni)
-        state = {"bridges": sorted(listeners)}
+        state = {"bridges": sorted(listeners), "wakes_on": "SIGUSR1",
+                 "served": {bridge: index for bridge, (_, index) in listeners.items()}}
         if read_json_file(paths["state"]) != state:
             write_json_file(paths["state"], state)
         for key, _ in selector.select(timeout=METADATA_RESCAN_S):
+            if key.data is wake:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_reader, 512)
+                continue
             try:
                 connection, _ = key.fileobj.accept()
             except OSError:
@@ -2259,7 +3008,7 @@ def verb_rbd_disk_ensure(spec):
                     rbd_spec_of(target))
         running = running_vm_drive(state_dir, rbd_qemu_source(target))
         if running is not None:  # qemu caches the size: tell it, so the guest sees the new one
-            qmp_execute(running[0], "block_resize", {"device": running[1], "size": size_bytes})
+            qmp_execute(running[0], "block_resize", {**running[1], "size": size_bytes})
         changes.append(f"grew {rbd_spec_of(target)} to {size_bytes} bytes")
     source = {"pool": target["pool"], "image": target["name"], "ceph_conf": target["conf"], "user": target["user"]}
     return {"disk": {"rbd": source, "format": "raw"}, "source": rbd_qemu_source(target),
@@ -2329,14 +3078,61 @@ def verb_rbd_inventory(spec):
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# batch: several verbs in one request
+# ---------------------------------------------------------------------------------------------
+
+MAX_BATCH_CALLS = 32
+UNBATCHABLE_VERBS = ("batch", "metadata-serve")
+
+
+def parse_batch_calls(calls):
+    parsed = []
+    for index, call in enumerate(check_list(calls, "calls", MAX_BATCH_CALLS)):
+        check_fields(call, ["verb", "spec"])
+        verb, spec = call["verb"], call["spec"]
+        if verb not in VERBS or verb in UNBATCHABLE_VERBS:
+            raise bad_spec(f"calls[{index}].verb: {verb!r} cannot be batched")
+        if not isinstance(spec, dict):
+            raise bad_spec(f"calls[{index}].spec must be a JSON object")
+        parsed.append((verb, spec))
+    return parsed
+
+
+def verb_batch(spec):
+    """Run the calls in order and stop at the first failure: a workflow step that needs several
+    verbs pays one round trip. Each verb keeps its own checks, lock and idempotency, so a batch run
+    again is as safe as its verbs run again. A failure is that verb's error plus batch_index,
+    batch_verb and batch_results (the answers of the calls before it)."""
+    check_fields(spec, ["state_dir", "calls"])
+    state_dir = check_state_dir(spec["state_dir"])
+    calls = parse_batch_calls(spec["calls"])  # all checked before any runs
+    results, elapsed_ms = [], []
+    for index, (verb, call_spec) in enumerate(calls):
+        started = time.perf_counter()
+        try:
+            results.append(run_verb(verb, {"state_dir": state_dir, **call_spec}))
+        except HostsideError as error:
+            error.details = {**error.details, "batch_index": index, "batch_verb": verb,
+                             "batch_results": results}
+            raise
+        elapsed_ms.append(round((time.perf_counter() - started) * 1000, 1))
+    return {"results": results, "elapsed_ms": elapsed_ms}
+
+
 VERBS = {
     "host-info": verb_host_info,
+    "batch": verb_batch,
     "net-up": verb_net_up,
     "net-down": verb_net_down,
     "vm-up": verb_vm_up,
     "vm-down": verb_vm_down,
     "vm-status": verb_vm_status,
     "vm-reboot": verb_vm_reboot,
+    "vm-firewall": verb_vm_firewall,
+    "nic-attach": verb_nic_attach,
+    "nic-detach": verb_nic_detach,
+    "nat64-sync": verb_nat64_sync,
     "inventory": verb_inventory,
     # images app
     "image-ensure": verb_image_ensure,
@@ -2345,6 +3141,9 @@ VERBS = {
     "disk-delete": verb_disk_delete,
     "disk-snapshot": verb_disk_snapshot,
     "snapshot-delete": verb_snapshot_delete,
+    "image-list": verb_image_list,
+    "disk-attach": verb_disk_attach,
+    "disk-detach": verb_disk_detach,
     "vm-metadata": verb_vm_metadata,
     "vm-metadata-delete": verb_vm_metadata_delete,
     "metadata-up": verb_metadata_up,

@@ -151,3 +151,69 @@ def test_cancel(db, enqueued, django_capture_on_commit_callbacks):
     assert operations.advance(op.id) == "not-claimed"
     op.refresh_from_db()
     assert op.state == "cancelled"
+
+
+def _observe(name):
+    """A step that records what the row said while it ran: (name, step, steps_done, attempts, held)."""
+    def run(operation):
+        row = Operation.objects.get(id=operation.id)
+        calls.append((name, row.step, row.steps_done, row.attempts, row.lease_owner != ""))
+        if name == "dies" and not any(call[0] == "dies" for call in calls[:-1]):
+            raise SystemExit("worker killed")  # not an Exception: nothing records it, like SIGKILL
+        return {name: True}
+
+    return run
+
+
+register_workflow("test.three-steps", [Step("a", _observe("a")), Step("b", _observe("b")), Step("c", _observe("c"))])
+register_workflow("test.dies-in-second", [Step("a", _observe("a")), Step("dies", _observe("dies"))])
+register_workflow("test.merged", [Step("a", _observe("a")), Step("c", _observe("c"))], renamed_steps={"b": "c"})
+
+
+def test_advance_steps_runs_the_steps_back_to_back_holding_the_lease(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.three-steps", django_capture_on_commit_callbacks)
+    enqueued.clear()
+    assert operations.advance_steps(op.id, budget_s=60) == "succeeded"
+    # Each step was recorded before the next ran, and the worker kept its claim in between.
+    assert calls == [("a", "a", 0, 1, True), ("b", "b", 1, 1, True), ("c", "c", 2, 1, True)]
+    op.refresh_from_db()
+    assert (op.state, op.steps_done, op.lease_owner, op.lease_until) == ("succeeded", 3, "", None)
+    assert op.result == {"a": True, "b": True, "c": True}
+    assert enqueued == []
+
+
+def test_advance_steps_hands_the_rest_to_the_queue_after_its_budget(db, enqueued, django_capture_on_commit_callbacks):
+    op = start("test.three-steps", django_capture_on_commit_callbacks)
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operations.advance_steps(op.id, budget_s=0) == "advanced"
+    op.refresh_from_db()
+    assert (op.step, op.steps_done, op.lease_owner, op.lease_until) == ("b", 1, "", None)
+    assert enqueued == [(op.id, 0)]
+
+
+def test_a_worker_dying_between_held_steps_is_resumed_when_the_lease_expires(db, enqueued,
+                                                                           django_capture_on_commit_callbacks):
+    op = start("test.dies-in-second", django_capture_on_commit_callbacks)
+    with pytest.raises(SystemExit):
+        operations.advance_steps(op.id, budget_s=60)
+    op.refresh_from_db()
+    assert (op.state, op.step, op.steps_done, op.result) == ("running", "dies", 1, {"a": True})
+    first_started = op.started
+    assert first_started is not None
+    assert operations.advance(op.id) == "not-claimed"  # its lease still runs
+    Operation.objects.filter(id=op.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert operations.advance_steps(op.id, budget_s=60) == "succeeded"
+    assert [call[0] for call in calls] == ["a", "dies", "dies"]
+    assert calls[-1][3] == 2  # the second try of that step
+    op.refresh_from_db()
+    assert op.state == "succeeded" and op.result == {"a": True, "dies": True}
+    assert op.started == first_started  # set by the first claim only
+
+
+def test_a_row_naming_a_merged_step_resumes_at_the_step_that_does_its_work(db, enqueued):
+    op = Operation.objects.create(kind="test.merged", step="b", steps_done=1, steps_total=3)
+    assert operations.advance_steps(op.id, budget_s=60) == "succeeded"
+    assert [call[0] for call in calls] == ["c"]
+    op.refresh_from_db()
+    assert op.state == "succeeded" and op.result == {"c": True}

@@ -1,3 +1,5 @@
+import copy
+
 from rest_framework import serializers
 
 from billing.models import Bill, BillingAccount, BillLine, Order, Payment, Product
@@ -71,3 +73,17 @@ class ProductSerializer(serializers.ModelSerializer):
         return {"currency": price.currency, "valid_from": price.valid_from, "amount": str(price.amount),
                 "per_core": str(price.per_core), "per_memory_gib": str(price.per_memory_gib),
                 "per_disk_gib": str(price.per_disk_gib)}
+
+
+def _vm_create_field(name: str):
+    # The same limits as creating the VM: a price is quoted for exactly what could be ordered.
+    from vms.api.serializers import VMCreateSerializer
+
+    return copy.deepcopy(VMCreateSerializer._declared_fields[name])
+
+
+class VMPriceQuerySerializer(serializers.Serializer):
+    project = serializers.UUIDField(required=False, help_text="One of your projects (default: your first)")
+    cores = _vm_create_field("cores")
+    memory_mib = _vm_create_field("memory")
+    disk_mib = _vm_create_field("disk")

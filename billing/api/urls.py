@@ -10,4 +10,7 @@ router.register("orders", views.OrderViewSet, basename="order")
 router.register("payments", views.PaymentViewSet, basename="payment")
 router.register("products", views.ProductViewSet, basename="product")
 
-urlpatterns = [path("billing/account/", views.BillingAccountView.as_view(), name="billing-account")] + router.urls
+urlpatterns = [
+    path("billing/account/", views.BillingAccountView.as_view(), name="billing-account"),
+    path("prices/vm/", views.VMPriceView.as_view(), name="price-vm"),
+] + router.urls

@@ -1,13 +1,17 @@
 from django.db.models import Prefetch
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.scoping import scoped
+from accounts.api.exceptions import Conflict
+from accounts.scoping import default_project, projects_of, scoped
 from billing import actions, ledger
 from billing.api.serializers import (
     BillingAccountSerializer,
@@ -15,9 +19,11 @@ from billing.api.serializers import (
     OrderSerializer,
     PaymentSerializer,
     ProductSerializer,
+    VMPriceQuerySerializer,
 )
 from billing.models import Bill, Order, Payment, Price, Product
 from billing.pdf import render_pdf
+from billing.pricing import monthly_vm_price
 
 
 class BillingAccountView(APIView):
@@ -95,3 +101,27 @@ class ProductViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Product.objects.filter(active=True).prefetch_related(
             Prefetch("prices", queryset=current, to_attr="current_prices")
         )
+
+
+class VMPriceView(APIView):
+    """What a VM of this size costs per month in one of your projects, with the VAT of the project
+    owner's billing address, the price per unit, and the monthly price of an IPv4 address."""
+
+    @extend_schema(parameters=[VMPriceQuerySerializer], responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        # An empty project (a form field left blank) means "the default", as leaving it out does.
+        query = VMPriceQuerySerializer(data={key: value for key, value in request.query_params.items()
+                                             if not (key == "project" and value == "")})
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        if "project" in data:
+            project = get_object_or_404(projects_of(request.user), uuid=data["project"])
+        else:
+            project = default_project(request.user)
+            if project is None:
+                raise NotFound("You have no project.")
+        quote = monthly_vm_price(project, cores=data["cores"], memory_mib=data["memory_mib"],
+                                 disk_mib=data["disk_mib"])
+        if quote is None:
+            raise Conflict("VMs have no price yet.")
+        return Response({"project": str(project.uuid), **quote.as_json()})

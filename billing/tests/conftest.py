@@ -104,3 +104,38 @@ def local_stripe(local_stripe_server, settings):
     from billing import stripe_payments
 
     return stripe_payments.client()
+
+
+@pytest.fixture
+def count_statements(db):
+    """count_statements() -> a list that collects every statement sent to PostgreSQL meanwhile.
+
+    Django's query capture does not see COPY (the billing run writes with it); a cursor class on the
+    psycopg connection sees execute, executemany and copy alike."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    plain = raw.cursor_factory
+    statements = []
+
+    class CountingCursor(plain):
+        def execute(self, query, *args, **kwargs):
+            statements.append(query)
+            return super().execute(query, *args, **kwargs)
+
+        def executemany(self, query, *args, **kwargs):
+            statements.append(query)
+            return super().executemany(query, *args, **kwargs)
+
+        def copy(self, statement, *args, **kwargs):
+            statements.append(statement)
+            return super().copy(statement, *args, **kwargs)
+
+    def start():
+        statements.clear()
+        raw.cursor_factory = CountingCursor
+        return statements
+
+    yield start
+    raw.cursor_factory = plain

@@ -216,3 +216,72 @@ def test_run_for_march_bills_nothing_twice_across_months(alice_project, swiss_ac
     run_billing(MAR, today=date(2025, 4, 1))
     assert list(Bill.objects.order_by("number").values_list("state", "subtotal")) == [
         (BillState.OPEN, D("17.00"))] * 3
+
+
+def test_months_with_a_clock_change_are_prorated_by_real_time(alice_project, swiss_account, make_customer,
+                                                               settings):
+    settings.TIME_ZONE = "Europe/Zurich"
+    # October 2024 has 745 hours in Zurich (the clocks went back on the 27th). An order from 01:00 on
+    # the 1st ran 744 of them: a little less than the whole month, never more.
+    vm_order(alice_project, starts_at=at(2024, 10, 1, 1))
+    _, project, _ = make_customer("dora", country="CH")
+    vm_order(project, starts_at=at(2024, 9, 20))
+    run_billing(date(2024, 10, 1), today=date(2024, 11, 1))
+    quantities = sorted(BillLine.objects.values_list("quantity", "amount"))
+    assert quantities == [((D(744) / D(745)).quantize(D("0.000001")), D("16.98")), (D(1), D("17.00"))]
+
+
+def test_march_with_its_shorter_day_is_prorated_by_real_time(alice_project, swiss_account, settings):
+    settings.TIME_ZONE = "Europe/Zurich"
+    # March 2025 has 743 hours (the clocks went forward on the 30th); from 01:00 on the 1st: 742.
+    vm_order(alice_project, starts_at=at(2025, 3, 1, 1))
+    run_billing(MAR, today=date(2025, 4, 1))
+    line = BillLine.objects.get()
+    assert (line.quantity, line.amount) == ((D(742) / D(743)).quantize(D("0.000001")), D("16.98"))
+
+
+def _bill_customers(make_customer, names):
+    for name in names:
+        _, project, _ = make_customer(name, country="CH")
+        vm_order(project, starts_at=at(2024, 12, 1))
+        do_open_order(project, "ipv4", starts_at=at(2024, 12, 1))
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(make_customer, count_statements):
+    _bill_customers(make_customer, ["dora", "emil"])
+    statements = count_statements()
+    assert run_billing(JAN, today=date(2025, 2, 1), batch_size=100).bills_created == 2
+    small = list(statements)
+    _bill_customers(make_customer, [f"user{index}" for index in range(12)])
+    statements = count_statements()
+    assert run_billing(FEB, today=date(2025, 3, 1), batch_size=100).bills_created == 14
+    # Every statement counts here, COPY included.
+    assert len(statements) == len(small)
+    assert sum(statement.startswith("COPY") for statement in statements) == 4  # bills, lines, entries, postings
+
+
+def test_the_portable_writer_makes_the_same_bills_as_copy(make_customer, monkeypatch):
+    from billing import bulk
+
+    _bill_customers(make_customer, ["dora", "emil", "fritz"])
+    run_billing(JAN, today=date(2025, 2, 1))
+    # SQLite (the embedded setup) takes bulk_create instead of COPY; the tests run on PostgreSQL
+    # only, so this sends PostgreSQL down that path.
+    monkeypatch.setattr(bulk, "use_copy", lambda connection: False)
+    run_billing(FEB, today=date(2025, 3, 1))
+
+    def shape(bill):
+        lines = [(line.order_id, line.description, line.quantity, line.unit_amount, line.amount)
+                 for line in bill.lines.order_by("order_id")]
+        postings = sorted((p.ledger_account, p.account_id, p.amount, p.currency)
+                          for entry in bill.journal.all() for p in entry.postings.all())
+        return (bill.account_id, bill.state, bill.subtotal, bill.vat_amount, bill.total, bill.vat_note, bill.bill_to,
+                bill.card_problem, bill.paid_at, lines, postings, [entry.memo.split()[0] for entry in bill.journal.all()])
+
+    for account_id in Bill.objects.values_list("account_id", flat=True).distinct():
+        copied = Bill.objects.get(account_id=account_id, period_start=JAN)
+        portable = Bill.objects.get(account_id=account_id, period_start=FEB)
+        assert shape(copied) == shape(portable)
+        assert copied.created is not None and portable.created is not None
+    assert Bill.objects.values("uuid").distinct().count() == 6
+    assert sorted(Bill.objects.values_list("number", flat=True)) == [1, 2, 3, 4, 5, 6]

@@ -108,19 +108,54 @@ def test_a_declined_card_tells_the_customer_and_is_not_retried_automatically(loc
 def test_pay_now_in_the_portal_with_3d_secure(local_stripe, january_bill, alice):
     saved_card(local_stripe, january_bill.account, NEEDS_3DS)
     client = portal(alice)
-    page = client.get(f"/billing/bills/{january_bill.uuid}/pay/")
-    assert page.status_code == 200
+    assert client.get(f"/billing/bills/{january_bill.uuid}/pay/").status_code == 200
+    assert not CardCharge.objects.exists()  # showing the page charges nothing
+    # The server confirms the saved card; the bank asks for 3-D Secure, so the page hands it to Stripe.js.
+    page = client.post(f"/billing/bills/{january_bill.uuid}/pay/")
+    assert page.status_code == 200 and page.context["authenticate"]
     secret = page.context["client_secret"]
     intent_id = secret.split("_secret_")[0]
-    # Stripe.js: confirm, then the customer passes 3-D Secure (localstripe's test hook).
-    intent = local_stripe.v1.payment_intents.confirm(intent_id)
-    assert intent.status == "requires_action"
+    assert local_stripe.v1.payment_intents.retrieve(intent_id).status == "requires_action"
+    # What Stripe.js does in the browser: the customer passes 3-D Secure (localstripe's hook for it).
     local_stripe.raw_request("post", f"/v1/payment_intents/{intent_id}/_authenticate",
                              client_secret=secret, success="true")
     response = client.get(f"/billing/bills/{january_bill.uuid}/paid/?payment_intent={intent_id}")
     assert response.status_code == 302
     january_bill.refresh_from_db()
     assert january_bill.state == BillState.PAID
+
+
+def test_pay_now_with_a_saved_card_is_one_post_and_never_twice(local_stripe, january_bill, alice):
+    saved_card(local_stripe, january_bill.account, VISA)
+    client = portal(alice)
+    page = client.get(f"/billing/bills/{january_bill.uuid}/pay/").content.decode()
+    assert "visa •••• 4242" in page and 'method="post"' in page
+    response = client.post(f"/billing/bills/{january_bill.uuid}/pay/")
+    assert response.status_code == 302
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.PAID
+    assert Payment.objects.get().amount == D("18.38")
+    assert CardCharge.objects.get().state == CardChargeState.SUCCEEDED
+    # A second press (a double click, the back button) charges nothing more.
+    again = client.post(f"/billing/bills/{january_bill.uuid}/pay/", follow=True)
+    assert "not open" in again.content.decode()
+    assert Payment.objects.count() == 1 and CardCharge.objects.count() == 1
+
+
+def test_pay_now_with_a_card_declined_on_charge_says_so(local_stripe, january_bill, alice):
+    saved_card(local_stripe, january_bill.account, DECLINED_ON_CHARGE)
+    response = portal(alice).post(f"/billing/bills/{january_bill.uuid}/pay/", follow=True)
+    assert "Your card was declined" in response.content.decode()
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.OPEN and not Payment.objects.exists()
+    assert CardCharge.objects.get().state == CardChargeState.FAILED
+
+
+def test_pay_now_without_a_saved_card_lets_stripe_js_take_the_card(local_stripe, january_bill, alice):
+    page = portal(alice).get(f"/billing/bills/{january_bill.uuid}/pay/")
+    text = page.content.decode()
+    assert 'id="card-element"' in text and "confirmCardPayment" in text and page.context["client_secret"]
+    assert CardCharge.objects.get().state == CardChargeState.PENDING
 
 
 def signed(payload: str, secret=WEBHOOK_SECRET) -> str:

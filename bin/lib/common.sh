@@ -60,7 +60,7 @@ ensure_venv() {
 
 # What a hypervisor (and the lab that imitates several) needs.
 HYPERVISOR_PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra radvd nftables iproute2 socat procps kmod
-                     busybox-static syslinux syslinux-common mtools dosfstools genisoimage)
+                     busybox-static syslinux syslinux-common mtools dosfstools genisoimage tayga)
 
 # What pip needs to build python-ldap (django-auth-ldap) from source.
 PYTHON_BUILD_PACKAGES=(gcc python3-dev libldap2-dev libsasl2-dev)

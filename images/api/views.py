@@ -123,17 +123,26 @@ class DiskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=DiskAttachSerializer, responses={200: DiskSerializer})
+    def _disk_and_operation(self, disk, operation):
+        """200 with the disk when it is done; 202 with the disk and its operation when a running
+        VM's guest still has to take the disk or let it go."""
+        body = DiskSerializer(disk).data
+        if operation is None:
+            return Response(body)
+        body["operation"] = OperationSerializer(operation).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=DiskAttachSerializer, responses={200: DiskSerializer, 202: DiskSerializer})
     @action(detail=True, methods=["post"])
     def attach(self, request, uuid=None):
         disk = self.get_object()
         vm = self._input(request)["vm"]
-        return Response(DiskSerializer(actions.do_attach_disk(request.user, disk, vm)).data)
+        return self._disk_and_operation(*actions.do_attach_disk(request.user, disk, vm))
 
-    @extend_schema(request=None, responses={200: DiskSerializer})
+    @extend_schema(request=None, responses={200: DiskSerializer, 202: DiskSerializer})
     @action(detail=True, methods=["post"])
     def detach(self, request, uuid=None):
-        return Response(DiskSerializer(actions.do_detach_disk(request.user, self.get_object())).data)
+        return self._disk_and_operation(*actions.do_detach_disk(request.user, self.get_object()))
 
     @extend_schema(request=DiskExtendSerializer, responses={200: DiskSerializer})
     @action(detail=True, methods=["post"])

@@ -30,6 +30,7 @@ uc_timeout=30
 uc_shell=1
 uc_hostname=uncloud-demo
 uc_metadata=0
+uc_listen=""
 apply_setting() {
     case "$1" in
         uc.ping=*) uc_ping="${1#*=}" ;;
@@ -39,6 +40,7 @@ apply_setting() {
         uc.shell=*) uc_shell="${1#*=}" ;;
         uc.hostname=*) uc_hostname="${1#*=}" ;;
         uc.metadata=*) uc_metadata="${1#*=}" ;;
+        uc.listen=*) uc_listen="${1#*=}" ;;
     esac
 }
 for word in $(cat /proc/cmdline); do apply_setting "$word"; done
@@ -90,6 +92,11 @@ if [ -n "$cidata_device" ]; then
         if [ -f /mnt/cidata/uncloud.cfg ]; then
             for word in $(grep -v '^#' /mnt/cidata/uncloud.cfg); do apply_setting "$word"; done
         fi
+        # Settings a customer passes in user-data, as YAML comments ("# uc.ping=...").
+        for word in $(sed -n 's/^#[[:space:]]*\(uc\.[a-z]*=[^[:space:]]*\)[[:space:]]*$/\1/p' \
+                      /mnt/cidata/user-data 2>/dev/null); do
+            apply_setting "$word"
+        done
         meta_hostname=$(sed -n 's/^local-hostname:[[:space:]]*//p' /mnt/cidata/meta-data 2>/dev/null | head -n 1)
         [ -n "$meta_hostname" ] && uc_hostname="$meta_hostname"
         say "UNCLOUD-CIDATA $cidata_device ok"
@@ -170,6 +177,12 @@ if [ -n "$uc_fetch" ]; then
     else
         say "UNCLOUD-FETCH $uc_fetch fail $(head -n 1 /tmp/fetch.log)"
     fi
+fi
+
+if [ -n "$uc_listen" ]; then
+    # A TCP service for firewall tests: every connection is answered with one line.
+    nc -ll -p "$uc_listen" -e /bin/echo "UNCLOUD-HELLO $uc_hostname" </dev/null >/dev/null 2>&1 &
+    say "UNCLOUD-LISTEN $uc_listen"
 fi
 
 say "UNCLOUD-READY"

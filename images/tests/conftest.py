@@ -37,7 +37,8 @@ def image_files(tmp_path_factory):
     qemu_img("create", "-f", "qcow2", "-o", f"data_file={data_file},data_file_raw=on", path("external-data.qcow2"),
              "1M")
     qemu_img("create", "-f", "qcow2", "--object", "secret,id=sec0,data=swordfish", "-o",
-             "encrypt.format=luks,encrypt.key-secret=sec0", path("encrypted.qcow2"), "1M")
+             # A short key-derivation time: with the 2 s default this failed once in a loaded full run.
+             "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", path("encrypted.qcow2"), "1M")
     good = files["good.qcow2"].read_bytes()
     (directory / "truncated.qcow2").write_bytes(good[: len(good) // 2])
     files["truncated.qcow2"] = directory / "truncated.qcow2"

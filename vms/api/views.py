@@ -3,9 +3,10 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from accounts.api.mixins import ProjectScopedViewSet
+from accounts.api.mixins import ProjectScopedViewSet, ScopedRelatedField
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
+from images.visibility import images_visible_to
 from vms import actions
 from vms.api.serializers import (
     SSHKeySerializer,
@@ -20,6 +21,10 @@ from vms.models import VM, SSHKey
 
 class StopSerializer(serializers.Serializer):
     hard = serializers.BooleanField(default=False, help_text="Skip the ACPI powerdown and stop at once.")
+
+
+class RebuildSerializer(serializers.Serializer):
+    image = ScopedRelatedField(images_visible_to, help_text="UUID of the image the root disk is made from again.")
 
 
 class VMActionResultSerializer(serializers.Serializer):
@@ -81,6 +86,16 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
     def reboot(self, request, uuid=None):
         vm = self.get_object()
         return self._accepted(vm, actions.do_reboot_vm(request.user, vm))
+
+    @extend_schema(request=RebuildSerializer, responses={202: VMActionResultSerializer})
+    @action(detail=True, methods=["post"])
+    def rebuild(self, request, uuid=None):
+        """Stop the VM hard, make its root disk again from the image, start it again (a stopped VM
+        stays stopped). The root disk's content is lost; NICs, addresses and data volumes stay."""
+        vm = self.get_object()
+        serializer = RebuildSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        return self._accepted(vm, actions.do_rebuild_vm(request.user, vm, serializer.validated_data["image"]))
 
     @extend_schema(responses={202: VMActionResultSerializer})
     def destroy(self, request, uuid=None):

@@ -43,7 +43,8 @@ def register_lab_hosts(lab, hosts=None, *, cores=8, memory_mib=8192, cpu_overboo
         host = Host.objects.create(
             name=lab_host.name, transport=HostTransport.SSH, ssh_address=lab_host.ssh_address,
             ssh_port=lab_host.ssh_port, ssh_user=lab_host.ssh_user, host_key=lab_host.host_key,
-            underlay_device=lab_host.underlay_device, state_dir=str(lab_host.state_dir), cores=cores,
+            underlay_device=lab_host.underlay_device, underlay_address=lab_host.underlay_address,
+            state_dir=str(lab_host.state_dir), cores=cores,
             memory_mib=memory_mib, disk_gib=100, cpu_overbooking=Decimal(cpu_overbooking),
             memory_overbooking=Decimal("1.0"),
         )

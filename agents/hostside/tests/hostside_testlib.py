@@ -3,6 +3,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -110,8 +111,9 @@ def wait_for_serial_line(path, prefix, timeout):
             text = Path(path).read_text(errors="replace")
         except FileNotFoundError:
             text = ""
-        for line in text.splitlines():
-            if line.strip().startswith(prefix):
+        # Only whole lines: the guest may be in the middle of writing the last one.
+        for line in text.splitlines(keepends=True):
+            if line.strip().startswith(prefix) and line.endswith("\n"):
                 return line.strip()
         if time.monotonic() > deadline:
             raise AssertionError(f"no {prefix!r} in {path} after {timeout} s; log tail:\n{text[-2000:]}")
@@ -190,3 +192,37 @@ def router_advertisement(rogue_prefix):
 def ipv6_udp_frame(source_mac, source_ip, marker, ports=(40000, 40000)):
     return ethernet(ALL_NODES_MAC, source_mac, 0x86DD,
                     ipv6_packet(source_ip, "ff02::1", 17, udp_datagram(*ports, marker)))
+
+
+# --- QMP, as an operator checks what a guest has -------------------------------------------------
+
+def qmp(socket_path, command, arguments=None):
+    """One QMP command from outside the program, as an operator would check the guest."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(30)
+        connection.connect(str(socket_path))
+        reader = connection.makefile("rb")
+        reader.readline()
+        for request in ({"execute": "qmp_capabilities"},
+                        {"execute": command, **({"arguments": arguments} if arguments else {})}):
+            connection.sendall(json.dumps(request).encode() + b"\n")
+            while True:
+                reply = json.loads(reader.readline())
+                if "return" in reply or "error" in reply:
+                    break
+        assert "return" in reply, reply
+        return reply["return"]
+
+
+def devices_on_disk_ports(socket_path):
+    found = {}
+    for bus in qmp(socket_path, "query-pci"):
+        for device in bus["devices"]:
+            if device.get("qdev_id", "").startswith("diskport"):
+                found[device["qdev_id"]] = [child["qdev_id"] for child in
+                                            (device.get("pci_bridge") or {}).get("devices", [])]
+    return found
+
+
+def block_nodes(socket_path):
+    return {entry["inserted"]["node-name"]: entry for entry in qmp(socket_path, "query-block") if "inserted" in entry}

@@ -82,7 +82,7 @@ def test_vm_up_twice_vm_down_twice(hosts):
     with open(f"/proc/{first['pid']}/cmdline", "rb") as handle:
         argv = handle.read().split(b"\0")
     assert b"-uuid" in argv and VM_UUID.encode() in argv and b"q35,accel=tcg" in argv
-    assert f"virtio-net-pci,netdev=net0,mac={MAC},romfile=".encode() in argv
+    assert f"virtio-net-pci,id=nic0,netdev=net0,mac={MAC},romfile=,bus=nicport0".encode() in argv
 
     after_first = inventory(host)
     second = ok(host, "vm-up", **spec)
@@ -94,7 +94,8 @@ def test_vm_up_twice_vm_down_twice(hosts):
     assert [(t["name"], t["master"], t["up"]) for t in after_first["taps"]] == [(tap, "br100", True)]
     assert after_first["ruleset"]["guarded_ports"] == [tap]
     assert f"guard_{tap}" in after_first["ruleset"]["chains"]
-    assert f"ingress_{tap}" in after_first["ruleset"]["chains"]
+    # The guest's stateful firewall lives in the inet table (connection tracking).
+    host.run(["nft", "list", "chain", "inet", "uncloud_sg", f"ingress_{tap}"])
     assert after_first["unknown_qemu"] == []
 
     status = ok(host, "vm-status", uuid=VM_UUID)

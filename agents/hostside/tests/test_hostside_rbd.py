@@ -8,13 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hostside_testlib import fails, ok, vm_spec, wait_for_serial_line
+from hostside_testlib import block_nodes, devices_on_disk_ports, fails, ok, vm_spec, wait_for_serial_line
 
 from tests.lab.ceph import POOL, ceph_cluster  # noqa: F401  (the session fixture)
 
 demo_guest = pytest.importorskip("images.demo_guest")
 
 VM_UUID = "9d000000-0000-4000-8000-000000000001"
+HOTPLUG_VM_UUID = "9d000000-0000-4000-8000-00000000000b"
+DATA_UUID = "9d000000-0000-4000-8000-00000000000c"
 BOOT_TIMEOUT_S = 180
 
 
@@ -86,3 +88,35 @@ def test_rbd_names_cannot_escape(ceph_cluster):  # noqa: F811
                                                                 "ceph_conf": spec["ceph_conf"]},
                                                         "format": "raw"}]), "state_dir": spec["state_dir"]},
           "bad_spec")
+
+
+def test_hot_attach_of_an_rbd_volume(ceph_cluster):  # noqa: F811
+    """disk-attach/-detach (test_hostside_disk_hotplug.py) with a volume in Ceph instead of a file."""
+    host = CephHost(ceph_cluster)
+    state_dir = str(host.state_dir)
+    pool = {"pool": POOL, "ceph_conf": str(ceph_cluster.conf)}
+    guest = demo_guest.build_demo_guest()
+    root = Path(state_dir) / "rbd-hotplug-root.qcow2"
+    shutil.copyfile(guest.disk_qcow2, root)
+    volume = ok(host, "rbd-disk-ensure", disk=f"disk-{DATA_UUID}", size_mib=32, **pool)
+    rbd = {**pool, "image": f"disk-{DATA_UUID}"}
+    vm = ok(host, "vm-up", **vm_spec(HOTPLUG_VM_UUID, [], memory_mib=256,
+                                     disks=[{"path": str(root), "format": "qcow2"}]))
+    try:
+        wait_for_serial_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
+        attached = ok(host, "disk-attach", uuid=HOTPLUG_VM_UUID, disk_uuid=DATA_UUID, rbd=rbd)
+        assert devices_on_disk_ports(vm["qmp_socket"])["diskport0"] == [attached["device"]]
+        (node,) = [name for name, entry in block_nodes(vm["qmp_socket"]).items()
+                   if entry["inserted"]["drv"] == "raw" and f"disk-{DATA_UUID}" in entry["inserted"]["file"]]
+        in_use = fails(host, "rbd-disk-delete", {"state_dir": state_dir, "disk": f"disk-{DATA_UUID}", **pool},
+                       "in_use")
+        assert in_use["pids"] == [vm["pid"]]
+        ok(host, "rbd-disk-ensure", disk=f"disk-{DATA_UUID}", size_mib=64, **pool)
+        assert int(block_nodes(vm["qmp_socket"])[node]["inserted"]["image"]["virtual-size"]) == 64 * 1024**2
+        detached = ok(host, "disk-detach", uuid=HOTPLUG_VM_UUID, disk_uuid=DATA_UUID, rbd=rbd, timeout_s=60)
+        assert f"closed {node}" in detached["changes"]
+        assert devices_on_disk_ports(vm["qmp_socket"])["diskport0"] == []
+        assert ok(host, "rbd-disk-delete", disk=f"disk-{DATA_UUID}", **pool)["changes"]
+    finally:
+        ok(host, "vm-down", uuid=HOTPLUG_VM_UUID, hard=True)
+    assert volume["disk"]["rbd"]["image"] == f"disk-{DATA_UUID}"

@@ -46,12 +46,65 @@ def test_derived_tap_names_fit_the_kernel_limit():
 def test_ruleset_renders_every_guard(tmp_path):
     port = {"tap": "uctest0", "mac": MAC, "ipv6": "2001:db8:1:1:0:f0ff:fea9:c44e",
             "link_local": "fe80::f0ff:fea9:c44e", "vm_uuid": "x", "vni": 100}
-    network = {"vxlan": "vxlan100", "router_mac": "02:75:63:00:00:64"}
+    network = {"vxlan": "vxlan100", "bridge": "br100", "router_mac": "02:75:63:00:00:64"}
     text = uncloud_hostside.render_ruleset([network], [port])
     for needle in ("hook forward", "hook input", "hook output", f"ether saddr != {MAC}",
                    "nd-router-advert", "udp sport 547 udp dport 546", "@nh,160,16 67 @nh,176,16 68",
-                   "fe80::f0ff:fea9:c44e", "chain ingress_uctest0", "delete table bridge uncloud"):
+                   "fe80::f0ff:fea9:c44e", "chain ingress_uctest0", "delete table bridge uncloud",
+                   "delete table inet uncloud_sg", 'iifname "br100" oifname "br*" oifname != "br100"'):
         assert needle in text
+
+
+def test_security_group_rules_render_stateful_and_default_deny():
+    port = {"tap": "uctest0", "mac": MAC, "ipv6": "2001:db8:1:1:0:f0ff:fea9:c44e",
+            "link_local": "fe80::f0ff:fea9:c44e", "vm_uuid": "x", "vni": 100,
+            "security_group_ingress": uncloud_hostside.parse_ingress_rules(
+                [{"protocol": "tcp", "port_min": 22, "source": "::/0"},
+                 {"protocol": "udp", "port_min": 5000, "port_max": 5010, "source": "2001:db8::/32"},
+                 {"protocol": "any", "source": "2001:db8:ff::/48"}], "ingress")}
+    text = uncloud_hostside.render_ruleset([], [port])
+    for needle in ("table inet uncloud_sg", "delete table inet uncloud_sg", "hook forward",
+                   "ip6 daddr vmap { 2001:db8:1:1:0:f0ff:fea9:c44e : jump ingress_uctest0, "
+                   "fe80::f0ff:fea9:c44e : jump ingress_uctest0 }",
+                   "ct state established,related accept", "meta l4proto ipv6-icmp accept",
+                   "meta l4proto tcp th dport 22 accept",
+                   "ip6 saddr 2001:db8::/32 meta l4proto udp th dport 5000-5010 accept",
+                   "ip6 saddr 2001:db8:ff::/48 meta nfproto ipv6 accept", 'counter drop comment "security-group"'):
+        assert needle in text, needle
+    # The rule lines come before the final drop.
+    chain = text[text.index("chain ingress_uctest0"):]
+    assert chain.index("dport 22") < chain.index('comment "security-group"')
+
+
+@pytest.mark.parametrize("rule", [
+    {"protocol": "tcp", "source": "::/0", "port_min": 0},
+    {"protocol": "tcp", "source": "::/0", "port_min": 80, "port_max": 79},
+    {"protocol": "icmpv6", "source": "::/0", "port_min": 1},
+    {"protocol": "gre", "source": "::/0"},
+    {"protocol": "tcp", "source": "10.0.0.0/8", "port_min": 1},
+    {"protocol": "tcp", "source": "::/0; drop", "port_min": 1},
+    {"protocol": "tcp", "source": "::/0", "port_min": "22 accept"},
+    {"protocol": "tcp", "source": "::/0", "port_min": 22, "extra": 1},
+])
+def test_bad_security_group_rules_are_refused(rule):
+    with pytest.raises(uncloud_hostside.HostsideError) as refused:
+        uncloud_hostside.parse_ingress_rules([rule], "ingress")
+    assert refused.value.code == "bad_spec"
+
+
+def test_nat64_pools_are_checked():
+    good = {"id": 1, "prefix": "192.0.2.0/29", "nat64_prefix": "fd00:64::/96", "translator_address": "198.51.100.1",
+            "maps": [{"ipv4": "192.0.2.1", "ipv6": "2001:db8::1", "via": "fd00:1::2"}]}
+    parsed = uncloud_hostside.parse_nat64_pool(good, "pools[0]")
+    assert parsed["tun"] == "nat64p1"
+    assert uncloud_hostside.render_tayga_config(parsed) == (
+        "tun-device nat64p1\nipv4-addr 198.51.100.1\nprefix fd00:64::/96\nmap 192.0.2.1 2001:db8::1\n")
+    for change in ({"translator_address": "192.0.2.3"}, {"nat64_prefix": "fd00:64::/64"},
+                   {"maps": [{"ipv4": "10.0.0.1", "ipv6": "2001:db8::1"}]},
+                   {"maps": [{"ipv4": "192.0.2.1", "ipv6": "2001:db8::1"}, {"ipv4": "192.0.2.2", "ipv6": "2001:db8::1"}]},
+                   {"maps": [{"ipv4": "192.0.2.1", "ipv6": "2001:db8::1; reboot"}]}, {"prefix": "192.0.2.1/29"}):
+        with pytest.raises(uncloud_hostside.HostsideError):
+            uncloud_hostside.parse_nat64_pool({**good, **change}, "pools[0]")
 
 
 # --- the program as SSH runs it --------------------------------------------------------------------
