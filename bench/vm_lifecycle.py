@@ -10,6 +10,7 @@ a two-host lab (tests/lab) and the demo guest. See bench/README.md for what exac
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -126,6 +127,7 @@ def main() -> int:
         close_streams()
         close_all()
         lab.down()
+        shutil.rmtree(workdir, ignore_errors=True)  # the hosts' disks and logs: tens of MB a run
 
 
 def run_benchmarks(lab, args) -> int:
