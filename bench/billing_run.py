@@ -62,6 +62,7 @@ def main():
 
     from accounts.models import Project
     from billing import ledger
+    from billing.bulk import counting_statements
     from billing.models import BillingAccount, Order, Price, Product
     from billing.periods import local_midnight
     from billing.run import run_billing
@@ -111,33 +112,14 @@ def main():
     print(f"setup: {customers} customers, {len(orders)} orders in {time.perf_counter() - started:.1f} s "
           "(not timed)", file=sys.stderr)
 
-    queries, statements = [], []
+    queries = []
 
     def count(execute, sql, params, many, context):
         queries.append(sql)
         return execute(sql, params, many, context)
 
-    # Django's execute_wrapper does not see COPY; a cursor class on the psycopg connection sees every
-    # statement the run sends (execute, executemany and COPY).
-    connection.ensure_connection()
-    raw = connection.connection
-    plain_cursor = raw.cursor_factory
-
-    class CountingCursor(plain_cursor):
-        def execute(self, query, *args, **kwargs):
-            statements.append(query)
-            return super().execute(query, *args, **kwargs)
-
-        def executemany(self, query, *args, **kwargs):
-            statements.append(query)
-            return super().executemany(query, *args, **kwargs)
-
-        def copy(self, statement, *args, **kwargs):
-            statements.append(statement)
-            return super().copy(statement, *args, **kwargs)
-
-    raw.cursor_factory = CountingCursor
-    with connection.execute_wrapper(count):
+    # Django's execute_wrapper does not see COPY; counting_statements sees every statement.
+    with counting_statements(connection) as statements, connection.execute_wrapper(count):
         import cProfile
         import pstats
 
@@ -150,7 +132,6 @@ def main():
         if profile:
             profile.disable()
             pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(20)
-    raw.cursor_factory = plain_cursor
     batches = -(-result.bills_created // args.batch_size)
     print(f"billing run for {month:%Y-%m}: {len(orders)} orders, {result.bills_created} bills, "
           f"{result.lines_created} lines")

@@ -11,6 +11,7 @@ per row when it is callable), now for auto_now(_add), else the field's empty val
 """
 
 import json
+from contextlib import contextmanager
 
 from django.db import connections, router
 from django.db.models import JSONField
@@ -83,3 +84,33 @@ def _copy(connection, model, fields, rows) -> None:
                     if values[index] is not None:  # None is SQL NULL, as the ORM stores it
                         values[index] = json.dumps(values[index], cls=by_attname[columns[index]].encoder)
             copy.write_row(values)
+
+
+@contextmanager
+def counting_statements(connection):
+    """Collect every statement sent on `connection` meanwhile (for the bench and tests): Django's
+    query capture does not see COPY, a cursor class on the psycopg connection sees execute,
+    executemany and copy alike."""
+    connection.ensure_connection()
+    raw = connection.connection
+    plain = raw.cursor_factory
+    statements = []
+
+    class CountingCursor(plain):
+        def execute(self, query, *args, **kwargs):
+            statements.append(query)
+            return super().execute(query, *args, **kwargs)
+
+        def executemany(self, query, *args, **kwargs):
+            statements.append(query)
+            return super().executemany(query, *args, **kwargs)
+
+        def copy(self, statement, *args, **kwargs):
+            statements.append(statement)
+            return super().copy(statement, *args, **kwargs)
+
+    raw.cursor_factory = CountingCursor
+    try:
+        yield statements
+    finally:
+        raw.cursor_factory = plain

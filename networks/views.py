@@ -89,16 +89,22 @@ class IngressRuleForm(forms.Form):
     description = forms.CharField(max_length=200, required=False)
 
 
-def _rules_of(vm) -> list[dict]:
+def _rules_of(vm, without=None) -> list[dict]:
+    rules = vm.ingress_rules.exclude(pk=without.pk) if without is not None else vm.ingress_rules.all()
     return [{"protocol": rule.protocol, "port_min": rule.port_min, "port_max": rule.port_max,
-             "source": rule.source, "description": rule.description} for rule in vm.ingress_rules.all()]
+             "source": rule.source, "description": rule.description} for rule in rules]
+
+
+def _networks_for(request, vm):
+    """Networks this VM may join: the site's public ones and its own project's."""
+    return networks_visible_to(request.user).filter(Q(is_public=True) | Q(project=vm.project))
 
 
 @login_required
 def vm_networking(request, uuid):
     vm = _vm_of(request, uuid)
     nics = vm.nics.select_related("network").prefetch_related("ipv4_addresses")
-    networks = networks_visible_to(request.user).filter(Q(is_public=True) | Q(project=vm.project))
+    networks = _networks_for(request, vm)
     firewall = Firewall.objects.filter(vm=vm).first()
     addresses = IPv4Address.objects.filter(project=vm.project).select_related("nic__vm")
     return render(request, "networks/vm_networking.html", {
@@ -133,8 +139,8 @@ def _report(request, call, success: str):
 @require_POST
 def vm_nic_attach(request, uuid):
     vm = _vm_of(request, uuid)
-    network = networks_visible_to(request.user).filter(Q(is_public=True) | Q(project=vm.project)).filter(
-        uuid=request.POST.get("network") or None).first() if _is_uuid(request.POST.get("network")) else None
+    raw = request.POST.get("network")
+    network = _networks_for(request, vm).filter(uuid=raw).first() if _is_uuid(raw) else None
     if network is None:
         messages.error(request, "Choose one of the networks listed.")
         return _back(vm)
@@ -170,10 +176,8 @@ def vm_rule_add(request, uuid):
 def vm_rule_remove(request, uuid, rule_uuid):
     vm = _vm_of(request, uuid)
     rule = get_object_or_404(vm.ingress_rules, uuid=rule_uuid)
-    remaining = [each for each in vm.ingress_rules.exclude(pk=rule.pk)]
-    _report(request, lambda: actions.do_replace_ingress_rules(request.user, vm, [
-        {"protocol": each.protocol, "port_min": each.port_min, "port_max": each.port_max, "source": each.source,
-         "description": each.description} for each in remaining]), "Rule removed.")
+    _report(request, lambda: actions.do_replace_ingress_rules(request.user, vm, _rules_of(vm, without=rule)),
+            "Rule removed.")
     return _back(vm)
 
 

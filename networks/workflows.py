@@ -77,10 +77,13 @@ def step_forget(operation):
     return {"forgotten": True}
 
 
-def release_network_if_unused(host, network: Network) -> bool:
-    """net-down when no VM on this host wants the network any more; the host refuses (in_use)
-    while guest ports remain, so a VM is never cut off."""
-    if NIC.objects.filter(network=network, vm__host=host, vm__desired_state=DesiredState.RUNNING).exists():
+def release_network_if_unused(host, network: Network, leaving_vm=None) -> bool:
+    """net-down when no VM on this host (but `leaving_vm`) wants the network any more; the host
+    refuses (in_use) while guest ports remain, so a VM is never cut off."""
+    wanted = NIC.objects.filter(network=network, vm__host=host, vm__desired_state=DesiredState.RUNNING)
+    if leaving_vm is not None:
+        wanted = wanted.exclude(vm=leaving_vm)
+    if wanted.exists():
         return False
     with host_errors_as_step_errors():
         try:

@@ -17,7 +17,6 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.units import format_mib
-from agents.hostagent import HostError
 from agents.hosts import agent_for, call_host, host_errors_as_step_errors
 from agents.models import Operation
 from agents.operations import PermanentStepError, Step, StepWaiting, TransientStepError, register_workflow, wake_waiting
@@ -25,6 +24,7 @@ from images import hostwork
 from images.models import Disk
 from networks.models import NIC, Network
 from networks.specs import net_up_spec
+from networks.workflows import release_network_if_unused
 from vms import scheduler
 from vms.choices import DesiredState, VMStatus
 from vms.models import VM
@@ -132,21 +132,8 @@ def step_release_networks(operation):
     vm = vm_of(operation)
     if vm.host is None:
         return {}
-    released = []
-    for network in vm_networks(vm):
-        still_wanted = NIC.objects.filter(
-            network=network, vm__host=vm.host, vm__desired_state=DesiredState.RUNNING
-        ).exclude(vm=vm).exists()
-        if still_wanted:
-            continue
-        with host_errors_as_step_errors():
-            try:
-                agent_for(vm.host).call("net-down", {"vni": network.vni})
-            except HostError as error:
-                if error.code == "in_use":
-                    continue
-                raise
-        released.append(network.vni)
+    released = [network.vni for network in vm_networks(vm)
+                if release_network_if_unused(vm.host, network, leaving_vm=vm)]
     return {"released_networks": released}
 
 

@@ -114,28 +114,11 @@ def count_statements(db):
     psycopg connection sees execute, executemany and copy alike."""
     from django.db import connection
 
-    connection.ensure_connection()
-    raw = connection.connection
-    plain = raw.cursor_factory
-    statements = []
+    from billing.bulk import counting_statements
 
-    class CountingCursor(plain):
-        def execute(self, query, *args, **kwargs):
-            statements.append(query)
-            return super().execute(query, *args, **kwargs)
+    with counting_statements(connection) as statements:
+        def start():
+            statements.clear()
+            return statements
 
-        def executemany(self, query, *args, **kwargs):
-            statements.append(query)
-            return super().executemany(query, *args, **kwargs)
-
-        def copy(self, statement, *args, **kwargs):
-            statements.append(statement)
-            return super().copy(statement, *args, **kwargs)
-
-    def start():
-        statements.clear()
-        raw.cursor_factory = CountingCursor
-        return statements
-
-    yield start
-    raw.cursor_factory = plain
+        yield start
