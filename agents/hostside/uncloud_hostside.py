@@ -2370,6 +2370,19 @@ def disk_ports_in_use(qmp_socket):
     return used
 
 
+def close_block_node(qmp_socket, node_name, timeout_s=5):
+    """blockdev-del. qemu lets go of a node a moment after the device that used it is gone (and
+    after a finished block job is cleaned up), so "in use" is asked again for a short while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return qmp_execute(qmp_socket, "blockdev-del", {"node-name": node_name})
+        except HostsideError as error:
+            if "is in use" not in error.message or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
 def block_node_names(qmp_socket):
     return {node.get("node-name") for node in qmp_execute(qmp_socket, "query-named-block-nodes",
                                                           {"flat": True})}
@@ -2446,7 +2459,7 @@ def verb_disk_detach(spec):
             raise HostsideError("unplug_timeout", f"{error.message}; disk {disk_uuid} stays attached") from None
     with host_lock(state_dir):
         if running_qemu(state_dir, vm_uuid) is not None and node_name in block_node_names(qmp_socket):
-            qmp_execute(qmp_socket, "blockdev-del", {"node-name": node_name})
+            close_block_node(qmp_socket, node_name)
             changes.append(f"closed {node_name}")
         remember_hot_disk(state_dir, vm_uuid, disk_uuid, None)
     return {"uuid": vm_uuid, "disk_uuid": disk_uuid, "device": device_id, "changes": changes}
