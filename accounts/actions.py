@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.api.exceptions import Conflict
-from accounts.choices import TokenScope
-from accounts.models import APIToken, Invitation, Membership, Project, hash_token
+from accounts.choices import TokenScope, UserOrigin
+from accounts.models import APIToken, Identity, Invitation, Membership, Project, hash_token, is_directory_user
 from accounts.quotas import default_quota
 
 
@@ -26,6 +26,8 @@ def do_create_user(username: str, password: str | None, *, email: str = "", is_s
     else:
         user.set_unusable_password()
     user.save()
+    # A sign-up is verified by its mail link; accounts staff make are trusted as they are.
+    Identity.objects.create(user=user, origin=UserOrigin.LOCAL, email_verified=timezone.now() if is_active else None)
     do_create_project(user, f"{username}'s project", actor=actor or user)
     audit.record(actor, "user.create", target=None, username=username)
     return user
@@ -119,17 +121,25 @@ def do_set_quota(actor, project: Project, **limits) -> Project:
 # --- Accounts' life: e-mail verification, second factor, invitations ---
 
 @transaction.atomic
-def do_activate_user(user) -> bool:
-    """Sign-up ends when the e-mail link is followed. Returns False if the user was already active."""
-    updated = get_user_model().objects.filter(pk=user.pk, is_active=False).update(is_active=True)
-    if updated:
-        user.is_active = True
-        audit.record(user, "user.verify_email", email=user.email)
-    return bool(updated)
+def do_verify_signup_email(user) -> bool:
+    """Sign-up ends when the e-mail link is followed: the address is verified and a never-verified
+    sign-up becomes active. Returns False if there was nothing to do (already verified)."""
+    identity, _ = Identity.objects.select_for_update().get_or_create(user=user)
+    if identity.email_verified is not None:
+        return False
+    identity.email_verified = timezone.now()
+    identity.save(update_fields=["email_verified"])
+    get_user_model().objects.filter(pk=user.pk).update(is_active=True)
+    user.is_active = True
+    audit.record(user, "user.verify_email", email=user.email)
+    return True
 
 
 @transaction.atomic
 def do_set_password(actor, user, password: str, *, reason: str = "change") -> None:
+    if is_directory_user(user):
+        # Their password lives in the directory; a local one would be a second way in.
+        raise Conflict(f"{user.username} logs in through the directory; change the password there.")
     user.set_password(password)
     user.save(update_fields=["password"])
     # Every token made before a password reset dies with the old password.

@@ -1,13 +1,15 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 
 from accounts import actions
-from accounts.models import APIToken, AuditEntry, Invitation, Membership, Project
+from accounts.models import APIToken, AuditEntry, Identity, Invitation, Membership, Project, is_directory_user
 from accounts.quotas import default_quota
 
 
@@ -153,3 +155,38 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class IdentityInline(admin.StackedInline):
+    model = Identity
+    can_delete = False
+    readonly_fields = ["origin", "directory_dn", "email_verified", "created"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class UncloudUserAdmin(UserAdmin):
+    """Django's user admin, showing where each user comes from; directory users get no local password."""
+
+    inlines = [*UserAdmin.inlines, IdentityInline]
+    list_display = [*UserAdmin.list_display, "origin"]
+    list_filter = [*UserAdmin.list_filter, "identity__origin"]
+
+    @admin.display(description="Origin", ordering="identity__origin")
+    def origin(self, user):
+        identity = getattr(user, "identity", None)
+        return identity.get_origin_display() if identity else "Local (password in uncloud)"
+
+    def user_change_password(self, request, id, form_url=""):
+        user = self.get_object(request, id)
+        if user is not None and is_directory_user(user):
+            self.message_user(request, f"{user.username} logs in through the directory; change the password there.",
+                              messages.ERROR)
+            return redirect(reverse("admin:auth_user_change", args=[user.pk]))
+        return super().user_change_password(request, id, form_url)
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), UncloudUserAdmin)

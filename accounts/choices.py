@@ -10,3 +10,9 @@ class MembershipRole(models.TextChoices):
 class TokenScope(models.TextChoices):
     READ = "read", "Read-only"
     READ_WRITE = "read_write", "Read and write"
+
+
+class UserOrigin(models.TextChoices):
+    # Where a user's password lives. A directory login never takes over a local account, nor the reverse.
+    LOCAL = "local", "Local (password in uncloud)"
+    DIRECTORY = "directory", "Directory (LDAP)"

@@ -45,6 +45,21 @@ class SignupForm(UserCreationForm):
         model = get_user_model()
         fields = ["username", "email"]
 
+    def clean_username(self):
+        username = super().clean_username()
+        from accounts.backends import DirectoryUnavailable, directory_has_user, ldap_enabled
+
+        if ldap_enabled():
+            # Names the directory owns are for its users only: a local account named like a directory
+            # user (who may not have logged in yet) must never exist.
+            try:
+                owned = directory_has_user(username)
+            except DirectoryUnavailable:
+                raise forms.ValidationError("Sign-up is not possible right now; try again in a few minutes.")
+            if owned:
+                raise forms.ValidationError("This username is not available. Pick another one.")
+        return username
+
     def clean_email(self):
         email = self.cleaned_data["email"].strip()
         if get_user_model().objects.filter(email__iexact=email).exists():

@@ -7,7 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from accounts.choices import MembershipRole, TokenScope
+from accounts.choices import MembershipRole, TokenScope, UserOrigin
 
 
 class Project(models.Model):
@@ -43,6 +43,36 @@ class Membership(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique")]
+
+
+class Identity(models.Model):
+    """Where a user comes from (a local account or the LDAP directory) and what was verified about them.
+
+    A directory login only ever finds users whose origin is the directory, and the local password
+    backend only ever accepts local users, so neither kind can take the other over. A user without
+    a row counts as local (the safe side: the directory never adopts it).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="identity")
+    origin = models.CharField(max_length=12, choices=UserOrigin.choices, default=UserOrigin.LOCAL)
+    directory_dn = models.CharField(max_length=500, blank=True, help_text="The LDAP entry of a directory user.")
+    # Set when the sign-up link was followed (or for accounts staff and the directory made). A user
+    # staff deactivated stays deactivated: only a never-verified sign-up is activated by the link.
+    email_verified = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "identities"
+
+    def __str__(self):
+        return f"{self.user} ({self.get_origin_display()})"
+
+
+def is_directory_user(user) -> bool:
+    if user is None or user.pk is None:
+        return False
+    return Identity.objects.filter(user_id=user.pk, origin=UserOrigin.DIRECTORY).exists()
 
 
 TOKEN_PREFIX = "uc_"

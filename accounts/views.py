@@ -101,8 +101,11 @@ class EmailVerificationTokenGenerator(PasswordResetTokenGenerator):
     key_salt = "uncloud.accounts.email-verification"
 
     def _make_hash_value(self, user, timestamp):
-        # Activation changes is_active, so a link works once.
-        return f"{user.pk}{user.email}{user.is_active}{timestamp}"
+        # Verifying sets Identity.email_verified, so a link works once, and never again after staff
+        # deactivate the account.
+        identity = getattr(user, "identity", None)
+        verified = identity.email_verified if identity is not None else "legacy"
+        return f"{user.pk}{user.email}{verified}{timestamp}"
 
 
 email_verification_tokens = EmailVerificationTokenGenerator()
@@ -140,10 +143,11 @@ def signup_verify_view(request, uidb64, token):
         user = None
     if user is None or not email_verification_tokens.check_token(user, token):
         return render(request, "registration/signup_invalid.html", status=400)
-    actions.do_activate_user(user)
-    auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-    messages.success(request, "Your e-mail address is verified. Welcome to uncloud!")
-    return redirect(_safe_next(request))
+    # The link proves the mailbox, nothing more: it neither logs in nor re-activates an account
+    # staff deactivated (do_verify_signup_email only activates a never-verified sign-up).
+    actions.do_verify_signup_email(user)
+    messages.success(request, "Your e-mail address is verified. Log in to start.")
+    return redirect(f"{reverse('login')}?{urlencode({'next': _safe_next(request)})}")
 
 
 class PasswordResetView(auth_views.PasswordResetView):

@@ -252,7 +252,9 @@ CACHES = {
 from accounts.ldapconfig import ldap_settings as _ldap_settings  # noqa: E402, I001  (imports no models)
 
 globals().update(_ldap_settings(__import__("os").environ))
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# Local users log in with their uncloud password, directory users with their LDAP one; neither backend
+# accepts the other's users (accounts.backends).
+AUTHENTICATION_BACKENDS = ["accounts.backends.LocalBackend"]
 if envstr("LDAP_SERVER_URI"):
     AUTHENTICATION_BACKENDS.insert(0, "accounts.backends.UncloudLDAPBackend")
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -2,9 +2,13 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core import mail
 
+from accounts import actions
+from accounts.api.exceptions import Conflict
+from accounts.choices import UserOrigin
 from accounts.ldapconfig import ldap_settings
-from accounts.models import Project
+from accounts.models import Identity, Project
 from accounts.tests import slapd as slapd_server
 
 PEOPLE = f"ou=people,{slapd_server.SUFFIX}"
@@ -72,8 +76,7 @@ def ldap_enabled(directory, settings, db):
     }
     for name, value in ldap_settings(env).items():
         setattr(settings, name, value)
-    settings.AUTHENTICATION_BACKENDS = ["accounts.backends.UncloudLDAPBackend",
-                                        "django.contrib.auth.backends.ModelBackend"]
+    settings.AUTHENTICATION_BACKENDS = ["accounts.backends.UncloudLDAPBackend", "accounts.backends.LocalBackend"]
     return directory
 
 
@@ -123,3 +126,102 @@ def test_ldap_settings_from_env():
                        "LDAP_GROUP_SEARCH_BASE": "ou=g", "LDAP_GROUP_TYPE": "nonsense"})
     config = ldap_settings({"LDAP_SERVER_URI": "ldap://x", "LDAP_USER_DN_TEMPLATE": "uid=%(user)s,ou=p"})
     assert config["AUTH_LDAP_USER_DN_TEMPLATE"] == "uid=%(user)s,ou=p"
+
+
+# --- Issue 23.1: a directory login never adopts a local account, nor the reverse ---
+
+SIGNUP = {"email": "attacker@example.com", "password1": "a-long-passphrase-9", "password2": "a-long-passphrase-9"}
+
+
+@pytest.mark.parametrize("name", ["otto", "OTTO", "Otto"])
+def test_signup_refuses_a_name_the_directory_owns(client, ldap_enabled, name):
+    # otto is in the staff group and has never logged in: signing up as him was the way to superuser.
+    response = client.post("/signup/", {"username": name, **SIGNUP})
+    assert response.status_code == 200 and b"not available" in response.content
+    assert not get_user_model().objects.filter(username__iexact="otto").exists() and not mail.outbox
+    # Other names still sign up.
+    assert b"Check your mail" in client.post("/signup/", {"username": "mallory", **SIGNUP}).content
+
+
+def test_signup_is_refused_while_the_directory_cannot_answer(client, ldap_enabled, settings):
+    settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:9/"  # nothing listens on the discard port
+    response = client.post("/signup/", {"username": "otto", **SIGNUP})
+    assert b"not possible right now" in response.content
+    assert not get_user_model().objects.filter(username="otto").exists()
+
+
+def test_directory_login_never_takes_over_a_local_account(client, ldap_enabled):
+    # A local otto exists (made before LDAP was on, or by staff): the attacker knows its password.
+    local = actions.do_create_user("Otto", "attacker-password-1", email="attacker@example.com")
+    response = client.post("/login/", {"username": "otto", "password": "otto-ldap-password"})
+    assert response.status_code == 200 and b"did not match" in response.content
+    local.refresh_from_db()
+    assert not local.is_staff and not local.is_superuser and local.email == "attacker@example.com"
+    assert local.identity.origin == UserOrigin.LOCAL
+    assert get_user_model().objects.filter(username__iexact="otto").count() == 1
+    # The local password still opens only the local, powerless account.
+    assert client.post("/login/", {"username": "Otto", "password": "attacker-password-1"}).status_code == 302
+    assert client.get("/admin/").status_code == 302 and not get_user_model().objects.get(pk=local.pk).is_staff
+
+
+def test_local_staff_keeps_flags_and_mail_when_a_directory_user_has_its_name(client, ldap_enabled):
+    staff = actions.do_create_user("lena", "local-staff-password-1", email="lena-staff@hoster.example",
+                                   is_staff=True)
+    assert client.post("/login/", {"username": "lena", "password": "lena-ldap-password"}).status_code == 200
+    staff.refresh_from_db()
+    assert staff.is_staff and staff.is_superuser and staff.email == "lena-staff@hoster.example"
+    assert staff.has_usable_password()
+
+
+def test_directory_user_has_no_usable_local_password(client, ldap_enabled):
+    assert client.post("/login/", {"username": "otto", "password": "otto-ldap-password"}).status_code == 302
+    otto = get_user_model().objects.get(username="otto")
+    assert otto.identity.origin == UserOrigin.DIRECTORY and otto.identity.directory_dn.startswith("uid=otto,")
+    assert not otto.has_usable_password()
+    with pytest.raises(Conflict):
+        actions.do_set_password(otto, otto, "a-local-password-1")
+    # Even a password written behind the actions' back does not open the account locally ...
+    otto.set_password("a-local-password-1")
+    otto.save()
+    client.post("/logout/")
+    assert client.post("/login/", {"username": "otto", "password": "a-local-password-1"}).status_code == 200
+    # ... and the next directory login makes it unusable again.
+    assert client.post("/login/", {"username": "otto", "password": "otto-ldap-password"}).status_code == 302
+    otto.refresh_from_db()
+    assert not otto.has_usable_password()
+    # Password reset by mail never reaches a directory user.
+    client.post("/logout/")
+    client.post("/password-reset/", {"email": "otto@uncloud.test"})
+    assert not mail.outbox
+
+
+def test_the_attack_of_issue_23_fails_end_to_end(client, ldap_enabled, settings):
+    """Sign up as a staff directory user who never logged in, then wait for him: no way to superuser."""
+    client.post("/signup/", {"username": "otto", **SIGNUP})
+    assert not get_user_model().objects.filter(username__iexact="otto").exists()
+    # Even if the local account got there some other way (sign-up while LDAP was off) ...
+    settings.AUTHENTICATION_BACKENDS = ["accounts.backends.LocalBackend"]
+    client.post("/signup/", {"username": "otto", **SIGNUP})
+    attacker = get_user_model().objects.get(username="otto")
+    assert attacker.identity.origin == UserOrigin.LOCAL
+    settings.AUTHENTICATION_BACKENDS = ["accounts.backends.UncloudLDAPBackend", "accounts.backends.LocalBackend"]
+    actions.do_verify_signup_email(attacker)
+    # ... the real otto's directory login does not adopt it, so it never becomes staff.
+    client.post("/login/", {"username": "otto", "password": "otto-ldap-password"})
+    attacker.refresh_from_db()
+    assert not attacker.is_staff and not attacker.is_superuser and attacker.has_usable_password()
+    assert Identity.objects.get(user=attacker).origin == UserOrigin.LOCAL
+
+
+def test_admin_shows_origin_and_sets_no_password_for_directory_users(client, ldap_enabled, verified_client, staff):
+    client.post("/login/", {"username": "otto", "password": "otto-ldap-password"})
+    client.post("/logout/")
+    otto = get_user_model().objects.get(username="otto")
+    admin = verified_client(staff, "staff-password-1")
+    listing = admin.get("/admin/auth/user/")
+    assert listing.status_code == 200 and b"Directory (LDAP)" in listing.content
+    refused = admin.post(f"/admin/auth/user/{otto.pk}/password/",
+                         {"password1": "a-local-password-1", "password2": "a-local-password-1"})
+    assert refused.status_code == 302
+    otto.refresh_from_db()
+    assert not otto.has_usable_password()

@@ -1,5 +1,6 @@
 import re
 
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -138,11 +139,30 @@ def test_signup_needs_the_mailed_link(client, db):
     assert mail.outbox[-1].to == ["dora@example.com"]
     assert client.post("/login/", {"username": "dora", "password": "a-long-passphrase-9"}).status_code == 200
     link = _verification_link()
-    assert client.get(link).status_code == 302
+    verified = client.get(link)
+    assert verified.status_code == 302 and verified["Location"].startswith("/login/")
+    assert client.get("/").status_code == 302  # the link verifies the address; it does not log in
+    assert client.post("/login/", {"username": "dora", "password": "a-long-passphrase-9"}).status_code == 302
     assert client.get("/").status_code == 200
     assert Project.objects.filter(owner__username="dora").count() == 1
     client.post("/logout/")
     assert client.get(link).status_code == 400  # a link works once
+
+
+def test_verification_link_never_reactivates_or_logs_in(client, db, staff):
+    """Issue 23.4: staff deactivate a verified sign-up; its old link must stay dead."""
+    client.post("/signup/", {"username": "dora", "email": "dora@example.com",
+                             "password1": "a-long-passphrase-9", "password2": "a-long-passphrase-9"})
+    link = _verification_link()
+    client.get(link)
+    dora = get_user_model().objects.get(username="dora")
+    assert dora.is_active
+    dora.is_active = False  # what the admin's "active" checkbox does
+    dora.save()
+    again = client.get(link)
+    assert again.status_code == 400
+    dora.refresh_from_db()
+    assert not dora.is_active and client.get("/").status_code == 302
 
 
 def test_signup_refuses_a_taken_email_and_bad_passwords(client, alice):

@@ -36,6 +36,11 @@ def test_signup_verify_enrol_otp_and_manage_tokens(page, shot, live_server):
     link = re.search(r"https?://\S+/signup/verify/\S+", mail.outbox[-1].body).group(0)
     page.goto(link.replace("http://testserver", live_server.url))
     expect(page.locator(".message.success")).to_contain_text("verified")
+    # The link verifies the address only (issue 23.4): the password still logs in.
+    expect(page).to_have_url(re.compile(r"/login/"))
+    page.fill("#id_username", "dora")
+    page.fill("#id_password", "a-long-passphrase-9")
+    page.click("main button[type=submit]")
     expect(page.locator("h1")).to_have_text("Dashboard")
     shot(page, "2-dashboard")
 
