@@ -9,10 +9,20 @@ from agents.models import Host, Operation
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "transport", "ssh_address", "status", "cores", "memory_mib", "last_heartbeat"]
+    list_display = ["name", "transport", "ssh_address", "status", "cores", "memory_mib", "accelerator",
+                    "last_heartbeat"]
     list_filter = ["status", "transport"]
     search_fields = ["name", "ssh_address"]
-    readonly_fields = ["uuid", "last_heartbeat", "last_error", "facts", "created"]
+    readonly_fields = ["uuid", "last_heartbeat", "last_error", "accelerator", "facts", "created"]
+
+    @admin.display(description="Accelerator")
+    def accelerator(self, host):
+        """What `auto` starts guests with, and why (from the last check's KVM test guest)."""
+        facts = host.facts or {}
+        if "kvm_usable" not in facts:
+            return "unknown (not checked yet)"
+        reason = facts.get("kvm_reason") or ""
+        return f"KVM ({reason})" if facts["kvm_usable"] else f"TCG, no KVM ({reason})"
     actions = ["check_hosts", "drain_hosts", "disable_hosts", "enable_hosts"]
 
     @admin.action(description="Check the selected hosts now")

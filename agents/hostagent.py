@@ -37,11 +37,12 @@ class HostError(Exception):
         return self.extra.get("batch_verb")
 
     def details(self) -> str:
+        # The program's own words before the command line: a cut-off view still shows why.
         lines = []
-        if self.argv:
-            lines.append("command: " + " ".join(self.argv))
         if self.stderr:
             lines.append("stderr: " + self.stderr.strip()[-2000:])
+        if self.argv:
+            lines.append("command: " + " ".join(self.argv))
         return "\n".join(lines)
 
 

@@ -51,13 +51,19 @@ def guest_hostname(vm) -> str:
 
 
 def network_config(vm) -> dict:
-    """cloud-init network config v2: every NIC by MAC, addresses by SLAAC only (no DHCP)."""
-    ethernets = {
-        f"nic{nic.index}": {"match": {"macaddress": nic.mac}, "set-name": f"eth{nic.index}",
-                            "dhcp4": False, "dhcp6": False, "accept-ra": True}
-        for nic in vm.nics.all()
-    }
-    return {"version": 2, "ethernets": ethernets}
+    """cloud-init network config v1: every NIC by MAC, named eth<index>, addresses by SLAAC only.
+
+    v1 with an `ipv6_slaac` subnet, not v2 with `accept-ra` and no addresses: cloud-init's ENI
+    renderer (Debian images with ifupdown) turns an interface without subnets into `iface eth0
+    inet manual` with no `auto eth0`, and the guest has no network. This one renders `auto eth0` +
+    `iface eth0 inet6 auto` (ifupdown), `accept-ra: true` (netplan) and `method=auto`
+    (NetworkManager); images/tests/test_network_config.py proves it with cloud-init's renderer.
+    """
+    return {"version": 1, "config": [
+        {"type": "physical", "name": f"eth{nic.index}", "mac_address": nic.mac, "accept-ra": True,
+         "subnets": [{"type": "ipv6_slaac"}]}
+        for nic in sorted(vm.nics.all(), key=lambda nic: nic.index)
+    ]}
 
 
 def metadata_spec(vm) -> dict:

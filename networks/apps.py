@@ -6,6 +6,6 @@ class NetworksConfig(AppConfig):
     verbose_name = "Networks"
 
     def ready(self):
-        from networks import signals, workflows  # noqa: F401  (the workflows register with the engine)
+        from networks import checks, signals, workflows  # noqa: F401  (checks and workflows register themselves)
 
         signals.connect()

@@ -5,12 +5,13 @@ broker under UNCLOUD_DATA_DIR (./var), no server to install. DATABASE_URL and
 CELERY_BROKER_URL switch to PostgreSQL and Redis. Every variable is in .env.example.
 """
 
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 
-from uncloud_project.env import envbool, envint, envlist, envstr
+from uncloud_project.env import envbool, envint, envlist, envstr, resolv_conf_ipv6_servers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("UNCLOUD_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -198,7 +199,10 @@ UNCLOUD_MAX_NICS_PER_VM = envint("UNCLOUD_MAX_NICS_PER_VM", 8)  # the host side 
 UNCLOUD_MAX_INGRESS_RULES = envint("UNCLOUD_MAX_INGRESS_RULES", 64)
 # How long a guest gets to let go of a NIC on hot-unplug (Linux needs about 5 s) (seconds).
 UNCLOUD_NIC_DETACH_TIMEOUT = envint("UNCLOUD_NIC_DETACH_TIMEOUT", 30)
-UNCLOUD_DNS_SERVERS = envlist("UNCLOUD_DNS_SERVERS", "")
+# Unset: this machine's own global IPv6 resolvers (from /etc/resolv.conf); set (even empty): as given.
+# When none is left, a system check and the admin warn: guests then cannot resolve names.
+UNCLOUD_DNS_SERVERS = (envlist("UNCLOUD_DNS_SERVERS") if "UNCLOUD_DNS_SERVERS" in os.environ
+                       else resolv_conf_ipv6_servers())
 UNCLOUD_DNS_SEARCH = envlist("UNCLOUD_DNS_SEARCH", "")
 
 # Quotas every new project starts with (staff raise them per project)
@@ -300,7 +304,8 @@ STRIPE_JS_URL = envstr("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
 
 # VMs and the scheduler
-# auto: KVM when /dev/kvm works on the host, else TCG; tcg for nested hosts whose KVM cannot run guests.
+# auto: KVM when a throw-away test guest really runs with it on the host (a /dev/kvm that opens is no
+# proof: nested KVM without vmx/svm dies with "failed to set MSR"), else TCG. kvm or tcg force one.
 UNCLOUD_VM_ACCEL = envstr("UNCLOUD_VM_ACCEL", "auto")
 # spread: the host with the most free memory; pack: the fullest host that still fits.
 UNCLOUD_SCHEDULER_STRATEGY = envstr("UNCLOUD_SCHEDULER_STRATEGY", "spread")

@@ -714,6 +714,8 @@ def apply_ruleset(state_dir):
 
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
+KVM_PROBE_RUN_S = 0.5
+KVM_PROBE_TIMEOUT_S = 20
 HOST_BINARIES = ("ip", "nft", "radvd", QEMU_BINARY, "qemu-img")
 
 
@@ -722,19 +724,132 @@ def program_checksum():
         return hashlib.sha256(handle.read()).hexdigest()
 
 
-def kvm_is_usable():
-    """/dev/kvm opens and speaks the stable API. (A nested KVM can pass this and still fail to run
-    guests; the control plane can force accel=tcg for such hosts.)"""
+def kvm_device_opens():
+    """None when /dev/kvm opens and speaks the stable API, else why not."""
     try:
         descriptor = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
+    except OSError as error:
+        return f"/dev/kvm: {error.strerror}"
     try:
-        return fcntl.ioctl(descriptor, KVM_GET_API_VERSION) == KVM_API_VERSION
-    except OSError:
-        return False
+        version = fcntl.ioctl(descriptor, KVM_GET_API_VERSION)
+    except OSError as error:
+        return f"/dev/kvm: KVM_GET_API_VERSION: {error.strerror}"
     finally:
         os.close(descriptor)
+    return None if version == KVM_API_VERSION else f"/dev/kvm speaks KVM API {version}, not {KVM_API_VERSION}"
+
+
+class QmpStdio:
+    """QMP over a qemu's stdin/stdout (-qmp stdio), reading whole lines straight from the pipe:
+    a buffered file object would hide lines already read from select()."""
+
+    def __init__(self, process, deadline):
+        self.process, self.deadline, self.pending = process, deadline, b""
+
+    def command(self, name):
+        self.process.stdin.write((json.dumps({"execute": name}) + "\n").encode())
+        self.process.stdin.flush()
+        return self.answer()
+
+    def answer(self):
+        """The next greeting, return or error (events are skipped)."""
+        while True:
+            line = self.line()
+            message = json.loads(line)
+            if "return" in message or "error" in message or "QMP" in message:
+                return message
+
+    def line(self):
+        descriptor = self.process.stdout.fileno()
+        while b"\n" not in self.pending:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 or not select.select([descriptor], [], [], remaining)[0]:
+                raise TimeoutError
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                raise EOFError
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line
+
+
+def kvm_probe_guest(accel="kvm"):
+    """Start a throw-away guest with accel=kvm (no disk, no NIC, 32 MiB) and let its firmware run
+    for KVM_PROBE_RUN_S: (True, why) when it still runs, else (False, qemu's own words). A /dev/kvm
+    that opens proves nothing: a nested KVM without vmx/svm opens fine and qemu then dies with
+    'failed to set MSR 0x10a' as soon as it loads the vCPU registers."""
+    binary = find_binary(QEMU_BINARY)
+    if binary is None:
+        return False, f"{QEMU_BINARY} is not installed"
+    # accel is a parameter only so a test can prove on any machine that a guest that does run is
+    # recognised (with tcg).
+    cpu = ["-cpu", "host"] if accel == "kvm" else []
+    argv = [binary, "-machine", f"q35,accel={accel}", *cpu, "-m", "32", "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S", "-qmp", "stdio"]
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    qmp = QmpStdio(process, time.monotonic() + KVM_PROBE_TIMEOUT_S)
+    try:
+        qmp.answer()  # the greeting
+        qmp.command("qmp_capabilities")
+        qmp.command("cont")
+        time.sleep(KVM_PROBE_RUN_S)
+        status = qmp.command("query-status").get("return", {}).get("status")
+        if status != "running":
+            return False, f"a {accel} test guest stopped with status {status}"
+        return True, f"a {accel} test guest ran for {KVM_PROBE_RUN_S} s"
+    except TimeoutError:
+        return False, f"a {accel} test guest did not answer within {KVM_PROBE_TIMEOUT_S} s"
+    except (EOFError, OSError, ValueError):
+        process.kill()
+        stderr = process.communicate(timeout=10)[1].decode(errors="replace").strip()
+        first_error = qemu_error_lines(stderr)[:1] or [f"qemu exited with status {process.returncode}"]
+        return False, f"a {accel} test guest died: {first_error[0]}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
+            process.communicate(timeout=10)
+
+
+def kvm_probe():
+    """{"usable": bool, "reason": str}: whether guests can really run with accel=kvm here."""
+    reason = kvm_device_opens()
+    if reason is not None:
+        return {"usable": False, "reason": reason}
+    usable, reason = kvm_probe_guest()
+    return {"usable": usable, "reason": reason}
+
+
+def kvm_probe_identity():
+    """What a cached probe is valid for: this boot (modules, nesting) and this qemu binary."""
+    binary = find_binary(QEMU_BINARY)
+    try:
+        qemu = os.stat(binary) if binary else None
+    except OSError:
+        qemu = None
+    return {"boot_id": (read_text("/proc/sys/kernel/random/boot_id") or "").strip(),
+            "qemu": [binary, qemu.st_mtime_ns, qemu.st_size] if qemu else None}
+
+
+def kvm_probe_cached(state_dir, fresh=False):
+    """The probe's result, run again when asked (host-info) or when the boot or qemu changed;
+    vm-up with accel auto reads it, so a VM start pays for a probe at most once per boot."""
+    path = os.path.join(state_dir, "kvm-probe.json")
+    identity = kvm_probe_identity()
+    cached = read_json_file(path)
+    if not fresh and isinstance(cached, dict) and cached.get("identity") == identity:
+        return cached["result"]
+    result = kvm_probe()
+    write_json_file(path, {"identity": identity, "result": result})
+    return result
+
+
+def qemu_error_lines(output):
+    """qemu's own complaints ("qemu-system-x86_64: ..."), first; other lines after them."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith(f"{QEMU_BINARY}:")]
+    return own + [line for line in lines if line not in own]
 
 
 def memory_mib():
@@ -743,6 +858,10 @@ def memory_mib():
         key, _, rest = line.partition(":")
         values[key] = int(rest.split()[0]) // 1024
     return {"total": values.get("MemTotal"), "available": values.get("MemAvailable")}
+
+
+def kvm_facts(probe):
+    return {"kvm_usable": probe["usable"], "kvm_reason": probe["reason"]}
 
 
 def verb_host_info(spec):
@@ -755,7 +874,7 @@ def verb_host_info(spec):
         "sha256": program_checksum(),
         "python": sys.version.split()[0],
         "binaries": {name: find_binary(name) for name in HOST_BINARIES},
-        "kvm_usable": kvm_is_usable(),
+        **kvm_facts(kvm_probe_cached(state_dir, fresh=True)),
         "cores": os.cpu_count(),
         "memory_mib": memory_mib(),
         "state_dir": state_dir,
@@ -1214,9 +1333,9 @@ def parse_vm_up_spec(spec):
     return vm
 
 
-def resolve_accel(requested):
+def resolve_accel(requested, state_dir):
     if requested == "auto":
-        return "kvm" if kvm_is_usable() else "tcg"
+        return "kvm" if kvm_probe_cached(state_dir)["usable"] else "tcg"
     return requested
 
 
@@ -1394,7 +1513,11 @@ def await_qemu(vm, argv, process):
     if process.returncode != 0:
         output = stderr + stdout
         code = "disk_full" if looks_like_disk_full(output) else "qemu_failed"
-        raise HostsideError(code, f"qemu exited with status {process.returncode}", stderr=output,
+        # qemu's own words lead the message: they are what a person needs (the command line and
+        # the rest of stderr follow in the error's details).
+        said = qemu_error_lines(output)[:1]
+        message = said[0] if said else f"qemu exited with status {process.returncode}"
+        raise HostsideError(code, f"qemu failed to start: {message}", stderr=output,
                             argv=argv, details={"serial_tail": tail_of_file(paths["serial"])})
     pid = running_qemu(vm["state_dir"], vm["uuid"])
     if pid is None:
@@ -1435,6 +1558,19 @@ def spec_for_disk(vm, accel):
                                      "kernel", "initrd", "cmdline")} | {"accel": accel}
 
 
+def remove_ports_of_failed_start(vm):
+    """After qemu failed to start (or its rules were refused): the VM's taps and port files go
+    again, so no tap of a guest that never ran stays on a bridge. Called under the host lock, and
+    only when this vm-up found no qemu of the VM running (a running guest's taps are never
+    touched). Best effort: the start's own error is what the caller reports."""
+    if running_qemu(vm["state_dir"], vm["uuid"]) is not None:
+        return
+    with contextlib.suppress(HostsideError, OSError):
+        for nic in vm["nics"]:
+            remove_port(vm["state_dir"], nic["tap"], [])
+        apply_ruleset(vm["state_dir"])
+
+
 def verb_vm_up(spec):
     vm = parse_vm_up_spec(spec)
     require_binaries("ip", "nft", QEMU_BINARY)
@@ -1449,7 +1585,7 @@ def verb_vm_up(spec):
         with host_lock(state_dir):
             require_networks_up(vm)
             pid = running_qemu(state_dir, vm_uuid)
-            accel = resolve_accel(vm["accel"])
+            accel = resolve_accel(vm["accel"], state_dir)
             already_running = pid is not None
             if not already_running:
                 write_json_file(paths["spec"], spec_for_disk(vm, accel))
@@ -1461,9 +1597,18 @@ def verb_vm_up(spec):
                 if apply_ruleset(state_dir):
                     changes.append("applied nft rules")
             else:
-                starting = start_guarded_qemu(vm, accel, changes)
+                try:
+                    starting = start_guarded_qemu(vm, accel, changes)
+                except BaseException:
+                    remove_ports_of_failed_start(vm)
+                    raise
         if not already_running:
-            pid = await_qemu(vm, *starting)
+            try:
+                pid = await_qemu(vm, *starting)
+            except BaseException:
+                with host_lock(state_dir):
+                    remove_ports_of_failed_start(vm)
+                raise
             changes.append("started qemu")
         status, qmp_error = continue_guest(vm)
     recorded = read_json_file(paths["spec"]) or {}
@@ -2486,7 +2631,7 @@ def parse_vm_metadata_spec(spec):
     network_config = spec.get("network_config")
     if network_config is not None and (not isinstance(network_config, dict)
                                        or len(json.dumps(network_config)) > MAX_USER_DATA_BYTES):
-        raise bad_spec("network_config must be a JSON object (cloud-init network config v2)")
+        raise bad_spec("network_config must be a JSON object (a cloud-init network config)")
     name = spec.get("name", hostname)
     if not isinstance(name, str) or not CMDLINE_RE.match(name) or not 0 < len(name) <= 255:
         raise bad_spec("name must be printable ASCII")

@@ -178,8 +178,14 @@ def test_qemu_failure_reports_stderr(hosts):
     error = fails(host, "vm-up", {"state_dir": str(host.state_dir), **spec}, "qemu_failed")
     assert "qcow2" in error["stderr"] and error["argv"][0] == "qemu-system-x86_64"
     assert "serial_tail" in error
+    # qemu's own complaint leads the message (a banner that cuts it off still shows why).
+    first_complaint = next(line for line in error["stderr"].splitlines() if line.startswith("qemu-system-x86_64:"))
+    assert error["message"] == f"qemu failed to start: {first_complaint.strip()}"
     assert ok(host, "vm-status", uuid=VM_UUID)["status"] == "stopped"
-    # The port stays guarded (vm-up may be retried); vm-down clears it.
+    # A guest that never ran leaves no tap on the bridge and no guarded port behind.
+    after = inventory(host)
+    assert after["taps"] == [] and after["ruleset"]["guarded_ports"] == []
+    assert not list((Path(host.state_dir) / "ports").glob("*.json"))
     ok(host, "vm-down", uuid=VM_UUID)
     assert inventory(host)["taps"] == [] and inventory(host)["ruleset"]["guarded_ports"] == []
 
