@@ -5,7 +5,8 @@ billing run together, and with psycopg's client-side binding Django's bulk INSER
 value into the SQL text. On PostgreSQL the rows go in with one COPY per table instead; elsewhere
 (SQLite in the embedded setup) they become instances for bulk_create: slower, but the same rows.
 
-Values must already be what the column stores (Decimal, aware datetime, date, str, int, UUID); JSON
+Values must already be what the column stores (Decimal (converted to the integer an ExactDecimalField
+stores), aware datetime, date, str, int, UUID); JSON
 columns take the Python value. Fields left out get what Django would give them: their default (called
 per row when it is callable), now for auto_now(_add), else the field's empty value.
 """
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from django.db import connections, router
 from django.db.models import JSONField
 from django.utils import timezone
+
+from billing.fields import ExactDecimalField
 
 
 def use_copy(connection) -> bool:
@@ -70,6 +73,8 @@ def _copy(connection, model, fields, rows) -> None:
             constants.append((field, field.get_default()))
     columns = fields + [field.attname for field, _ in constants] + [field.attname for field, _ in per_row]
     json_positions = [index for index, name in enumerate(columns) if isinstance(by_attname[name], JSONField)]
+    # Exact decimals are integers of their smallest unit in the column (billing/fields.py).
+    unit_positions = [index for index, name in enumerate(columns) if isinstance(by_attname[name], ExactDecimalField)]
     constant_values = tuple(value for _, value in constants)
     makers = [make for _, make in per_row]
     quote = connection.ops.quote_name
@@ -78,8 +83,10 @@ def _copy(connection, model, fields, rows) -> None:
     with connection.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             values = (*row, *constant_values, *(make() for make in makers))
-            if json_positions:
+            if json_positions or unit_positions:
                 values = list(values)
+                for index in unit_positions:
+                    values[index] = by_attname[columns[index]].to_units(values[index])
                 for index in json_positions:
                     if values[index] is not None:  # None is SQL NULL, as the ORM stores it
                         values[index] = json.dumps(values[index], cls=by_attname[columns[index]].encoder)
@@ -90,8 +97,18 @@ def _copy(connection, model, fields, rows) -> None:
 def counting_statements(connection):
     """Collect every statement sent on `connection` meanwhile (for the bench and tests): Django's
     query capture does not see COPY, a cursor class on the psycopg connection sees execute,
-    executemany and copy alike."""
+    executemany and copy alike. Elsewhere (SQLite, no COPY) Django's execute wrapper sees them all."""
     connection.ensure_connection()
+    if not use_copy(connection):
+        statements = []
+
+        def count(execute, sql, params, many, context):
+            statements.append(sql)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(count):
+            yield statements
+        return
     raw = connection.connection
     plain = raw.cursor_factory
     statements = []

@@ -1,6 +1,6 @@
 """The money side: catalogue, orders, bills, payments and a double-entry ledger.
 
-Amounts are Decimal. Bills, lines, orders and journal entries are never edited after the fact: a
+Amounts are Decimal, stored exactly as integers of their smallest unit (billing/fields.py). Bills, lines, orders and journal entries are never edited after the fact: a
 change is a new row (a replacing order, a cancelling journal entry).
 """
 
@@ -27,24 +27,25 @@ from billing.choices import (
     RefundVia,
     VatTreatment,
 )
+from billing.fields import ExactDecimalField
 
 ZERO = Decimal("0.00")
 
 
 def money_field(**kwargs):
-    return models.DecimalField(max_digits=14, decimal_places=2, **kwargs)
+    return ExactDecimalField(max_digits=14, decimal_places=2, **kwargs)
 
 
 def rate_field(**kwargs):
     # Prices per hour or per GiB need more precision than cents; bill amounts are rounded to cents.
-    return models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"), **kwargs)
+    return ExactDecimalField(max_digits=14, decimal_places=6, default=Decimal("0"), **kwargs)
 
 
 class VatRate(models.Model):
     """A country's VAT rate in percent from a date on. Staff add rows when rates change."""
 
     country = models.CharField(max_length=2)
-    rate_percent = models.DecimalField(max_digits=5, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
+    rate_percent = ExactDecimalField(max_digits=5, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
     valid_from = models.DateField()
     note = models.CharField(max_length=200, blank=True)
 
@@ -142,7 +143,7 @@ class Order(models.Model):
     description = models.CharField(max_length=200)
     resource_kind = models.CharField(max_length=20, blank=True)
     resource_uuid = models.UUIDField(null=True, blank=True)
-    quantity = models.DecimalField(max_digits=14, decimal_places=3, default=Decimal("1"))
+    quantity = ExactDecimalField(max_digits=14, decimal_places=3, default=Decimal("1"))
     cores = models.PositiveIntegerField(null=True, blank=True)
     memory_mib = models.PositiveBigIntegerField(null=True, blank=True)
     disk_mib = models.PositiveBigIntegerField(null=True, blank=True)
@@ -202,7 +203,7 @@ class Bill(models.Model):
     state = models.CharField(max_length=10, choices=BillState.choices, default=BillState.OPEN)
     subtotal = money_field()
     vat_treatment = models.CharField(max_length=10, choices=VatTreatment.choices)
-    vat_rate_percent = models.DecimalField(max_digits=5, decimal_places=2, default=ZERO)
+    vat_rate_percent = ExactDecimalField(max_digits=5, decimal_places=2, default=ZERO)
     vat_amount = money_field(default=ZERO)
     total = money_field()
     vat_note = models.CharField(max_length=200, blank=True)
@@ -236,7 +237,7 @@ class BillLine(models.Model):
     description = models.CharField(max_length=250)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
-    quantity = models.DecimalField(max_digits=16, decimal_places=6, help_text="Periods charged (e.g. 0.5 month)")
+    quantity = ExactDecimalField(max_digits=16, decimal_places=6, help_text="Periods charged (e.g. 0.5 month)")
     unit_amount = rate_field()
     amount = money_field()
 

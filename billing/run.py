@@ -17,7 +17,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Q, Sum, Value
 from django.utils import timezone
 
 from billing import bulk, ledger
@@ -178,12 +178,13 @@ def _settle_prepaid(bills):
     # Money in a customer's favour = their unpaid bills minus what they owe (ledger.available_credit),
     # for the whole batch in one query; it finds nobody unless someone paid ahead.
     unpaid = (Bill.objects.filter(account_id__in=account_ids, state__in=UNPAID_BILL_STATES).order_by()
-              .values("account_id").annotate(amount=Sum("total")))
+              .values("account_id").annotate(amount=Sum("total"), sign=Value(1)))
     not_owed = (Posting.objects.filter(ledger_account=LedgerAccount.RECEIVABLE, account_id__in=account_ids)
-                .order_by().values("account_id").annotate(amount=-Sum("amount")))
+                .order_by().values("account_id").annotate(amount=Sum("amount"), sign=Value(-1)))
     available = {}
+    # Negated here, not in SQL: a sum stays exact only as the column's own type (see billing/fields.py).
     for row in unpaid.union(not_owed, all=True):
-        available[row["account_id"]] = available.get(row["account_id"], ZERO) + row["amount"]
+        available[row["account_id"]] = available.get(row["account_id"], ZERO) + row["sign"] * row["amount"]
     prepaid = {account_id for account_id, amount in available.items() if amount > ZERO}
     if not prepaid:
         return

@@ -11,6 +11,18 @@ from billing import ledger
 from billing.actions import account_of_user, do_update_billing_address
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """On SQLite (bin/test runs billing there too) the test database is a file, as the embedded
+    default's is: Django's in-memory default shares one cache between connections and answers two
+    concurrent writers with "database table is locked" instead of letting the second one wait."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(settings.DATA_DIR / "test-billing.sqlite3")
+
+
 @pytest.fixture(autouse=True)
 def ledger_sums_to_zero(request):
     marker = request.node.get_closest_marker("django_db")

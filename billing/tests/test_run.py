@@ -257,7 +257,8 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(make_customer, coun
     assert run_billing(FEB, today=date(2025, 3, 1), batch_size=100).bills_created == 14
     # Every statement counts here, COPY included.
     assert len(statements) == len(small)
-    assert sum(statement.startswith("COPY") for statement in statements) == 4  # bills, lines, entries, postings
+    if connection.vendor == "postgresql":
+        assert sum(statement.startswith("COPY") for statement in statements) == 4  # bills, lines, entries, postings
 
 
 def test_the_portable_writer_makes_the_same_bills_as_copy(make_customer, monkeypatch):
