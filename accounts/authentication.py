@@ -4,6 +4,7 @@ from rest_framework import authentication, exceptions, permissions
 from accounts import ratelimit
 from accounts.choices import TokenScope
 from accounts.models import TOKEN_PREFIX, APIToken, hash_token
+from accounts.otp import match_code
 
 OTP_HEADER = "X-OTP"
 
@@ -11,9 +12,10 @@ OTP_HEADER = "X-OTP"
 class APITokenAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer uc_...` (or `Token uc_...`) against hashed, revocable per-user tokens.
 
-    A read-only token answers 403 to anything but GET/HEAD/OPTIONS. A request may carry a current
-    one-time code in the `X-OTP` header: a wrong one is refused, a right one marks the request as
-    verified (required, for example, to create further tokens through the API).
+    A read-only token answers 403 to anything but GET/HEAD/OPTIONS. A token alone never counts as a
+    second factor: creating further tokens needs a current one-time code in the `X-OTP` header, and
+    only that request reads it (elsewhere the header is ignored, so nobody holding a token can use
+    wrong codes on plain requests to lock the owner's second factor).
     """
 
     keywords = ("bearer", "token")
@@ -34,9 +36,6 @@ class APITokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.PermissionDenied("This token is read-only.")
         user = token.user
         user.is_verified = lambda: False
-        code = request.headers.get(OTP_HEADER, "").strip()
-        if code:
-            _verify_otp_header(request, user, code)
         # Bounded write amplification: note use at most once a minute per token.
         now = timezone.now()
         if token.last_used is None or (now - token.last_used).total_seconds() > 60:
@@ -47,18 +46,31 @@ class APITokenAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="api"'
 
 
-def _verify_otp_header(request, user, code: str) -> None:
-    from django_otp import match_token
+def verify_otp_header(request) -> bool:
+    """For the one API request that needs a second factor: check its X-OTP code.
 
+    True (and the request counts as verified) for a right code, False without a header. A wrong code
+    raises 401; wrong codes count per account and per network (accounts.ratelimit), never on the
+    device, and too many answer 429.
+    """
+    code = request.headers.get(OTP_HEADER, "").strip()
+    if not code:
+        return False
+    user = request.user
     limiter = ratelimit.LoginLimiter(f"api-otp:{user.pk}", ratelimit.client_address(request))
-    if limiter.blocked():
-        raise exceptions.Throttled(detail="Too many wrong one-time codes; try again later.")
-    device = match_token(user, code)
-    if device is None:
-        limiter.failed()
-        raise exceptions.AuthenticationFailed(f"Wrong or reused one-time code in {OTP_HEADER}.")
+    try:
+        if limiter.blocked():
+            raise exceptions.Throttled(detail="Too many wrong one-time codes; try again later.")
+        device = match_code(user, code)
+        if device is None:
+            limiter.failed()
+            raise exceptions.AuthenticationFailed(f"Wrong or reused one-time code in {OTP_HEADER}.")
+    except ratelimit.LimiterUnavailable:
+        raise exceptions.APIException(ratelimit.LoginLimiter.unavailable_message())
+    limiter.succeeded()
     user.otp_device = device
     user.is_verified = lambda: True
+    return True
 
 
 def request_is_otp_verified(request) -> bool:

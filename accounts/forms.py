@@ -6,7 +6,7 @@ from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.utils import timezone
 
 from accounts.choices import TokenScope
-from accounts.ratelimit import LoginLimiter, client_address
+from accounts.ratelimit import LimiterUnavailable, LoginLimiter, client_address
 
 
 class LoginForm(AuthenticationForm):
@@ -20,13 +20,16 @@ class LoginForm(AuthenticationForm):
     def clean(self):
         username = self.data.get("username", "")
         limiter = LoginLimiter(username, client_address(self.request))
-        if limiter.blocked():
-            raise forms.ValidationError(limiter.message(), code="rate_limited")
         try:
-            cleaned = super().clean()
-        except forms.ValidationError:
-            limiter.failed()
-            raise
+            if limiter.blocked():
+                raise forms.ValidationError(limiter.message(), code="rate_limited")
+            try:
+                cleaned = super().clean()
+            except forms.ValidationError:
+                limiter.failed()
+                raise
+        except LimiterUnavailable:
+            raise forms.ValidationError(LoginLimiter.unavailable_message(), code="unavailable")
         limiter.succeeded()
         return cleaned
 

@@ -1,19 +1,83 @@
-"""Login rate limiting: failed attempts counted in the cache per (username, address) and per address.
+"""Login rate limiting: failed attempts counted in the cache per account, per account+network and per network.
 
-Only failures count, so a user who types the right password is never slowed down by others, and
-a guesser is stopped after a few tries at one account, or after more tries spread over many
-accounts from one address. Counters expire after the window (UNCLOUD_LOGIN_WINDOW_SECONDS).
+Only failures count, so a user who types the right password is never slowed down by others' typos
+from elsewhere, and a guesser is stopped after a few tries at one account from one network, after
+more tries at one account from many networks, or after more tries spread over many accounts from
+one network. Counters expire after the window (UNCLOUD_LOGIN_WINDOW_SECONDS).
+
+"Network" is the client's IPv4 address, or its IPv6 /64: every VM here owns a /64, so counting
+single IPv6 addresses would give a guesser 2^64 counters. "Account" is the username as the login
+form normalises it (NFKC, case-folded), so a fullwidth `ｍallory` counts against `mallory`.
+
+Behind a reverse proxy every request comes from the proxy: the client is then taken from the
+proxy's X-Forwarded-For, and only when the request really comes from a proxy listed in
+UNCLOUD_TRUSTED_PROXIES (anyone else could write that header).
 """
 
 import hashlib
+import ipaddress
+import logging
+import unicodedata
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.cache import cache
 
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=8)
+def _trusted_networks(entries: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def _parse(address: str):
+    try:
+        parsed = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def _is_trusted(address, networks) -> bool:
+    return address is not None and any(address in network for network in networks)
+
 
 def client_address(request) -> str:
-    # REMOTE_ADDR is what the socket saw; behind a proxy, the proxy must set it (gunicorn --forwarded-allow-ips).
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
+    """The address of the client: REMOTE_ADDR, or, when that is a trusted proxy, the right-most address
+    in the forwarded header that is not itself a trusted proxy (proxies append; a client can only
+    prepend lies)."""
+    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    networks = _trusted_networks(tuple(settings.UNCLOUD_TRUSTED_PROXIES))
+    if not networks or not _is_trusted(_parse(remote), networks):
+        return remote
+    header = settings.UNCLOUD_CLIENT_ADDRESS_HEADER.upper().replace("-", "_")
+    forwarded = request.META.get(f"HTTP_{header}", "")
+    client = remote
+    for hop in reversed([part for part in forwarded.split(",") if part.strip()]):
+        address = _parse(hop)
+        if address is None:
+            break  # garbage: keep the last address a trusted proxy vouched for
+        client = str(address)
+        if not _is_trusted(address, networks):
+            break
+    return client
+
+
+def network_of(address: str) -> str:
+    """What the per-address counters count: an IPv4 address, or the /64 of an IPv6 address."""
+    parsed = _parse(address)
+    if parsed is None:
+        return address
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
+def normalise_username(username: str) -> str:
+    return unicodedata.normalize("NFKC", username or "").strip().casefold()
 
 
 def _key(*parts: str) -> str:
@@ -21,32 +85,60 @@ def _key(*parts: str) -> str:
     return f"uncloud:loginfail:{digest}"
 
 
+class LimiterUnavailable(Exception):
+    """The cache holding the counters cannot be reached: refuse the attempt, clearly (never a 500)."""
+
+
 class LoginLimiter:
     def __init__(self, username: str, address: str):
-        self.user_key = _key("user", username.strip().lower(), address)
-        self.address_key = _key("address", address)
+        account = normalise_username(username)
+        network = network_of(address)
+        self.account_key = _key("account", account)
+        self.user_key = _key("user", account, network)
+        self.address_key = _key("address", network)
+        self.limits = {
+            self.user_key: settings.UNCLOUD_LOGIN_FAILURES_PER_USER,
+            self.account_key: settings.UNCLOUD_LOGIN_FAILURES_PER_ACCOUNT,
+            self.address_key: settings.UNCLOUD_LOGIN_FAILURES_PER_ADDRESS,
+        }
 
     def blocked(self) -> bool:
-        counts = cache.get_many([self.user_key, self.address_key])
-        return (
-            counts.get(self.user_key, 0) >= settings.UNCLOUD_LOGIN_FAILURES_PER_USER
-            or counts.get(self.address_key, 0) >= settings.UNCLOUD_LOGIN_FAILURES_PER_ADDRESS
-        )
+        try:
+            counts = cache.get_many(list(self.limits))
+        except Exception as error:  # any cache backend's connection error
+            logger.error("login rate limiter: the cache cannot be reached (%s); refusing logins", error)
+            raise LimiterUnavailable(str(error)) from error
+        return any(counts.get(key, 0) >= limit for key, limit in self.limits.items())
 
     def failed(self) -> None:
         window = settings.UNCLOUD_LOGIN_WINDOW_SECONDS
-        for key in (self.user_key, self.address_key):
-            # add() only sets a missing key, so the window starts at the first failure.
-            cache.add(key, 0, timeout=window)
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.set(key, 1, timeout=window)
+        try:
+            for key in self.limits:
+                # add() only sets a missing key, so the window starts at the first failure.
+                cache.add(key, 0, timeout=window)
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between add and incr
+                    cache.set(key, 1, timeout=window)
+        except LimiterUnavailable:
+            raise
+        except Exception as error:
+            logger.error("login rate limiter: cannot count a failure (%s)", error)
+            raise LimiterUnavailable(str(error)) from error
 
     def succeeded(self) -> None:
-        cache.delete(self.user_key)
+        # The account's own counters start again; the network's counter does not (it counts guesses
+        # at every account from there).
+        try:
+            cache.delete_many([self.user_key, self.account_key])
+        except Exception as error:
+            logger.error("login rate limiter: cannot reset counters (%s)", error)
 
     @staticmethod
     def message() -> str:
         minutes = max(1, settings.UNCLOUD_LOGIN_WINDOW_SECONDS // 60)
         return f"Too many failed attempts. Try again in {minutes} minutes, or reset your password."
+
+    @staticmethod
+    def unavailable_message() -> str:
+        return "Logging in is not possible right now; try again in a few minutes."

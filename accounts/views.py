@@ -22,13 +22,14 @@ from django.utils.encoding import force_bytes
 from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_decode, urlsafe_base64_encode
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
-from django_otp import match_token, user_has_device
+from django_otp import user_has_device
 
 from accounts import actions
 from accounts.api.exceptions import Conflict
 from accounts.forms import AddMemberForm, LoginForm, OTPCodeForm, ProjectForm, SignupForm, TokenForm
 from accounts.models import APIToken, AuditEntry, Invitation
-from accounts.ratelimit import LoginLimiter, client_address
+from accounts.otp import match_code
+from accounts.ratelimit import LimiterUnavailable, LoginLimiter, client_address
 from accounts.scoping import projects_of
 
 OTP_PENDING_SESSION_KEY = "uncloud_otp_pending"
@@ -50,6 +51,22 @@ def _error_text(error) -> str:
 
 
 # --- Login: password, then (if the user enrolled one) a one-time code ---
+
+def _check_code(request, user, code: str):
+    """(device, None) for a right code, else (None, why). Wrong codes count per account and network."""
+    limiter = LoginLimiter(f"otp:{user.pk}", client_address(request))
+    try:
+        if limiter.blocked():
+            return None, limiter.message()
+        device = match_code(user, code)
+        if device is None:
+            limiter.failed()
+            return None, "That code is wrong or was used already."
+    except LimiterUnavailable:
+        return None, LoginLimiter.unavailable_message()
+    limiter.succeeded()
+    return device, None
+
 
 def login_view(request):
     if request.user.is_authenticated and request.method == "GET":
@@ -78,20 +95,14 @@ def login_otp_view(request):
     user = get_object_or_404(get_user_model(), pk=pending["user"], is_active=True)
     form = OTPCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        limiter = LoginLimiter(f"otp:{user.pk}", client_address(request))
-        if limiter.blocked():
-            form.add_error("code", limiter.message())
+        device, error = _check_code(request, user, form.cleaned_data["code"])
+        if device is None:
+            form.add_error("code", error)
         else:
-            device = match_token(user, form.cleaned_data["code"].strip().replace(" ", ""))
-            if device is None:
-                limiter.failed()
-                form.add_error("code", "That code is wrong or was used already.")
-            else:
-                limiter.succeeded()
-                del request.session[OTP_PENDING_SESSION_KEY]
-                auth_login(request, user, backend=pending["backend"])
-                otp_login(request, device)
-                return redirect(pending["next"])
+            del request.session[OTP_PENDING_SESSION_KEY]
+            auth_login(request, user, backend=pending["backend"])
+            otp_login(request, device)
+            return redirect(pending["next"])
     return render(request, "registration/login_otp.html", {"form": form})
 
 
@@ -198,14 +209,11 @@ def otp_view(request):
     if user_has_device(user) and not user.is_verified():
         # Enrolled, but this session never passed a code (e.g. staff sent here by the middleware).
         if request.method == "POST" and form.is_valid():
-            limiter = LoginLimiter(f"otp:{user.pk}", client_address(request))
-            device = None if limiter.blocked() else match_token(user, form.cleaned_data["code"].strip())
+            device, error = _check_code(request, user, form.cleaned_data["code"])
             if device is not None:
-                limiter.succeeded()
                 otp_login(request, device)
                 return redirect(_safe_next(request, fallback="otp"))
-            limiter.failed()
-            form.add_error("code", "That code is wrong or was used already.")
+            form.add_error("code", error)
         return render(request, "accounts/otp_verify.html", {"form": form, "next": request.GET.get("next", "")})
 
     enrolling = request.method == "POST" and request.POST.get("step") == "confirm"

@@ -243,9 +243,15 @@ MIDDLEWARE.insert(
 MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1, "accounts.middleware.StaffOTPMiddleware")
 OTP_TOTP_ISSUER = envstr("UNCLOUD_OTP_ISSUER", "uncloud")
 UNCLOUD_SIGNUP_ENABLED = envbool("UNCLOUD_SIGNUP_ENABLED", True)
-# Failed logins (password or one-time code) allowed per username+address, and per address, in the window.
+# Failed logins (password or one-time code) allowed per account+network, per account (from anywhere),
+# and per network (an IPv4 address or an IPv6 /64) over all accounts, in the window.
 UNCLOUD_LOGIN_FAILURES_PER_USER = envint("UNCLOUD_LOGIN_FAILURES_PER_USER", 5)
+UNCLOUD_LOGIN_FAILURES_PER_ACCOUNT = envint("UNCLOUD_LOGIN_FAILURES_PER_ACCOUNT", 20)
 UNCLOUD_LOGIN_FAILURES_PER_ADDRESS = envint("UNCLOUD_LOGIN_FAILURES_PER_ADDRESS", 30)
+# Reverse proxies (addresses or networks) whose client-address header is believed; empty: none, the
+# socket's address is the client. Behind a proxy, set this or every client shares the proxy's counters.
+UNCLOUD_TRUSTED_PROXIES = envlist("UNCLOUD_TRUSTED_PROXIES", "")
+UNCLOUD_CLIENT_ADDRESS_HEADER = envstr("UNCLOUD_CLIENT_ADDRESS_HEADER", "X-Forwarded-For")
 UNCLOUD_LOGIN_WINDOW_SECONDS = envint("UNCLOUD_LOGIN_WINDOW_SECONDS", 900)
 # The rate limiter's counters live in the cache: use Redis when more than one web process runs.
 _cache_url = envstr("CACHE_URL")

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from accounts import actions
 from accounts.api.serializers import APITokenSerializer, MemberSerializer, NewAPITokenSerializer, ProjectSerializer
-from accounts.authentication import OTP_HEADER, request_is_otp_verified
+from accounts.authentication import OTP_HEADER, request_is_otp_verified, verify_otp_header
 from accounts.choices import TokenScope
 from accounts.models import APIToken
 from accounts.scoping import projects_of
@@ -77,6 +77,7 @@ class APITokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     )
     def create(self, request, *args, **kwargs):
         # A stolen token must not be able to mint more: creating one needs the second factor.
+        verify_otp_header(request)
         if not request_is_otp_verified(request):
             raise PermissionDenied(
                 f"Creating a token needs your second factor: send a current code in the {OTP_HEADER} header "
