@@ -73,7 +73,9 @@ def do_update_image(actor, image: Image, **changes) -> Image:
 def do_delete_image(actor, image: Image) -> None:
     """Delete an image and its file. Refused while disks or VMs use it (no flattening)."""
     image = Image.objects.select_for_update().get(pk=image.pk)
-    users = sorted({disk.name for disk in image.disks.all()} | {vm.name for vm in image.vms.all()})
+    # A deleted VM keeps its row (for bills and the audit log) but uses nothing any more.
+    live_vms = image.vms.exclude(status="deleted")
+    users = sorted({disk.name for disk in image.disks.all()} | {vm.name for vm in live_vms})
     if users:
         raise Conflict(f"Image {image.name} is still used by: {', '.join(users[:10])}. Delete or rebuild those first.")
     if image.status == ImageStatus.VALIDATING:
@@ -81,6 +83,7 @@ def do_delete_image(actor, image: Image) -> None:
     audit.record(actor, "image.delete", project=image.project, target=image, name=image.name,
                  checksum_sha256=image.checksum_sha256)
     doomed = Image(pk=image.pk, uuid=image.uuid)
+    image.vms.filter(status="deleted").update(image=None)
     image.delete()
     transaction.on_commit(lambda: remove_image_files(doomed))
 

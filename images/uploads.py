@@ -75,6 +75,10 @@ class ImageUploadHandler(FileUploadHandler):
     def upload_interrupted(self):
         self._discard()
 
+    def discard_partial(self) -> None:
+        """Remove the file being written when the body could not be read to its end."""
+        self._discard()
+
     def _discard(self):
         if self._file is not None:
             self._file.close()

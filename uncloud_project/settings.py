@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files of our own: no CDN
     "accounts",
     "agents",
     "images",
@@ -152,6 +153,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The error answers the API really gives (400/401/403/404/409/413/422/429), on every operation they apply to.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "accounts.api.schema.document_error_responses"],
 }
 
 # Celery: the filesystem transport needs no server; Redis (or RabbitMQ) by CELERY_BROKER_URL.

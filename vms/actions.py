@@ -1,12 +1,15 @@
 """State changes of VMs and SSH keys. Atomic, audited; host work is enqueued on commit."""
 
+import hashlib
+import json
+
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
 from accounts import audit
-from accounts.api.exceptions import Conflict
+from accounts.api.exceptions import Conflict, Unprocessable
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.operations import active_operation, cancel, start_operation
 from images.actions import do_set_root_image
@@ -49,10 +52,16 @@ def _default_networks() -> list[Network]:
 def do_create_vm(
     actor, project, *, name: str, cores: int, memory_mib: int, disk_mib: int, image=None,
     networks: list[Network] | None = None, ssh_keys=(), user_data: str = "", idempotency_key: str | None = None,
+    start: bool = True,
 ) -> tuple[VM, bool]:
-    """Create a VM's desired state. Returns (vm, created): a repeated idempotency key returns the first VM."""
+    """Create a VM's desired state. Returns (vm, created): a repeated idempotency key returns the first VM,
+    or raises Unprocessable when it comes with a different request. `start=False` creates it stopped."""
+    fingerprint = ""
     if idempotency_key:
-        existing = VM.objects.filter(project=project, idempotency_key=idempotency_key).first()
+        fingerprint = create_request_fingerprint(
+            project=project, name=name, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib, image=image,
+            networks=networks, ssh_keys=ssh_keys, user_data=user_data, start=start)
+        existing = _idempotent_replay(project, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
     if image is not None and image.status != ImageStatus.AVAILABLE:
@@ -64,18 +73,40 @@ def do_create_vm(
             vm = _create_vm_rows(
                 actor, project, name=name, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib, image=image,
                 networks=_default_networks() if networks is None else networks, ssh_keys=ssh_keys,
-                user_data=user_data, idempotency_key=idempotency_key,
+                user_data=user_data, idempotency_key=idempotency_key, idempotency_fingerprint=fingerprint,
+                start=start,
             )
     except IntegrityError:
         # Two requests with one idempotency key raced: the loser returns the winner's VM.
         if idempotency_key:
-            existing = VM.objects.filter(project=project, idempotency_key=idempotency_key).first()
+            existing = _idempotent_replay(project, idempotency_key, fingerprint)
             if existing is not None:
                 return existing, False
         if VM.objects.filter(project=project, name=name).exclude(desired_state=DesiredState.DELETED).exists():
             raise Conflict(f"The project already has a VM named {name!r}.") from None
         raise
     return vm, True
+
+
+def create_request_fingerprint(*, project, name, cores, memory_mib, disk_mib, image, networks, ssh_keys, user_data,
+                               start) -> str:
+    """What a create asked for, after units are parsed ("2GiB" and 2048 are the same request)."""
+    request = {
+        "project": str(project.uuid), "name": name, "cores": cores, "memory_mib": memory_mib, "disk_mib": disk_mib,
+        "image": str(image.uuid) if image is not None else None,
+        "networks": None if networks is None else [str(network.uuid) for network in networks],
+        "ssh_keys": sorted(str(key.uuid) for key in ssh_keys), "user_data": user_data, "start": start,
+    }
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def _idempotent_replay(project, idempotency_key: str, fingerprint: str) -> VM | None:
+    existing = VM.objects.filter(project=project, idempotency_key=idempotency_key).first()
+    if existing is not None and existing.idempotency_fingerprint and existing.idempotency_fingerprint != fingerprint:
+        raise Unprocessable(
+            f"The Idempotency-Key {idempotency_key!r} was already used for a different request (VM "
+            f"{existing.name}, {existing.uuid}); send the same request again, or use a new key for a new VM.")
+    return existing
 
 
 def project_usage(project) -> Usage:
@@ -88,14 +119,16 @@ def project_usage(project) -> Usage:
 
 
 def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image, networks, ssh_keys, user_data,
-                    idempotency_key) -> VM:
+                    idempotency_key, idempotency_fingerprint="", start=True) -> VM:
     project = lock_project(project)  # quota check and insert are one step for concurrent creates
     if VM.objects.filter(project=project, name=name).exclude(desired_state=DesiredState.DELETED).exists():
         raise Conflict(f"The project already has a VM named {name!r}.")
     check_quota(project, project_usage(project), Usage(vms=1, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib))
     vm = VM.objects.create(
         project=project, name=name, cores=cores, memory_mib=memory_mib, image=image, user_data=user_data,
-        idempotency_key=idempotency_key or None,
+        idempotency_key=idempotency_key or None, idempotency_fingerprint=idempotency_fingerprint,
+        # Created stopped: the disks are made on a host by the first vm.start (place -> disks -> boot).
+        **({} if start else {"desired_state": DesiredState.STOPPED, "status": VMStatus.STOPPED}),
     )
     vm.ssh_keys.set(ssh_keys)
     Disk.objects.create(
@@ -105,7 +138,8 @@ def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image,
         create_nic_row(vm, network, index)
     audit.record(actor, "vm.create", project=project, target=vm, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
     signals.vm_created.send(sender=VM, vm=vm)
-    start_operation("vm.create", project=project, target=vm, created_by=actor)
+    if start:
+        start_operation("vm.create", project=project, target=vm, created_by=actor)
     return vm
 
 

@@ -52,6 +52,8 @@ class VM(models.Model):
     restart_count = models.PositiveIntegerField(default=0)
     # A retried create with the same key returns the same VM instead of making a second one.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # sha256 of the create request the key came with: the same key with another request is refused (422).
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

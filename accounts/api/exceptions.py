@@ -1,5 +1,7 @@
 """Turn the errors that bad input can cause into 4xx answers instead of 500s."""
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
@@ -14,7 +16,20 @@ class Conflict(Exception):
     """The request is valid but collides with current state (pool exhausted, still in use)."""
 
 
+class Unprocessable(Exception):
+    """The request is well formed but cannot be honoured as sent (an idempotency key reused with another body)."""
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own answer is an HTML 400 with no reason; say what the limit is. (Image uploads
+        # stream their file to disk and are limited by UNCLOUD_IMAGE_MAX_UPLOAD_GIB instead.)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"detail": f"The request body is larger than the limit of {limit} bytes.",
+                         "limit_bytes": limit}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, TooManyFieldsSent):
+        return Response({"detail": f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."},
+                        status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
@@ -26,6 +41,8 @@ def exception_handler(exc, context):
         ) else []
         message = "It is still in use" + (f" by: {', '.join(names)}" if names else "") + "."
         return Response({"detail": message}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, Unprocessable):
+        return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
     if isinstance(exc, Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, IntegrityError):

@@ -30,7 +30,9 @@ class ProjectViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         self._require_owner(serializer.instance)
-        actions.do_rename_project(self.request.user, serializer.instance, serializer.validated_data["name"])
+        # PATCH sends only what changes: an empty body changes nothing (and is no error).
+        if "name" in serializer.validated_data:
+            actions.do_rename_project(self.request.user, serializer.instance, serializer.validated_data["name"])
 
     def perform_destroy(self, instance):
         self._require_owner(instance)

@@ -42,7 +42,7 @@ class BillSerializer(serializers.ModelSerializer):
 class OrderSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
     product = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    replaces = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    replaces = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
     period = serializers.CharField(source="product.period", read_only=True)
 
     class Meta:
@@ -52,7 +52,7 @@ class OrderSerializer(serializers.ModelSerializer):
 
 
 class PaymentSerializer(serializers.ModelSerializer):
-    bill = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    bill = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
 
     class Meta:
         model = Payment

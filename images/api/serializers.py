@@ -56,8 +56,8 @@ def vms_visible_to(user):
 
 class DiskSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
+    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
 
     class Meta:
         model = Disk

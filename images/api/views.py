@@ -56,9 +56,19 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Upda
 
     @extend_schema(request={"multipart/form-data": ImageUploadSerializer}, responses={202: ImageSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
         handler = request._request.upload_handlers[0]
-        uploaded = request.data.get("file") if hasattr(request.data, "get") else None
+        try:
+            body = request.data
+        except OSError:
+            # The client went away mid-upload (a TCP reset reads as ConnectionResetError): nothing
+            # of it is kept, at once, and the answer is a 400 (the client may not be there to read it).
+            handler.discard_partial()
+            raise ValidationError({"file": "The upload was cut off before the end; send the whole file again."})
+        except Exception:
+            handler.discard_partial()
+            raise
+        serializer = self.get_serializer(data=body)
+        uploaded = body.get("file") if hasattr(body, "get") else None
         try:
             if handler.too_large:
                 raise ValidationError({"file": f"The file is larger than the limit of "

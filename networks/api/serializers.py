@@ -20,7 +20,8 @@ def nics_visible_to(user):
 
 
 class NetworkSerializer(serializers.ModelSerializer):
-    project = ProjectField(required=False)
+    # null: a public network, which belongs to no project (null in a create means your default project).
+    project = ProjectField(required=False, allow_null=True)
     multicast_group = serializers.SerializerMethodField()
 
     class Meta:

@@ -45,7 +45,9 @@ class NetworkViewSet(viewsets.ModelViewSet):
         serializer.instance = actions.do_create_network(self.request.user, project, serializer.validated_data["name"])
 
     def perform_update(self, serializer):
-        actions.do_rename_network(self.request.user, serializer.instance, serializer.validated_data["name"])
+        # PATCH sends only what changes: an empty body changes nothing (and is no error).
+        if "name" in serializer.validated_data:
+            actions.do_rename_network(self.request.user, serializer.instance, serializer.validated_data["name"])
 
     def perform_destroy(self, instance):
         actions.do_delete_network(self.request.user, instance)

@@ -5,6 +5,7 @@ from accounts.api.mixins import ProjectField, ScopedRelatedField
 from accounts.scoping import default_project, scoped
 from images.visibility import images_visible_to
 from networks.visibility import networks_visible_to
+from vms.choices import DesiredState
 from vms.models import MIN_MEMORY_MIB, VM, SSHKey
 from vms.sshkeys import SSHKeyError, parse_public_key
 from vms.validators import VM_NAME
@@ -44,13 +45,13 @@ class NICBriefSerializer(serializers.Serializer):
 
 class VMSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    image = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
     ssh_keys = serializers.SlugRelatedField(slug_field="uuid", many=True, read_only=True)
     nics = NICBriefSerializer(many=True, read_only=True)
     disk_mib = serializers.SerializerMethodField()
     ipv6_addresses = serializers.SerializerMethodField()
     # Honest about what runs where: customers see which hypervisor carries their VM.
-    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:
         model = VM
@@ -80,7 +81,20 @@ class VMCreateSerializer(serializers.Serializer):
     image = ScopedRelatedField(images_visible_to, required=False, allow_null=True)
     networks = ScopedRelatedField(networks_visible_to, many=True, required=False)
     ssh_keys = ScopedRelatedField(lambda user: scoped(SSHKey.objects.all(), user), many=True, required=False)
-    user_data = serializers.CharField(required=False, allow_blank=True, max_length=MAX_USER_DATA_BYTES)
+    # Passed to the guest byte for byte: no whitespace trimming (a YAML block or a script may end in blanks),
+    # and limited in UTF-8 bytes, as the host limits it (a character limit let 2-byte text through to fail later).
+    user_data = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                      help_text=f"cloud-init user-data, at most {MAX_USER_DATA_BYTES} bytes (UTF-8)")
+    desired_state = serializers.ChoiceField(
+        choices=[DesiredState.RUNNING, DesiredState.STOPPED], default=DesiredState.RUNNING,
+        help_text="running (default): create and start; stopped: create it without starting it (start it later).")
+
+    def validate_user_data(self, value):
+        size = len(value.encode())
+        if size > MAX_USER_DATA_BYTES:
+            raise serializers.ValidationError(
+                f"User data is {size} bytes (UTF-8); the limit is {MAX_USER_DATA_BYTES} bytes.")
+        return value
 
     def validate(self, attrs):
         project = attrs.get("project") or default_project(self.context["request"].user)

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -15,7 +15,7 @@ from vms.api.serializers import (
     VMSerializer,
     VMUpdateSerializer,
 )
-from vms.choices import VMStatus
+from vms.choices import DesiredState, VMStatus
 from vms.models import VM, SSHKey
 
 
@@ -25,6 +25,13 @@ class StopSerializer(serializers.Serializer):
 
 class RebuildSerializer(serializers.Serializer):
     image = ScopedRelatedField(images_visible_to, help_text="UUID of the image the root disk is made from again.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+ERROR = ErrorSerializer
 
 
 class VMActionResultSerializer(serializers.Serializer):
@@ -103,9 +110,12 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         return self._accepted(vm, actions.do_delete_vm(request.user, vm))
 
     @extend_schema(
-        request=VMCreateSerializer, responses={201: VMSerializer, 200: VMSerializer},
+        request=VMCreateSerializer,
+        responses={201: VMSerializer, 200: VMSerializer,
+                   422: OpenApiResponse(ERROR, description="The Idempotency-Key was already used with another request.")},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-                                     description="Repeat a create safely: the same key returns the same VM.")],
+                                     description="Repeat a create safely: the same key with the same request returns "
+                                                 "the same VM (200); with a different request it is refused (422).")],
     )
     def create(self, request):
         serializer = VMCreateSerializer(data=request.data, context={"request": request})
@@ -116,6 +126,7 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
             request.user, data["project"], name=data["name"], cores=data["cores"], memory_mib=data["memory"],
             disk_mib=data["disk"], image=data.get("image"), networks=data.get("networks"),
             ssh_keys=data.get("ssh_keys", []), user_data=data.get("user_data", ""), idempotency_key=idempotency_key,
+            start=data["desired_state"] == DesiredState.RUNNING,
         )
         vm = self.get_queryset().get(pk=vm.pk)
         return Response(VMSerializer(vm).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
