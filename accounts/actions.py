@@ -151,11 +151,21 @@ def do_set_password(actor, user, password: str, *, reason: str = "change") -> No
 BACKUP_CODE_COUNT = 10
 
 
+OTP_ENROLMENT_MINUTES = 15
+
+
 @transaction.atomic
 def do_start_totp_enrolment(user):
-    """An unconfirmed TOTP device: its secret is shown (QR code) until a first code confirms it."""
+    """The user's one pending (unconfirmed) TOTP device: its secret is shown (QR code) until a first
+    code confirms it. While it is younger than OTP_ENROLMENT_MINUTES the same one is returned, so a
+    reload, a second tab or a browser's own requests never replace the key the user is scanning."""
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()  # one enrolment at a time
+    fresh = timezone.now() - timedelta(minutes=OTP_ENROLMENT_MINUTES)
+    pending = TOTPDevice.objects.filter(user=user, confirmed=False, created_at__gt=fresh).order_by("-id").first()
+    if pending is not None:
+        return pending
     TOTPDevice.objects.filter(user=user, confirmed=False).delete()
     return TOTPDevice.objects.create(user=user, name="authenticator app", confirmed=False)
 
@@ -166,7 +176,11 @@ def do_confirm_totp(user, device, code: str) -> list[str] | None:
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     device = TOTPDevice.objects.select_for_update().get(pk=device.pk, user=user, confirmed=False)
-    if not device.verify_token(code.strip()):
+    throttle = (device.throttling_failure_count, device.throttling_failure_timestamp)
+    if not device.verify_token(code.strip().replace(" ", "")):
+        # A typo must not make the next right code wait (django-otp backs off on the device).
+        TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=throttle[0],
+                                                       throttling_failure_timestamp=throttle[1])
         return None
     # One authenticator per user: enrolling again replaces the old one.
     TOTPDevice.objects.filter(user=user, confirmed=True).exclude(pk=device.pk).delete()

@@ -5,7 +5,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 # Pages a staff member without a verified second factor may still reach: enough to enrol and leave.
-_OPEN_PATHS = ("/static/", "/login/", "/logout/", "/account/otp/", "/healthz")
+_OPEN_PATHS = ("/static/", "/favicon.ico", "/login/", "/logout/", "/account/otp/", "/healthz")
 
 
 class StaffOTPMiddleware:

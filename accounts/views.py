@@ -202,7 +202,6 @@ def _qr_data_uri(text: str) -> str:
 def otp_view(request):
     """Enrol an authenticator (QR code), or enter a code if this session has not passed one yet."""
     from django_otp.plugins.otp_static.models import StaticToken
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
     user = request.user
     form = OTPCodeForm(request.POST or None)
@@ -212,6 +211,7 @@ def otp_view(request):
             device, error = _check_code(request, user, form.cleaned_data["code"])
             if device is not None:
                 otp_login(request, device)
+                request.session.cycle_key()  # a session that passed the second factor gets a new id
                 return redirect(_safe_next(request, fallback="otp"))
             form.add_error("code", error)
         return render(request, "accounts/otp_verify.html", {"form": form, "next": request.GET.get("next", "")})
@@ -221,17 +221,18 @@ def otp_view(request):
         backup_left = StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
         return render(request, "accounts/otp_manage.html", {"backup_left": backup_left})
 
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
-    if request.method == "POST" and enrolling and device is not None and form.is_valid():
+    # Only this page starts an enrolment, and it keeps showing the same pending key until that is
+    # confirmed or expires (actions.do_start_totp_enrolment).
+    device = actions.do_start_totp_enrolment(user)
+    if request.method == "POST" and enrolling and form.is_valid():
         codes = actions.do_confirm_totp(user, device, form.cleaned_data["code"])
         if codes is not None:
             device.refresh_from_db()
             otp_login(request, device)
+            request.session.cycle_key()  # a session that passed the second factor gets a new id
             messages.success(request, "Two-factor authentication is on.")
             return render(request, "accounts/otp_backup_codes.html", {"codes": codes})
         form.add_error("code", "That code does not match; check the clock of your phone and try again.")
-    if device is None or request.method == "GET":
-        device = actions.do_start_totp_enrolment(user)
     secret = base64.b32encode(device.bin_key).decode()
     return render(request, "accounts/otp_enrol.html", {
         "form": form, "qr": _qr_data_uri(device.config_url), "secret": secret,

@@ -17,6 +17,7 @@ api_v1 = [
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Portal pages (login with a second factor, sign-up, account, projects; VMs, networks, images)
     path("", include("accounts.urls")),

@@ -197,3 +197,34 @@ def test_password_reset_revokes_tokens(client, alice):
     assert client.post("/login/", {"username": "alice", "password": "brand-new-passphrase-7"}).status_code == 302
     assert AuditEntry.objects.filter(action="user.password_reset").exists()
     assert APIToken.objects.filter(user=alice, revoked__isnull=True).count() == 0
+
+
+def test_enrolment_keeps_one_pending_key_and_nothing_else_starts_one(client, staff):
+    """Issue 13: the browser's favicon request (redirected here) replaced the key being scanned."""
+    client.post("/login/", {"username": "staff", "password": "staff-password-1"})
+    assert client.get("/favicon.ico").status_code == 200  # served, not sent to enrolment
+    assert client.get("/admin/").status_code == 302
+    assert not TOTPDevice.objects.filter(user=staff).exists()  # only the enrolment page starts one
+    first = client.get("/account/otp/").context["secret"]
+    assert client.get("/account/otp/").context["secret"] == first
+    assert client.get("/account/otp/?renew=1").context["secret"] == first
+    assert TOTPDevice.objects.filter(user=staff, confirmed=False).count() == 1
+    # A typo does not make the right code wait.
+    client.post("/account/otp/", {"step": "confirm", "code": "000000"})
+    device = TOTPDevice.objects.get(user=staff, confirmed=False)
+    session_before = client.cookies["sessionid"].value
+    done = client.post("/account/otp/", {"step": "confirm", "code": totp_code(device)})
+    assert done.status_code == 200 and b"shown only now" in done.content
+    assert client.cookies["sessionid"].value != session_before  # 23.9: passing the factor rotates the id
+
+
+def test_a_stale_pending_enrolment_is_replaced(client, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.force_login(alice)
+    first = client.get("/account/otp/").context["secret"]
+    TOTPDevice.objects.filter(user=alice).update(created_at=timezone.now() - timedelta(hours=1))
+    assert client.get("/account/otp/").context["secret"] != first
+    assert TOTPDevice.objects.filter(user=alice, confirmed=False).count() == 1
