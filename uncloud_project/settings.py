@@ -172,6 +172,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
+        # Broadcast (worker control) tables: kombu's default is ./control in the working directory,
+        # which is the checkout under bin/run. Everything the product writes stays under DATA_DIR.
+        "control_folder": str(_queue_dir / "control"),
     }
 else:
     # Redis redelivers an unacked task after this long; longer than any task's hard time limit.
@@ -319,6 +322,9 @@ STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
 # auto: KVM when a throw-away test guest really runs with it on the host (a /dev/kvm that opens is no
 # proof: nested KVM without vmx/svm dies with "failed to set MSR"), else TCG. kvm or tcg force one.
 UNCLOUD_VM_ACCEL = envstr("UNCLOUD_VM_ACCEL", "auto")
+# The public image a VM created through the API without `image` boots (its name); empty: such a
+# create is refused (400). bin/run sets it to its demo image.
+UNCLOUD_DEFAULT_IMAGE = envstr("UNCLOUD_DEFAULT_IMAGE", "")
 # spread: the host with the most free memory; pack: the fullest host that still fits.
 UNCLOUD_SCHEDULER_STRATEGY = envstr("UNCLOUD_SCHEDULER_STRATEGY", "spread")
 # A host whose last heartbeat is older than this gets no new VMs (and the reconciler marks it down).

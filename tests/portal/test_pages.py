@@ -115,7 +115,7 @@ def test_quota_exceeded_is_a_clear_message_in_portal_and_4xx_in_api(client, worl
     assert response.status_code == 200
     assert b"Quota of project" in response.content and b"VMs: 1 in use + 1 requested &gt; quota 1" in response.content
     answer = api["alice"].post("/api/v1/vms/", {"project": str(project.uuid), "name": "db2", "cores": 1,
-                                                "memory": "512M", "disk": "2G"}, format="json")
+                                                "memory": "512M", "disk": "2G", "image": None}, format="json")
     assert answer.status_code == 403 and "Quota" in answer.json()["detail"]
     assert not VM.objects.filter(name="db2").exists()
 

@@ -64,3 +64,19 @@ def test_check_deploy_passes_with_env_example(tmp_path):
         cwd=BASE_DIR, env=env, capture_output=True, text=True,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_filesystem_broker_writes_only_under_the_data_dir(tmp_path):
+    # kombu's filesystem transport keeps its broadcast tables in ./control unless told otherwise:
+    # under bin/run that was the checkout itself.
+    code = ("import django, json; django.setup(); from django.conf import settings;"
+            "print(json.dumps(settings.CELERY_BROKER_TRANSPORT_OPTIONS))")
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    clean.update({"DJANGO_SETTINGS_MODULE": "uncloud_project.settings", "UNCLOUD_DATA_DIR": str(tmp_path)})
+    completed = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=clean, capture_output=True, text=True,
+                               check=True)
+    import json
+
+    options = json.loads(completed.stdout.strip().splitlines()[-1])
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        assert Path(options[key]).is_relative_to(tmp_path), (key, options[key])

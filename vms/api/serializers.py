@@ -3,6 +3,7 @@ from rest_framework import serializers
 from accounts.api.fields import SizeField
 from accounts.api.mixins import ProjectField, ScopedRelatedField
 from accounts.scoping import default_project, scoped
+from images.defaults import no_default_image_reason, site_default_image
 from images.visibility import images_visible_to
 from networks.visibility import networks_visible_to
 from vms.choices import DesiredState
@@ -78,7 +79,9 @@ class VMCreateSerializer(serializers.Serializer):
     cores = serializers.IntegerField(min_value=1, max_value=256)
     memory = SizeField(min_value=MIN_MEMORY_MIB, max_value=4 * 1024 * 1024, help_text='e.g. "2GiB" or 2048 (MiB)')
     disk = SizeField(min_value=1024, max_value=64 * 1024 * 1024, help_text='root disk, e.g. "20G" or 20480 (MiB)')
-    image = ScopedRelatedField(images_visible_to, required=False, allow_null=True)
+    image = ScopedRelatedField(images_visible_to, required=False, allow_null=True, help_text=(
+        "Omitted: the site's default image (UNCLOUD_DEFAULT_IMAGE; 400 when there is none). "
+        "null: an empty disk."))
     networks = ScopedRelatedField(networks_visible_to, many=True, required=False)
     ssh_keys = ScopedRelatedField(lambda user: scoped(SSHKey.objects.all(), user), many=True, required=False)
     # Passed to the guest byte for byte: no whitespace trimming (a YAML block or a script may end in blanks),
@@ -107,6 +110,11 @@ class VMCreateSerializer(serializers.Serializer):
         for network in attrs.get("networks", []):
             if network.project_id not in (None, project.id):
                 raise serializers.ValidationError({"networks": f"Network {network.name} belongs to another project."})
+        if "image" not in attrs:
+            # Not named: the site's default image. (An explicit null still asks for an empty disk.)
+            attrs["image"] = site_default_image()
+            if attrs["image"] is None:
+                raise serializers.ValidationError({"image": no_default_image_reason()})
         image = attrs.get("image")
         if image is not None and image.project_id not in (None, project.id):
             raise serializers.ValidationError({"image": "That image belongs to another project."})

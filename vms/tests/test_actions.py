@@ -37,7 +37,7 @@ def create(actor, project, name, **sizes):
 
 def test_quota_is_a_clear_403_in_the_api_and_counts_every_resource(api, alice, alice_project):
     do_set_quota(None, alice_project, quota_vms=2, quota_cores=3, quota_memory_mib=2048, quota_disk_mib=4096)
-    body = {"name": "a", "cores": 2, "memory": "1G", "disk": "1G"}
+    body = {"name": "a", "cores": 2, "memory": "1G", "disk": "1G", "image": None}
     assert api["alice"].post("/api/v1/vms/", body, format="json").status_code == 201
     too_many_cores = api["alice"].post("/api/v1/vms/", {**body, "name": "b"}, format="json")
     assert too_many_cores.status_code == 403
