@@ -230,22 +230,20 @@ def on_vm_deleted(sender, vm, **kwargs):
 # Money in and out -----------------------------------------------------------------------------------
 
 def settle(account: BillingAccount, *, prefer_bill: Bill | None = None) -> list[Bill]:
-    """Pay unpaid bills from the money in the customer's favour: the bill the payer named first,
-    then the oldest. A bill is paid whole; what does not cover the next bill waits in the balance."""
+    """Pay unpaid bills from the money in the customer's favour (ledger.allocate: the bill the payer
+    named first, then the oldest; a bill the money does not cover is skipped). A bill is paid whole;
+    the rest lowers the open amounts of the others and waits in the balance."""
     BillingAccount.objects.select_for_update().filter(pk=account.pk).first()
-    available = ledger.available_credit(account)
-    unpaid = list(account.bills.filter(state__in=UNPAID_BILL_STATES).order_by("due_on", "number"))
-    if prefer_bill is not None:
-        unpaid.sort(key=lambda bill: bill.pk != prefer_bill.pk)
+    unpaid = ledger.unpaid_bills(account)
+    if not unpaid:
+        return []
+    whole, _ = ledger.allocate(ledger.available_credit(account), unpaid, prefer_bill)
     paid = []
     now = timezone.now()
-    for bill in unpaid:
-        if bill.total > available:
-            break
+    for bill in whole:
         if Bill.objects.filter(pk=bill.pk, state__in=UNPAID_BILL_STATES).update(
             state=BillState.PAID, paid_at=now, card_problem=""
         ):
-            available -= bill.total
             paid.append(bill)
             audit.record(None, "bill.paid", target=bill, number=bill.number, total=str(bill.total))
     if paid:
@@ -253,6 +251,28 @@ def settle(account: BillingAccount, *, prefer_bill: Bill | None = None) -> list[
 
         transaction.on_commit(lambda: dunning.resume_if_settled(account.pk), robust=True)
     return paid
+
+
+def unsettle(account: BillingAccount, *, prefer_bill: Bill | None = None, why: str) -> list[Bill]:
+    """Money in the customer's favour went away (a bank reversal, a card refund or dispute): reopen paid
+    bills, the named one first, then the newest, until the bills marked paid are covered again."""
+    BillingAccount.objects.select_for_update().filter(pk=account.pk).first()
+    available = ledger.available_credit(account)
+    if available >= 0:
+        return []
+    paid = list(account.bills.filter(state=BillState.PAID).order_by("-due_on", "-number"))
+    paid.sort(key=lambda bill: prefer_bill is None or bill.pk != prefer_bill.pk)
+    today = timezone.localdate()
+    reopened = []
+    for bill in paid:
+        if available >= 0:
+            break
+        state = BillState.OVERDUE if bill.due_on < today else BillState.OPEN
+        if Bill.objects.filter(pk=bill.pk, state=BillState.PAID).update(state=state, paid_at=None):
+            available += bill.total
+            reopened.append(bill)
+            audit.record(None, "bill.reopen", target=bill, number=bill.number, why=why[:200])
+    return reopened
 
 
 @transaction.atomic
@@ -364,6 +384,8 @@ def do_assign_bank_entry(actor, entry: BankEntry, account: BillingAccount, bill:
     entry = BankEntry.objects.select_for_update().get(pk=entry.pk)
     if entry.state != BankEntryState.UNMATCHED:
         raise Conflict("This bank entry is handled already.")
+    if not entry.is_credit:
+        raise Conflict("This is money taken back by the bank, not a payment: find the credit it reverses.")
     if bill is not None and bill.account_id != account.pk:
         raise Conflict("That bill belongs to another customer.")
     if entry.currency != account.currency:
@@ -387,6 +409,8 @@ def do_return_bank_entry(actor, entry: BankEntry, note: str) -> BankEntry:
     entry = BankEntry.objects.select_for_update().get(pk=entry.pk)
     if entry.state != BankEntryState.UNMATCHED:
         raise Conflict("This bank entry is handled already.")
+    if not entry.is_credit:
+        raise Conflict("This is money taken back by the bank; there is nothing to send back.")
     ledger.post(JournalKind.RETURNED, [(LedgerAccount.SUSPENSE, None, entry.amount),
                                        (LedgerAccount.BANK, None, -entry.amount)],
                 memo=f"Returned to {entry.debtor_name}", currency=entry.currency, bank_entry=entry)

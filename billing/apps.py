@@ -6,7 +6,7 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and payments"
 
     def ready(self):
-        from billing import actions
+        from billing import actions, checks  # noqa: F401  (checks registers billing's start-up checks)
         from vms import signals
         from vms.models import VM
 

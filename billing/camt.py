@@ -1,8 +1,14 @@
 """ISO 20022 bank-to-customer messages: camt.054 (debit/credit notification) and camt.053
-(statement), any version (camt.05x.001.NN). Parsed with lxml with entities, DTDs and network off.
+(statement), any version (camt.05x.001.NN).
+
+Parsed with defusedxml (expat): a DOCTYPE, entity or external reference is refused by the parser
+itself, whatever the file's encoding (UTF-16 included) and wherever the declaration stands.
 
 A booked entry (Ntry) may carry many transactions (TxDtls, e.g. a batch of QR-bill payments); each
-transaction is one payment to us and is matched by its structured reference (QRR or SCOR).
+transaction is one payment and is matched by its structured reference (QRR or SCOR). An entry
+without transaction details is one booking; when it says it is a batch (Btch/NbOfTxs > 1,
+BtchBookg) it is a collective booking of transactions reported one by one elsewhere (the camt.054)
+and is reconciled, never booked again (billing/bank_import.py).
 """
 
 import hashlib
@@ -10,15 +16,22 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from xml.etree.ElementTree import ParseError
 
-from lxml import etree
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from stdnum import iso11649
+from stdnum.ch import esr
 
 from billing.choices import CamtKind
 from billing.references import normalize_reference
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 NAMESPACE = re.compile(r"^urn:iso:std:iso:20022:tech:xsd:(camt\.05[34])\.001\.\d\d$")
-REFERENCE_IN_TEXT = re.compile(r"RF\d{2}[0-9A-Z]{1,21}|\d{27}")
+# Creditor references in free text as people write them: "RF18 5390 0754 7034", "rf741".
+SCOR_IN_TEXT = re.compile(r"(?<![0-9A-Z])RF\d{2}(?:[ ]?[0-9A-Z]){1,21}", re.IGNORECASE)
+QRR_IN_TEXT = re.compile(r"(?<!\d)\d{1,2}(?:[ ]?\d){25,26}(?!\d)")
+NOT_PROVIDED = "NOTPROVIDED"
 
 
 class CamtError(ValueError):
@@ -27,7 +40,8 @@ class CamtError(ValueError):
 
 @dataclass
 class ParsedEntry:
-    key: str
+    key: str  # the bank's own reference of the transaction, else the fingerprint
+    fingerprint: str  # what identifies the money itself (see _fingerprint)
     amount: Decimal
     currency: str
     is_credit: bool
@@ -37,6 +51,12 @@ class ParsedEntry:
     remittance_info: str
     debtor_name: str
     debtor_iban: str
+    end_to_end_id: str = ""
+    is_reversal: bool = False
+    entry_reference: str = ""  # the Ntry's AcctSvcrRef: a collective booking and its details share it
+    has_details: bool = True  # False: an Ntry without TxDtls
+    batch_size: int | None = None  # NbOfTxs of a batch booking, when given
+    is_batch: bool = False  # an Ntry without details that says it is a batch
 
 
 @dataclass
@@ -46,25 +66,27 @@ class ParsedMessage:
     entries: list[ParsedEntry]
 
 
-def _parser():
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-                           huge_tree=False, remove_comments=True, remove_pis=True)
+def _localname(tag: str) -> tuple[str, str]:
+    if tag.startswith("{"):
+        namespace, _, local = tag[1:].partition("}")
+        return namespace, local
+    return "", tag
 
 
 def parse(data: bytes) -> ParsedMessage:
     if len(data) > MAX_FILE_BYTES:
         raise CamtError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB.")
-    if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
-        raise CamtError("The file declares a DTD or entities; bank messages never do. Refused.")
     try:
-        root = etree.fromstring(data, parser=_parser())
-    except etree.XMLSyntaxError as error:
+        root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException:
+        raise CamtError("The file declares a DTD or entities; bank messages never do. Refused.") from None
+    except ParseError as error:
         raise CamtError(f"This is not well-formed XML: {error}") from None
-    namespace = etree.QName(root).namespace or ""
+    namespace, local = _localname(root.tag)
     match = NAMESPACE.match(namespace)
-    if etree.QName(root).localname != "Document" or match is None:
+    if local != "Document" or match is None:
         raise CamtError("This is not an ISO 20022 camt.053 or camt.054 document "
-                        f"(root {etree.QName(root).localname!r} in namespace {namespace!r}).")
+                        f"(root {local!r} in namespace {namespace!r}).")
     kind = CamtKind.CAMT054 if match.group(1) == "camt.054" else CamtKind.CAMT053
     ns = {"c": namespace}
     message = root.find("c:BkToCstmrDbtCdtNtfctn" if kind == CamtKind.CAMT054 else "c:BkToCstmrStmt", ns)
@@ -75,32 +97,42 @@ def parse(data: bytes) -> ParsedMessage:
         raise CamtError("The message has no GrpHdr/MsgId.")
     reports = message.findall("c:Ntfctn" if kind == CamtKind.CAMT054 else "c:Stmt", ns)
     entries = []
-    for report_index, report in enumerate(reports):
-        report_id = _text(report, "c:Id", ns) or str(report_index)
-        for entry_index, entry in enumerate(report.findall("c:Ntry", ns)):
-            entries += _entries_of(entry, ns, f"{message_id}/{report_id}/{entry_index}")
+    for report in reports:
+        for entry in report.findall("c:Ntry", ns):
+            entries += _entries_of(entry, ns)
+    _number_repeated_fingerprints(entries)
     return ParsedMessage(kind=kind, message_id=message_id, entries=entries)
 
 
-def _entries_of(entry, ns, fallback_key) -> list[ParsedEntry]:
+def _entries_of(entry, ns) -> list[ParsedEntry]:
     status = _text(entry, "c:Sts", ns) or _text(entry, "c:Sts/c:Cd", ns)
     if status and status != "BOOK":
         return []  # pending or informational: it is reported again once booked
     entry_amount, entry_currency = _amount(entry.find("c:Amt", ns), "Ntry/Amt")
     indicator = _text(entry, "c:CdtDbtInd", ns)
     if indicator not in ("CRDT", "DBIT"):
-        raise CamtError(f"Entry {fallback_key}: CdtDbtInd must be CRDT or DBIT, not {indicator!r}.")
-    if _text(entry, "c:RvslInd", ns).lower() == "true":
-        indicator = "DBIT" if indicator == "CRDT" else "CRDT"
+        raise CamtError(f"Entry {_text(entry, 'c:AcctSvcrRef', ns)!r}: CdtDbtInd must be CRDT or DBIT, "
+                        f"not {indicator!r}.")
+    # RvslInd says the entry takes back an earlier one of the other direction; CdtDbtInd still says
+    # which way this money goes (DBIT + RvslInd: a credit we had is taken back).
+    entry_reversal = _text(entry, "c:RvslInd", ns).lower() == "true"
     booking = _date(entry, "c:BookgDt", ns)
     value = _date(entry, "c:ValDt", ns)
     entry_ref = _text(entry, "c:AcctSvcrRef", ns)
     transactions = entry.findall("c:NtryDtls/c:TxDtls", ns)
+    batch_count = _text(entry, "c:NtryDtls/c:Btch/c:NbOfTxs", ns) or _text(entry, "c:NbOfTxs", ns)
+    batch_size = int(batch_count) if batch_count.isdigit() else None
     if not transactions:
+        info = _text(entry, "c:AddtlNtryInf", ns)
+        is_batch = (batch_size or 0) > 1 or _text(entry, "c:BtchBookg", ns).lower() == "true"
+        fingerprint = _fingerprint(indicator, "", _reference_in(info), entry_amount, entry_currency, value or booking,
+                                   "", entry_ref)
         return [ParsedEntry(
-            key=entry_ref or hashlib.sha256(fallback_key.encode()).hexdigest(), amount=entry_amount,
-            currency=entry_currency, is_credit=indicator == "CRDT", booking_date=booking, value_date=value,
-            reference="", remittance_info=_text(entry, "c:AddtlNtryInf", ns), debtor_name="", debtor_iban="",
+            key=entry_ref or fingerprint, fingerprint=fingerprint, amount=entry_amount, currency=entry_currency,
+            is_credit=indicator == "CRDT", booking_date=booking, value_date=value,
+            reference=_reference_in(info), remittance_info=info[:2000], debtor_name="", debtor_iban="",
+            is_reversal=entry_reversal, entry_reference=entry_ref[:100], has_details=False, batch_size=batch_size,
+            is_batch=is_batch,
         )]
     parsed = []
     for index, tx in enumerate(transactions):
@@ -111,21 +143,75 @@ def _entries_of(entry, ns, fallback_key) -> list[ParsedEntry]:
             amount_node = entry.find("c:Amt", ns)
         amount, currency = _amount(amount_node, f"TxDtls {index}")
         tx_indicator = _text(tx, "c:CdtDbtInd", ns) or indicator
-        key = (_text(tx, "c:Refs/c:AcctSvcrRef", ns)
-               or (f"{entry_ref}/{index}" if entry_ref else "")
-               or hashlib.sha256(f"{fallback_key}/{index}".encode()).hexdigest())
+        if tx_indicator not in ("CRDT", "DBIT"):
+            raise CamtError(f"TxDtls {index}: CdtDbtInd must be CRDT or DBIT, not {tx_indicator!r}.")
+        reversal = entry_reversal or _text(tx, "c:RvslInd", ns).lower() == "true" or \
+            _text(tx, "c:RtrInf/c:Rsn/c:Cd", ns) != ""
+        end_to_end = _text(tx, "c:Refs/c:EndToEndId", ns)
+        if end_to_end.upper() == NOT_PROVIDED:
+            end_to_end = ""
         reference = normalize_reference(_text(tx, "c:RmtInf/c:Strd/c:CdtrRefInf/c:Ref", ns))
         unstructured = " ".join(node.text.strip() for node in tx.findall("c:RmtInf/c:Ustrd", ns) if node.text)
         if not reference:
-            found = REFERENCE_IN_TEXT.search(normalize_reference(unstructured))
-            reference = found.group(0) if found else ""
+            reference = _reference_in(unstructured)
         debtor_name = (_text(tx, "c:RltdPties/c:Dbtr/c:Nm", ns) or _text(tx, "c:RltdPties/c:Dbtr/c:Pty/c:Nm", ns))
+        debtor_iban = _text(tx, "c:RltdPties/c:DbtrAcct/c:Id/c:IBAN", ns)
+        if tx_indicator == "DBIT":
+            # For money going out the other party is the creditor.
+            debtor_name = debtor_name or _text(tx, "c:RltdPties/c:Cdtr/c:Nm", ns) or \
+                _text(tx, "c:RltdPties/c:Cdtr/c:Pty/c:Nm", ns)
+            debtor_iban = debtor_iban or _text(tx, "c:RltdPties/c:CdtrAcct/c:Id/c:IBAN", ns)
+        bank_ref = _text(tx, "c:Refs/c:AcctSvcrRef", ns)
+        fingerprint = _fingerprint(tx_indicator, end_to_end, reference, amount, currency, value or booking,
+                                   debtor_iban, _text(tx, "c:Refs/c:TxId", ns) or _text(tx, "c:Refs/c:InstrId", ns))
         parsed.append(ParsedEntry(
-            key=key[:200], amount=amount, currency=currency, is_credit=tx_indicator == "CRDT", booking_date=booking,
-            value_date=value, reference=reference[:40], remittance_info=unstructured[:2000],
-            debtor_name=debtor_name[:140], debtor_iban=_text(tx, "c:RltdPties/c:DbtrAcct/c:Id/c:IBAN", ns)[:34],
+            key=(bank_ref or fingerprint)[:200], fingerprint=fingerprint, amount=amount, currency=currency,
+            is_credit=tx_indicator == "CRDT", booking_date=booking, value_date=value, reference=reference[:40],
+            remittance_info=unstructured[:2000], debtor_name=debtor_name[:140], debtor_iban=debtor_iban[:34],
+            end_to_end_id=end_to_end[:100], is_reversal=reversal, entry_reference=entry_ref[:100],
+            batch_size=batch_size,
         ))
     return parsed
+
+
+def _fingerprint(indicator, end_to_end, reference, amount, currency, value_date, debtor_iban, tx_id) -> str:
+    """What identifies the money whatever message reports it: a notification re-sent with a new MsgId,
+    or the statement reporting it again without the bank's reference, gives the same fingerprint."""
+    parts = [indicator, end_to_end, tx_id, reference, f"{amount:.2f}", currency,
+             value_date.isoformat() if value_date else "", re.sub(r"\s+", "", debtor_iban).upper()]
+    return "fp:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:60]
+
+
+def _number_repeated_fingerprints(entries) -> None:
+    """Two equal transactions in one message are two payments: the second is "#2" (and a later
+    message reporting both again yields the same two fingerprints)."""
+    seen: dict[str, int] = {}
+    for entry in entries:
+        count = seen.get(entry.fingerprint, 0) + 1
+        seen[entry.fingerprint] = count
+        if count > 1:
+            numbered = f"{entry.fingerprint}#{count}"
+            if entry.key == entry.fingerprint:
+                entry.key = numbered
+            entry.fingerprint = numbered
+
+
+def _reference_in(text: str) -> str:
+    """A payment reference written in free text, by its own syntax and check digits: an ISO 11649
+    creditor reference (groups of up to four characters may be separated by single spaces) or a
+    27-digit QRR reference. Words around it are not part of it ("Rechnung rf74 1 danke" -> RF741)."""
+    for found in SCOR_IN_TEXT.finditer(text or ""):
+        groups = found.group(0).upper().split(" ")
+        # The longest run of whole groups that is a valid reference.
+        for end in range(len(groups), 0, -1):
+            candidate = "".join(groups[:end])
+            if len(candidate) >= 5 and iso11649.is_valid(candidate):
+                return candidate
+    for found in QRR_IN_TEXT.finditer(text or ""):
+        candidate = found.group(0).replace(" ", "")
+        if len(candidate) == 27 and esr.is_valid(candidate):
+            return candidate
+    return ""
 
 
 def _text(node, path, ns) -> str:

@@ -47,6 +47,7 @@ class PaymentMethodKind(models.TextChoices):
 class RefundVia(models.TextChoices):
     BANK_TRANSFER = "bank", "Bank transfer"
     CARD = "card", "Card (Stripe refund)"
+    DISPUTE = "dispute", "Card dispute (chargeback)"
 
 
 class LedgerAccount(models.TextChoices):
@@ -72,6 +73,11 @@ class JournalKind(models.TextChoices):
     UNMATCHED = "unmatched", "Unmatched bank entry"
     ASSIGNED = "assigned", "Bank entry assigned"
     RETURNED = "returned", "Bank entry returned"
+    REVERSAL = "reversal", "Bank reversal of a payment"
+    COLLECTIVE = "collective", "Collective booking booked in detail"
+    CARD_REFUND = "card_refund", "Card refund at Stripe"
+    DISPUTE = "dispute", "Card dispute (chargeback)"
+    DISPUTE_WON = "dispute_won", "Card dispute won"
 
 
 class BankEntryState(models.TextChoices):
@@ -80,6 +86,10 @@ class BankEntryState(models.TextChoices):
     ASSIGNED = "assigned", "Assigned by staff"
     RETURNED = "returned", "Returned to the sender"
     IGNORED = "ignored", "Not a customer payment (debit)"
+    REVERSED = "reversed", "Taken back by the bank"
+    REVERSAL = "reversal", "Takes back an earlier credit"
+    COLLECTIVE = "collective", "Collective booking: its transactions are booked one by one"
+    AWAITING_DETAILS = "awaiting", "Collective booking waiting for its transactions"
 
 
 class CamtKind(models.TextChoices):

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from django.conf import settings
-from django.core.mail import mail_admins, send_mail
+from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
 from billing.choices import UNPAID_BILL_STATES, BillState, DunningStep
 from billing.models import Bill, BillingAccount, DunningEvent, SuspendedVM
+from billing.notify import tell_staff
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +185,9 @@ def _ask_staff_to_terminate(account_id: int) -> None:
             return
         DunningEvent.objects.create(account=account, step=DunningStep.TERMINATION_REQUESTED)
         audit.record(None, "billing.terminate_request", target=account)
-    mail_admins(
-        f"Terminate {account.display_name}?",
-        f"{account.display_name} has a bill unpaid for {settings.UNCLOUD_BILLING_TERMINATE_AFTER_DAYS} days or "
-        f"more; their VMs are suspended. Decide in the admin: {settings.SITE_URL}/admin/billing/billingaccount/"
-        f"{account.pk}/change/", fail_silently=True,
-    )
+        tell_staff(
+            f"Terminate {account.display_name}?",
+            f"{account.display_name} has a bill unpaid for {settings.UNCLOUD_BILLING_TERMINATE_AFTER_DAYS} days or "
+            f"more; their VMs are suspended. Decide in the admin: {settings.SITE_URL}/admin/billing/billingaccount/"
+            f"{account.pk}/change/",
+        )

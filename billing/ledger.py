@@ -89,5 +89,50 @@ def available_credit(account) -> Decimal:
     return balance(account) + unpaid_total(account)
 
 
+def allocate(credit: Decimal, bills, prefer_bill=None) -> tuple[list, dict]:
+    """How money in a customer's favour meets their unpaid bills (`bills` oldest first).
+
+    Whole bills are paid where the money covers them: the bill the payer named first, then the oldest;
+    a bill the money does not cover is skipped, not a stop (credit that covers an older overdue bill pays
+    it). What is left then lowers the open amounts of the rest, oldest first.
+    Returns (bills paid whole, {bill pk: amount still open} for the others).
+    """
+    ordered = sorted(bills, key=lambda bill: prefer_bill is None or bill.pk != prefer_bill.pk)
+    left = max(credit, ZERO)
+    whole = []
+    for bill in ordered:
+        if bill.total <= left:
+            whole.append(bill)
+            left -= bill.total
+    open_amounts = {}
+    for bill in bills:
+        if bill in whole:
+            continue
+        used = min(left, bill.total)
+        left -= used
+        open_amounts[bill.pk] = bill.total - used
+    return whole, open_amounts
+
+
+def unpaid_bills(account):
+    return list(Bill.objects.filter(account=account, state__in=UNPAID_BILL_STATES).order_by("due_on", "number"))
+
+
+def open_amounts(account) -> dict:
+    """{bill pk: what is still to pay} for every unpaid bill, after the customer's unused credit."""
+    bills = unpaid_bills(account)
+    if not bills:
+        return {}
+    _, amounts = allocate(available_credit(account), bills)
+    return amounts
+
+
+def open_amount(bill) -> Decimal:
+    """What a bill still asks for: its total, less what partial payments and credit cover."""
+    if bill.state not in UNPAID_BILL_STATES:
+        return ZERO
+    return open_amounts(bill.account).get(bill.pk, bill.total)
+
+
 def ledger_sum() -> Decimal:
     return Posting.objects.aggregate(total=Sum("amount"))["total"] or ZERO

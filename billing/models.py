@@ -276,6 +276,7 @@ class Payment(models.Model):
     stripe_payment_intent = models.CharField(max_length=100, null=True, blank=True, unique=True)
     coupon = models.ForeignKey(Coupon, null=True, blank=True, on_delete=models.PROTECT, related_name="redemptions")
     note = models.CharField(max_length=300, blank=True)
+    reversed_at = models.DateTimeField(null=True, blank=True, help_text="When the bank took this payment back")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -292,13 +293,16 @@ class Payment(models.Model):
 
 
 class Refund(models.Model):
+    """Money that went back to the customer: a refund we made, one made at Stripe, or a card dispute."""
+
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="refunds")
     amount = money_field(validators=[MinValueValidator(Decimal("0.01"))])
     currency = models.CharField(max_length=3, default="CHF")
     via = models.CharField(max_length=10, choices=RefundVia.choices)
     payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="refunds")
-    stripe_refund_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    stripe_refund_id = models.CharField(max_length=100, null=True, blank=True, unique=True,
+                                        help_text="Stripe's refund id (re_...) or dispute id (dp_...)")
     note = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
@@ -338,6 +342,22 @@ class BankEntry(models.Model):
     # The bank's own reference of the transaction: a transaction seen in a camt.054 and again in the
     # day's camt.053 is one entry.
     entry_key = models.CharField(max_length=200, unique=True)
+    # What identifies the money itself (direction, end-to-end id, reference, amount, value date, debtor
+    # account): the same transaction re-sent under a new MsgId or without the bank's reference is found
+    # by it (billing/camt.py).
+    fingerprint = models.CharField(max_length=80, unique=True, null=True, blank=True)
+    end_to_end_id = models.CharField(max_length=100, blank=True)
+    entry_reference = models.CharField(max_length=100, blank=True, db_index=True,
+                                       help_text="The booking's AcctSvcrRef (shared by a collective booking "
+                                                 "and its transactions)")
+    has_details = models.BooleanField(default=True, help_text="False: a booking reported without transactions")
+    is_batch = models.BooleanField(default=False, help_text="A booking that says it is a batch (NbOfTxs, BtchBookg)")
+    batch_size = models.PositiveIntegerField(null=True, blank=True)
+    is_reversal = models.BooleanField(default=False)
+    reverses = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals",
+                                 help_text="The credit this debit takes back")
+    collective = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="details",
+                                   help_text="The collective booking this transaction is part of")
     amount = money_field()
     currency = models.CharField(max_length=3)
     is_credit = models.BooleanField(default=True)

@@ -311,6 +311,11 @@ UNCLOUD_BILLING_VAT_NUMBER = envstr("UNCLOUD_BILLING_VAT_NUMBER", "")
 UNCLOUD_BILLING_REMINDER_DAYS = [int(day) for day in envlist("UNCLOUD_BILLING_REMINDER_DAYS", "7,21")]
 UNCLOUD_BILLING_SUSPEND_AFTER_DAYS = envint("UNCLOUD_BILLING_SUSPEND_AFTER_DAYS", 30)
 UNCLOUD_BILLING_TERMINATE_AFTER_DAYS = envint("UNCLOUD_BILLING_TERMINATE_AFTER_DAYS", 60)
+# Who at the hoster hears about money that needs a person: termination requests, bank reversals,
+# unmatched bank entries, card refunds and disputes, months that could not be billed.
+UNCLOUD_BILLING_STAFF_EMAILS = envlist("UNCLOUD_BILLING_STAFF_EMAILS", "")
+# Bills below this are not issued: the amount is carried to the next bill (Stripe charges 0.50 CHF at least).
+UNCLOUD_BILLING_MINIMUM_BILL = envstr("UNCLOUD_BILLING_MINIMUM_BILL", "0.50")
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY", "")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")

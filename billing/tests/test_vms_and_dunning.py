@@ -94,13 +94,26 @@ def test_a_paid_bill_is_not_dunned(overdue, staff):
     assert (plan.newly_overdue, plan.reminders, plan.suspend, plan.terminate) == ([], [], [], [])
 
 
-def test_staff_are_asked_to_terminate_once(overdue, mailoutbox, settings):
-    settings.ADMINS = [("Staff", "staff@example.org")]
+def test_staff_are_asked_to_terminate_once(overdue, mailoutbox, settings, django_capture_on_commit_callbacks):
+    """ADMINS is not set (it never was in .env.example): the billing staff setting is what counts."""
+    settings.ADMINS = []
+    settings.UNCLOUD_BILLING_STAFF_EMAILS = ["billing@example.org"]
     bill, _ = overdue
-    dunning.run_dunning(DUE + timedelta(days=61))
-    dunning.run_dunning(DUE + timedelta(days=62))
+    with django_capture_on_commit_callbacks(execute=True):
+        dunning.run_dunning(DUE + timedelta(days=61))
+        dunning.run_dunning(DUE + timedelta(days=62))
     assert DunningEvent.objects.filter(step=DunningStep.TERMINATION_REQUESTED).count() == 1
-    assert any("Terminate" in message.subject for message in mailoutbox)
+    told = [message for message in mailoutbox if "Terminate" in message.subject]
+    assert len(told) == 1 and told[0].to == ["billing@example.org"]
+
+
+def test_start_up_warns_when_nobody_at_the_hoster_hears_about_money(settings):
+    from billing.checks import billing_settings
+
+    settings.UNCLOUD_BILLING_STAFF_EMAILS = []
+    assert "billing.W001" in [problem.id for problem in billing_settings(None)]
+    settings.UNCLOUD_BILLING_STAFF_EMAILS = ["billing@example.org"]
+    assert "billing.W001" not in [problem.id for problem in billing_settings(None)]
 
 
 def test_suspension_and_resume_through_vms_actions(overdue, staff, django_capture_on_commit_callbacks):
