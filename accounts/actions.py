@@ -61,6 +61,7 @@ def do_delete_project(actor, project: Project) -> None:
 
 @transaction.atomic
 def do_add_member(actor, project: Project, user) -> Membership:
+    """Staff (the admin) and tests add members directly; customers invite, and the invitee accepts."""
     if user == project.owner or Membership.objects.filter(project=project, user=user).exists():
         raise Conflict(f"{user.username} is already in this project.")
     membership = Membership.objects.create(project=project, user=user)
@@ -223,46 +224,86 @@ def do_remove_otp(actor, user) -> None:
 INVITATION_DAYS = 14
 
 
+class InvitationNotFound(Exception):
+    """No open invitation for this user there: unknown, someone else's, used or expired (one answer)."""
+
+
 @transaction.atomic
-def do_invite(actor, project: Project, email: str) -> tuple[Invitation, str]:
-    """An invitation for `email`; returns it with its raw key (for the mail link, never stored)."""
-    email = get_user_model().objects.normalize_email(email).strip()
-    existing = get_user_model().objects.filter(email__iexact=email).first()
-    if existing is not None and (existing == project.owner or project.members.filter(pk=existing.pk).exists()):
-        raise Conflict(f"{email} is already in this project.")
-    if Invitation.objects.filter(project=project, email__iexact=email, accepted__isnull=True,
-                                 expires__gt=timezone.now()).exists():
-        raise Conflict(f"{email} already has an open invitation.")
-    Invitation.objects.filter(project=project, email__iexact=email, accepted__isnull=True).delete()
+def do_invite(actor, project: Project, *, username: str = "", email: str = "") -> tuple[Invitation, str]:
+    """An invitation for one username or one e-mail address; returns it with its raw key (for the mail
+    link, never stored). The answer is the same whether the name exists or not: an invitation for an
+    unknown name simply expires, so inviting cannot be used to find out who has an account."""
+    username, email = username.strip(), email.strip()
+    if bool(username) == bool(email):
+        raise ValidationError("Invite either a username or an e-mail address.")
+    if email:
+        email = get_user_model().objects.normalize_email(email)
+        open_filter = {"email__iexact": email, "username": ""}
+    else:
+        # Members are listed on the project page already: saying so reveals nothing new.
+        if project.owner.username.lower() == username.lower() or project.members.filter(
+                username__iexact=username).exists():
+            raise Conflict(f"{username} is already in this project.")
+        open_filter = {"username__iexact": username, "email": ""}
+    open_invitations = Invitation.objects.filter(project=project, accepted__isnull=True, **open_filter)
+    if open_invitations.filter(expires__gt=timezone.now()).exists():
+        raise Conflict(f"{username or email} already has an open invitation.")
+    open_invitations.delete()  # expired ones
     raw = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(
-        project=project, email=email, key_hash=hash_token(raw), invited_by=actor,
+        project=project, email=email, username=username, key_hash=hash_token(raw), invited_by=actor,
         expires=timezone.now() + timedelta(days=INVITATION_DAYS),
     )
-    audit.record(actor, "project.invite", project=project, target=project, email=email)
+    audit.record(actor, "project.invite", project=project, target=project, invitee=invitation.invitee)
     return invitation, raw
 
 
+def invitations_for(user):
+    """The open invitations `user` may accept: for their username, or for their e-mail address once
+    that address is verified (by the sign-up link, or by the directory)."""
+    from django.db.models import Q
+
+    mine = Q(username__iexact=user.username, email="")
+    identity = Identity.objects.filter(user_id=user.pk).first()
+    if user.email and identity is not None and identity.email_verified is not None:
+        mine |= Q(email__iexact=user.email, username="")
+    return Invitation.objects.filter(mine, accepted__isnull=True, expires__gt=timezone.now()).select_related(
+        "project", "invited_by")
+
+
+def invitation_by_key(raw: str) -> Invitation | None:
+    return Invitation.objects.select_related("project").filter(key_hash=hash_token(raw)).first()
+
+
 @transaction.atomic
-def do_accept_invitation(user, raw: str) -> Project:
-    invitation = Invitation.objects.select_for_update().select_related("project").filter(
-        key_hash=hash_token(raw)
-    ).first()
-    if invitation is None or not invitation.is_open:
-        raise Conflict("This invitation is unknown, used or expired. Ask for a new one.")
+def do_accept_invitation(user, invitation: Invitation) -> Project:
+    """The invitee joins. Raises InvitationNotFound unless `invitation` is open and meant for `user`."""
+    invitation = invitations_for(user).select_for_update(of=("self",)).filter(pk=invitation.pk).first()
+    if invitation is None:
+        raise InvitationNotFound
     project = invitation.project
     if user != project.owner and not Membership.objects.filter(project=project, user=user).exists():
         Membership.objects.create(project=project, user=user)
     invitation.accepted = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted", "accepted_by"])
-    audit.record(user, "project.invite_accept", project=project, target=project, email=invitation.email,
+    audit.record(user, "project.invite_accept", project=project, target=project, invitee=invitation.invitee,
                  username=user.username)
     return project
 
 
 @transaction.atomic
+def do_decline_invitation(user, invitation: Invitation) -> None:
+    invitation = invitations_for(user).filter(pk=invitation.pk).first()
+    if invitation is None:
+        raise InvitationNotFound
+    audit.record(user, "project.invite_decline", project=invitation.project, target=invitation.project,
+                 invitee=invitation.invitee)
+    invitation.delete()
+
+
+@transaction.atomic
 def do_cancel_invitation(actor, invitation: Invitation) -> None:
     audit.record(actor, "project.invite_cancel", project=invitation.project, target=invitation.project,
-                 email=invitation.email)
+                 invitee=invitation.invitee)
     invitation.delete()

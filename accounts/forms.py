@@ -87,8 +87,8 @@ class ProjectForm(forms.Form):
     name = forms.CharField(max_length=100)
 
 
-class AddMemberForm(forms.Form):
+class InviteForm(forms.Form):
     who = forms.CharField(
         max_length=254, label="Username or e-mail address",
-        help_text="A username adds the user now; an e-mail address sends an invitation link.",
+        help_text="They get an invitation and join once they accept it.",
     )

@@ -115,11 +115,17 @@ class APIToken(models.Model):
 
 
 class Invitation(models.Model):
-    """An invitation to join a project, sent by mail. Only the hash of its secret is stored."""
+    """An invitation to join a project, for one username or one e-mail address; the invitee accepts it.
+
+    Only the invitee can accept: the user with that username, or a user whose verified e-mail address
+    is the invited one. The mailed link only leads there; it is not a key that lets anyone in.
+    Only the hash of the link's secret is stored.
+    """
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
-    email = models.EmailField()
+    email = models.EmailField(blank=True)
+    username = models.CharField(max_length=150, blank=True)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
@@ -133,12 +139,20 @@ class Invitation(models.Model):
         ordering = ["-created"]
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "email"], condition=models.Q(accepted__isnull=True), name="invitation_open_unique"
-            )
+                fields=["project", "email", "username"], condition=models.Q(accepted__isnull=True),
+                name="invitation_open_unique",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(email="") | ~models.Q(username=""), name="invitation_names_someone",
+            ),
         ]
 
     def __str__(self):
-        return f"{self.email} → {self.project}"
+        return f"{self.invitee} → {self.project}"
+
+    @property
+    def invitee(self) -> str:
+        return self.username or self.email
 
     @property
     def is_open(self) -> bool:

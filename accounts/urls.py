@@ -28,5 +28,7 @@ urlpatterns = [
     path("projects/<uuid:uuid>/invitations/<uuid:invitation_uuid>/cancel/", views.invitation_cancel_view,
          name="invitation-cancel"),
     path("projects/<uuid:uuid>/audit/", views.project_audit_view, name="project-audit"),
+    path("invitations/<uuid:invitation_uuid>/<str:answer>/", views.invitation_answer_view,
+         name="invitation-answer"),
     path("invitations/<str:key>/", views.invitation_view, name="invitation"),
 ]

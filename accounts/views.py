@@ -26,8 +26,9 @@ from django_otp import user_has_device
 
 from accounts import actions
 from accounts.api.exceptions import Conflict
-from accounts.forms import AddMemberForm, LoginForm, OTPCodeForm, ProjectForm, SignupForm, TokenForm
+from accounts.forms import InviteForm, LoginForm, OTPCodeForm, ProjectForm, SignupForm, TokenForm
 from accounts.models import APIToken, AuditEntry, Invitation
+from accounts.notify import send_invitation_mail
 from accounts.otp import match_code
 from accounts.ratelimit import LimiterUnavailable, LoginLimiter, client_address
 from accounts.scoping import projects_of
@@ -323,19 +324,21 @@ def projects_view(request):
             messages.success(request, f"Project {project.name} created.")
             return redirect("project", uuid=project.uuid)
     projects = projects_of(request.user).select_related("owner").prefetch_related("members")
-    return render(request, "accounts/projects.html", {"projects": projects, "form": form})
+    return render(request, "accounts/projects.html", {
+        "projects": projects, "form": form, "invitations": actions.invitations_for(request.user),
+    })
 
 
 @login_required
 def project_view(request, uuid):
     project = _project_for(request, uuid)
     is_owner = project.owner_id == request.user.id
-    form = AddMemberForm(request.POST or None)
+    form = InviteForm(request.POST or None)
     if request.method == "POST":
         if not is_owner:
-            return HttpResponseForbidden("Only the project's owner adds members.")
+            return HttpResponseForbidden("Only the project's owner invites members.")
         if form.is_valid():
-            _add_member_or_invite(request, project, form)
+            _invite(request, project, form)
             if not form.errors:
                 return redirect("project", uuid=project.uuid)
     return render(request, "accounts/project.html", {
@@ -345,29 +348,18 @@ def project_view(request, uuid):
     })
 
 
-def _add_member_or_invite(request, project, form):
+def _invite(request, project, form):
     who = form.cleaned_data["who"].strip()
     try:
-        if "@" in who:
-            invitation, raw = actions.do_invite(request.user, project, who)
-            link = request.build_absolute_uri(reverse("invitation", args=[raw]))
-            send_mail(
-                f"Invitation to the uncloud project {project.name}",
-                f"{request.user.username} invites you to the project {project.name!r} on uncloud.\n\n"
-                f"Accept it here (sign up first if you have no account):\n\n{link}\n\n"
-                f"The link works for {actions.INVITATION_DAYS} days.\n",
-                None, [invitation.email],
-            )
-            messages.success(request, f"Invitation sent to {invitation.email}.")
-        else:
-            user = get_user_model().objects.filter(username=who, is_active=True).first()
-            if user is None:
-                form.add_error("who", f"There is no user {who!r}. Invite them by e-mail address instead.")
-                return
-            actions.do_add_member(request.user, project, user)
-            messages.success(request, f"{user.username} is now a member.")
-    except Conflict as error:
-        form.add_error("who", str(error))
+        invitation, raw = actions.do_invite(request.user, project, **({"email": who} if "@" in who else
+                                                                     {"username": who}))
+    except (Conflict, ValidationError) as error:
+        form.add_error("who", _error_text(error))
+        return
+    send_invitation_mail(request, invitation, raw)
+    # The same words whether the name exists or not.
+    messages.success(request, f"Invitation for {invitation.invitee} recorded. They join once they accept it "
+                              f"(within {actions.INVITATION_DAYS} days).")
 
 
 @login_required
@@ -397,18 +389,35 @@ def invitation_cancel_view(request, uuid, invitation_uuid):
 
 
 def invitation_view(request, key):
+    """The mailed link: shows the invitation to the invited account only, which may accept or decline."""
     if not request.user.is_authenticated:
         messages.info(request, "Log in or sign up to accept the invitation.")
         return render(request, "accounts/invitation_anonymous.html", {"next": request.path})
-    if request.method == "POST":
+    invitation = actions.invitation_by_key(key)
+    mine = invitation is not None and actions.invitations_for(request.user).filter(pk=invitation.pk).exists()
+    if not mine:
+        messages.error(request, "This invitation is not open for your account: it may be used, expired or for "
+                                "someone else. Log in as the invited account, or ask for a new one.")
+        return redirect("projects")
+    return render(request, "accounts/invitation.html", {"invitation": invitation})
+
+
+@login_required
+@require_POST
+def invitation_answer_view(request, invitation_uuid, answer):
+    if answer not in ("accept", "decline"):
+        raise Http404
+    invitation = get_object_or_404(actions.invitations_for(request.user), uuid=invitation_uuid)
+    if answer == "accept":
         try:
-            project = actions.do_accept_invitation(request.user, key)
-        except Conflict as error:
-            messages.error(request, str(error))
-            return redirect("dashboard")
+            project = actions.do_accept_invitation(request.user, invitation)
+        except actions.InvitationNotFound:
+            raise Http404
         messages.success(request, f"You joined {project.name}.")
         return redirect("project", uuid=project.uuid)
-    return render(request, "accounts/invitation.html", {"key": key})
+    actions.do_decline_invitation(request.user, invitation)
+    messages.success(request, f"You declined the invitation to {invitation.project.name}.")
+    return redirect("projects")
 
 
 @login_required

@@ -1,15 +1,24 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from accounts import actions
-from accounts.api.serializers import APITokenSerializer, MemberSerializer, NewAPITokenSerializer, ProjectSerializer
+from accounts.api.serializers import (
+    APITokenSerializer,
+    InvitationSerializer,
+    InviteSerializer,
+    MyInvitationSerializer,
+    NewAPITokenSerializer,
+    ProjectSerializer,
+)
 from accounts.authentication import OTP_HEADER, request_is_otp_verified, verify_otp_header
 from accounts.choices import TokenScope
-from accounts.models import APIToken
+from accounts.models import APIToken, Invitation
+from accounts.notify import send_invitation_mail
 from accounts.scoping import projects_of
 
 
@@ -38,16 +47,41 @@ class ProjectViewSet(viewsets.ModelViewSet):
         self._require_owner(instance)
         actions.do_delete_project(self.request.user, instance)
 
-    @extend_schema(request=MemberSerializer, responses=ProjectSerializer)
+    @extend_schema(request=InviteSerializer, responses={202: InvitationSerializer},
+                   description="Invite a username or an e-mail address. The invitee joins by accepting it "
+                               "(POST /invitations/<uuid>/accept/). The answer is the same whether the name "
+                               "exists or not.")
     @action(detail=True, methods=["post"])
     def members(self, request, uuid=None):
         project = self.get_object()
         self._require_owner(project)
-        serializer = MemberSerializer(data=request.data)
+        serializer = InviteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        actions.do_add_member(request.user, project, serializer.validated_data["username"])
-        project = self.get_queryset().get(pk=project.pk)
-        return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+        try:
+            invitation, raw = actions.do_invite(request.user, project,
+                                                username=serializer.validated_data.get("username", ""),
+                                                email=serializer.validated_data.get("email", ""))
+        except DjangoValidationError as error:
+            raise ValidationError(error.messages)
+        send_invitation_mail(request, invitation, raw)
+        return Response(InvitationSerializer(invitation).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=InvitationSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def invitations(self, request, uuid=None):
+        project = self.get_object()
+        self._require_owner(project)
+        open_invitations = [i for i in project.invitations.filter(accepted__isnull=True) if i.is_open]
+        return Response(InvitationSerializer(open_invitations, many=True).data)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["delete"], url_path="invitations/(?P<invitation_uuid>[0-9a-f-]+)")
+    def cancel_invitation(self, request, uuid=None, invitation_uuid=None):
+        project = self.get_object()
+        self._require_owner(project)
+        invitation = get_object_or_404(Invitation, project=project, uuid=invitation_uuid, accepted__isnull=True)
+        actions.do_cancel_invitation(request.user, invitation)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={204: None})
     @action(detail=True, methods=["delete"], url_path="members/(?P<username>[^/]+)")
@@ -97,3 +131,32 @@ class APITokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
 
     def perform_destroy(self, instance):
         actions.do_revoke_token(self.request.user, instance)
+
+
+class MyInvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Invitations for you (your username, or your verified e-mail address): accept or decline them."""
+
+    serializer_class = MyInvitationSerializer
+    lookup_field = "uuid"
+    queryset = Invitation.objects.none()  # for the schema; requests use get_queryset
+
+    def get_queryset(self):
+        return actions.invitations_for(self.request.user)
+
+    @extend_schema(request=None, responses=ProjectSerializer)
+    @action(detail=True, methods=["post"])
+    def accept(self, request, uuid=None):
+        try:
+            project = actions.do_accept_invitation(request.user, self.get_object())
+        except actions.InvitationNotFound:
+            raise NotFound
+        return Response(ProjectSerializer(projects_of(request.user).get(pk=project.pk)).data)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def decline(self, request, uuid=None):
+        try:
+            actions.do_decline_invitation(request.user, self.get_object())
+        except actions.InvitationNotFound:
+            raise NotFound
+        return Response(status=status.HTTP_204_NO_CONTENT)
