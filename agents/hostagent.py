@@ -7,11 +7,9 @@ import json
 import sys
 import threading
 from functools import lru_cache
-from pathlib import Path
 
+from agents.hostside.build import build_zipapp
 from agents.transport import HostConnection, LineStream, StreamClosed, TransportError, transport_for
-
-HOSTSIDE_SOURCE = Path(__file__).resolve().parent / "hostside" / "uncloud_hostside.py"
 
 REMOTE_PYTHON = "/usr/bin/python3"
 
@@ -68,7 +66,9 @@ def close_streams() -> None:
 
 @lru_cache(maxsize=1)
 def hostside_program() -> tuple[bytes, str]:
-    data = HOSTSIDE_SOURCE.read_bytes()
+    """The host-side program as the one artifact every host gets (a reproducible zipapp of
+    agents/hostside/uncloud_hostside/) and its sha256."""
+    data = build_zipapp()
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -80,7 +80,7 @@ class HostAgent:
 
     def _is_shipped(self) -> bool:
         with _shipped_lock:
-            return self.connection.transport == "local" or (self.connection, self._program_path()) in _shipped
+            return (self.connection, self._program_path()) in _shipped
 
     def _mark_shipped(self, shipped: bool) -> None:
         with _shipped_lock:
@@ -90,10 +90,9 @@ class HostAgent:
                 _shipped.discard((self.connection, self._program_path()))
 
     def _program_path(self) -> str:
-        if self.connection.transport == "local":
-            return str(HOSTSIDE_SOURCE)
+        # The local transport gets the same artifact in the same place: what runs is what ships.
         _, checksum = hostside_program()
-        return f"{self.state_dir}/bin/uncloud_hostside-{checksum[:16]}.py"
+        return f"{self.state_dir}/bin/uncloud_hostside-{checksum[:16]}.pyz"
 
     def _python(self) -> list[str]:
         if self.connection.transport == "local":

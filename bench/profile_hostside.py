@@ -3,11 +3,12 @@
 
     ip netns exec NS /usr/bin/python3 bench/profile_hostside.py PROGRAM VERB < spec.json
 
-PROGRAM is agents/hostside/uncloud_hostside.py (or its shipped copy). The verb's JSON answer goes
+PROGRAM is the host-side program's zipapp (agents/hostside/build.py builds it; the control plane
+ships it as <state_dir>/bin/uncloud_hostside-<sha>.pyz). The verb's JSON answer goes
 to stdout as usual; stderr gets one line per command (milliseconds, argv) and the total, so
 bench/vm_up.py --profile can show where vm-up spends its time beyond qemu itself.
 """
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -15,9 +16,8 @@ import time
 
 started = time.perf_counter()
 program_path, verb = sys.argv[1], sys.argv[2]
-specification = importlib.util.spec_from_file_location("uncloud_hostside", program_path)
-hostside = importlib.util.module_from_spec(specification)
-specification.loader.exec_module(hostside)
+sys.path.insert(0, program_path)  # a zipapp is importable like a directory
+hostside = importlib.import_module("uncloud_hostside.__main__")
 imported = time.perf_counter()
 
 command_times = []
@@ -32,8 +32,8 @@ def timed_run(argv, *args, **kwargs):
         command_times.append((time.perf_counter() - command_started, argv))
 
 
-# The host-side program calls subprocess.run through the module it imported.
-hostside.subprocess.run = timed_run
+# Every module of the host-side program calls subprocess.run through the one subprocess module.
+subprocess.run = timed_run
 sys.argv = [program_path, verb]
 status = hostside.main()
 finished = time.perf_counter()

@@ -2,7 +2,7 @@
 # The bare "seed" way of starting a VM, as the first prototype did it by hand: a tap on the
 # network's bridge, then qemu, no control plane, no state files, no firewall. bench/vm_up.py
 # runs this inside a lab host's namespace as the baseline for `vm-up`, so the qemu options are
-# the ones the host-side program uses (see qemu_argv in agents/hostside/uncloud_hostside.py).
+# the ones the host-side program uses (see qemu_argv in agents/hostside/uncloud_hostside/vmspec.py).
 #
 # usage: seed_vm_up.sh BRIDGE TAP MAC VM_DIR DISK_QCOW2 MEMORY_MIB CORES NAME UUID
 #

@@ -206,7 +206,7 @@ def test_private_network_isolation_dns_firewall_hotplug_and_nat64(lab, celery_pr
 
 def counter_of(lab_host, vm) -> int:
     """Packets the host sent down the VM's first tap, i.e. into the guest."""
-    from agents.hostside.uncloud_hostside import derived_tap_name
+    from agents.hostside.uncloud_hostside.addressing import derived_tap_name
 
     tap = derived_tap_name(str(vm.uuid), 0)
     return int(lab_host.run(["cat", f"/sys/class/net/{tap}/statistics/tx_packets"]).stdout)

@@ -1,4 +1,5 @@
 """Helpers for the hostside tests: run the program the way SSH does, and build raw frames."""
+import hashlib
 import ipaddress
 import json
 import os
@@ -6,17 +7,33 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-PROGRAM = Path(__file__).resolve().parents[1] / "uncloud_hostside.py"
+from agents.hostside.build import build_zipapp
+
+
+def built_program() -> Path:
+    """The artifact the control plane ships (agents/hostside/build.py), named by its checksum so
+    every test process of one source tree runs the same file."""
+    data = build_zipapp()
+    path = Path(tempfile.gettempdir()) / f"uncloud_hostside-{hashlib.sha256(data).hexdigest()[:16]}.pyz"
+    if not path.exists() or path.read_bytes() != data:
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path
+
+
+PROGRAM = built_program()
 TAP_IO = Path(__file__).resolve().parent / "tap_io.py"
 # The hypervisor runs the program with its own python3, not with the test runner's venv.
 PYTHON = "/usr/bin/python3"
 
 
 def hostside(host, verb, spec, *, path=None, timeout=180):
-    """(exit status, answer) of `python3 uncloud_hostside.py VERB` inside the host's namespace."""
+    """(exit status, answer) of `python3 uncloud_hostside.pyz VERB` inside the host's namespace."""
     argv = [PYTHON, str(PROGRAM), verb]
     if path is not None:
         argv = ["env", f"PATH={path}", *argv]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hostside_testlib import PYTHON, fails, net_spec, nic, ok, vm_spec, wait_for_serial_line
+from hostside_testlib import PROGRAM, PYTHON, fails, net_spec, nic, ok, vm_spec, wait_for_serial_line
 
 demo_guest = pytest.importorskip("images.demo_guest")
 
@@ -183,11 +183,10 @@ def test_guest_boots_from_imported_image_and_reads_its_metadata(hosts):
 
 def test_metadata_documents(tmp_path):
     """The EC2 and OpenStack layouts cloud-init reads, rendered by the program itself."""
-    program = Path(__file__).resolve().parents[1] / "uncloud_hostside.py"
     script = (
-        "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('hs', {str(program)!r})\n"
-        "hs = importlib.util.module_from_spec(spec); spec.loader.exec_module(hs)\n"
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(PROGRAM)!r})\n"
+        "from uncloud_hostside import metadata_server as hs\n"
         f"m = {{'uuid': {VM_A!r}, 'name': 'web-1', 'hostname': 'web-1', 'project_id': '', "
         f"'ssh_keys': [{{'name': 'laptop', 'public_key': {KEY_A!r}}}], 'user_data': '#cloud-config\\n', "
         "'network_config': None}\n"

@@ -4,13 +4,11 @@ KVM path, where it does not (nested KVM without vmx/svm: qemu dies with 'failed 
 fallback to TCG."""
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from hostside_testlib import PROGRAM, net_spec, nic, ok, vm_spec
+from hostside_testlib import net_spec, nic, ok, vm_spec
 
-sys.path.insert(0, str(PROGRAM.parent))
-import uncloud_hostside  # noqa: E402
+from agents.hostside.uncloud_hostside import kvm
 
 PREFIX = "2001:db8:100:7::/64"
 VM_UUID = "6f1c2d3e-0000-4000-8000-0000000000c7"
@@ -28,13 +26,13 @@ def kvm_really_runs_a_guest() -> bool:
 
 def test_probe_recognises_a_guest_that_runs():
     # TCG runs everywhere: this is the probe's "it works" path, on any machine.
-    usable, reason = uncloud_hostside.kvm_probe_guest(accel="tcg")
+    usable, reason = kvm.kvm_probe_guest(accel="tcg")
     assert usable, reason
     assert reason == "a tcg test guest ran for 0.5 s"
 
 
 def test_probe_agrees_with_a_real_kvm_guest():
-    verdict = uncloud_hostside.kvm_probe()
+    verdict = kvm.kvm_probe()
     assert verdict["usable"] == kvm_really_runs_a_guest(), verdict
     if not Path("/dev/kvm").exists():
         assert verdict["reason"].startswith("/dev/kvm:")

@@ -1,5 +1,4 @@
 """Specs are checked strictly; odd strings never reach a command; failures have the right code."""
-import importlib.util
 import ipaddress
 import json
 import subprocess
@@ -9,9 +8,7 @@ from pathlib import Path
 import pytest
 from hostside_testlib import PROGRAM, PYTHON, fails, hostside, net_spec, nic, ok, vm_spec
 
-spec = importlib.util.spec_from_file_location("uncloud_hostside", PROGRAM)
-uncloud_hostside = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(uncloud_hostside)
+from agents.hostside.uncloud_hostside import addressing, checks, errors, nat64, nft
 
 PREFIX = "2001:db8:1:1::/64"
 MAC = "02:00:f0:a9:c4:4e"
@@ -22,32 +19,32 @@ SHELL_TRAPS = ["; rm -rf /", "$(touch {marker})", "`touch {marker}`", "a'b", 'a"
 # --- pure functions ------------------------------------------------------------------------------
 
 def test_group_is_ff05_plus_the_vni():
-    assert str(uncloud_hostside.vxlan_group(100)) == "ff05::64"
-    assert str(uncloud_hostside.vxlan_group(16777215)) == "ff05::ff:ffff"
+    assert str(addressing.vxlan_group(100)) == "ff05::64"
+    assert str(addressing.vxlan_group(16777215)) == "ff05::ff:ffff"
 
 
 def test_eui64_of_the_prototype_example():
     prefix = ipaddress.IPv6Network("2a0a:e5c1:111:888::/64")
-    address = uncloud_hostside.eui64_address(prefix, "02:00:f0:a9:c4:4e")
+    address = addressing.eui64_address(prefix, "02:00:f0:a9:c4:4e")
     assert str(address) == "2a0a:e5c1:111:888:0:f0ff:fea9:c44e"
-    assert str(uncloud_hostside.link_local_address("02:00:f0:a9:c4:4e")) == "fe80::f0ff:fea9:c44e"
+    assert str(addressing.link_local_address("02:00:f0:a9:c4:4e")) == "fe80::f0ff:fea9:c44e"
 
 
 def test_router_mac_is_stable_and_locally_administered():
-    assert uncloud_hostside.router_mac(100) == "02:75:63:00:00:64"
-    assert uncloud_hostside.router_mac(16777215) == "02:75:63:ff:ff:ff"
+    assert addressing.router_mac(100) == "02:75:63:00:00:64"
+    assert addressing.router_mac(16777215) == "02:75:63:ff:ff:ff"
 
 
 def test_derived_tap_names_fit_the_kernel_limit():
-    name = uncloud_hostside.derived_tap_name(str(uuid.uuid4()), 7)
-    assert len(name) <= 15 and uncloud_hostside.TAP_NAME_RE.match(name)
+    name = addressing.derived_tap_name(str(uuid.uuid4()), 7)
+    assert len(name) <= 15 and checks.TAP_NAME_RE.match(name)
 
 
 def test_ruleset_renders_every_guard(tmp_path):
     port = {"tap": "uctest0", "mac": MAC, "ipv6": "2001:db8:1:1:0:f0ff:fea9:c44e",
             "link_local": "fe80::f0ff:fea9:c44e", "vm_uuid": "x", "vni": 100}
     network = {"vxlan": "vxlan100", "bridge": "br100", "router_mac": "02:75:63:00:00:64"}
-    text = uncloud_hostside.render_ruleset([network], [port])
+    text = nft.render_ruleset([network], [port])
     for needle in ("hook forward", "hook input", "hook output", f"ether saddr != {MAC}",
                    "nd-router-advert", "udp sport 547 udp dport 546", "@nh,160,16 67 @nh,176,16 68",
                    "fe80::f0ff:fea9:c44e", "chain ingress_uctest0", "delete table bridge uncloud",
@@ -58,11 +55,11 @@ def test_ruleset_renders_every_guard(tmp_path):
 def test_security_group_rules_render_stateful_and_default_deny():
     port = {"tap": "uctest0", "mac": MAC, "ipv6": "2001:db8:1:1:0:f0ff:fea9:c44e",
             "link_local": "fe80::f0ff:fea9:c44e", "vm_uuid": "x", "vni": 100,
-            "security_group_ingress": uncloud_hostside.parse_ingress_rules(
+            "security_group_ingress": nft.parse_ingress_rules(
                 [{"protocol": "tcp", "port_min": 22, "source": "::/0"},
                  {"protocol": "udp", "port_min": 5000, "port_max": 5010, "source": "2001:db8::/32"},
                  {"protocol": "any", "source": "2001:db8:ff::/48"}], "ingress")}
-    text = uncloud_hostside.render_ruleset([], [port])
+    text = nft.render_ruleset([], [port])
     for needle in ("table inet uncloud_sg", "delete table inet uncloud_sg", "hook forward",
                    "ip6 daddr vmap { 2001:db8:1:1:0:f0ff:fea9:c44e : jump ingress_uctest0, "
                    "fe80::f0ff:fea9:c44e : jump ingress_uctest0 }",
@@ -87,24 +84,24 @@ def test_security_group_rules_render_stateful_and_default_deny():
     {"protocol": "tcp", "source": "::/0", "port_min": 22, "extra": 1},
 ])
 def test_bad_security_group_rules_are_refused(rule):
-    with pytest.raises(uncloud_hostside.HostsideError) as refused:
-        uncloud_hostside.parse_ingress_rules([rule], "ingress")
+    with pytest.raises(errors.HostsideError) as refused:
+        nft.parse_ingress_rules([rule], "ingress")
     assert refused.value.code == "bad_spec"
 
 
 def test_nat64_pools_are_checked():
     good = {"id": 1, "prefix": "192.0.2.0/29", "nat64_prefix": "fd00:64::/96", "translator_address": "198.51.100.1",
             "maps": [{"ipv4": "192.0.2.1", "ipv6": "2001:db8::1", "via": "fd00:1::2"}]}
-    parsed = uncloud_hostside.parse_nat64_pool(good, "pools[0]")
+    parsed = nat64.parse_nat64_pool(good, "pools[0]")
     assert parsed["tun"] == "nat64p1"
-    assert uncloud_hostside.render_tayga_config(parsed) == (
+    assert nat64.render_tayga_config(parsed) == (
         "tun-device nat64p1\nipv4-addr 198.51.100.1\nprefix fd00:64::/96\nmap 192.0.2.1 2001:db8::1\n")
     for change in ({"translator_address": "192.0.2.3"}, {"nat64_prefix": "fd00:64::/64"},
                    {"maps": [{"ipv4": "10.0.0.1", "ipv6": "2001:db8::1"}]},
                    {"maps": [{"ipv4": "192.0.2.1", "ipv6": "2001:db8::1"}, {"ipv4": "192.0.2.2", "ipv6": "2001:db8::1"}]},
                    {"maps": [{"ipv4": "192.0.2.1", "ipv6": "2001:db8::1; reboot"}]}, {"prefix": "192.0.2.1/29"}):
-        with pytest.raises(uncloud_hostside.HostsideError):
-            uncloud_hostside.parse_nat64_pool({**good, **change}, "pools[0]")
+        with pytest.raises(errors.HostsideError):
+            nat64.parse_nat64_pool({**good, **change}, "pools[0]")
 
 
 # --- the program as SSH runs it --------------------------------------------------------------------

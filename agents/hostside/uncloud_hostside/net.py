@@ -1,0 +1,288 @@
+"""net-up / net-down: one VXLAN over IPv6 multicast and one bridge per customer network, radvd on it."""
+
+import ipaddress
+import os
+import shutil
+import time
+
+from .addressing import VXLAN_PORT, VXLAN_TTL, bridge_name, link_local_address, router_mac, vxlan_group, vxlan_name
+from .checks import (
+    check_bool,
+    check_domain,
+    check_fields,
+    check_int,
+    check_interface_name,
+    check_ipv6_address,
+    check_list,
+    check_prefix64,
+    check_state_dir,
+    check_vni,
+)
+from .errors import HostsideError, bad_spec
+from .nft import apply_ruleset
+from .paths import network_dir, radvd_paths
+from .state import (
+    ensure_directory,
+    host_lock,
+    owned_process,
+    read_text,
+    remove_file,
+    stop_process,
+    tail_of_file,
+    write_file_atomically,
+    write_json_file,
+)
+from .system import ip_json, link_info, link_kind, require_binaries, run_command, write_interface_sysctl
+
+RADVD_RDNSS_LIFETIME_S = 600
+DEFAULT_ROUTER_LIFETIME_S = 1800
+
+
+def parse_net_up_spec(spec):
+    check_fields(spec, ["state_dir", "vni", "prefix", "underlay_device"],
+                 ["dns_servers", "dns_search", "mtu", "default_router", "routes"])
+    dns_servers = check_list(spec.get("dns_servers", []), "dns_servers", 3)
+    dns_search = check_list(spec.get("dns_search", []), "dns_search", 6)
+    return {
+        "default_router": check_bool(spec.get("default_router", False), "default_router"),
+        "routes": [parse_underlay_route(route, f"routes[{index}]")
+                   for index, route in enumerate(check_list(spec.get("routes", []), "routes", 16))],
+        "state_dir": check_state_dir(spec["state_dir"]),
+        "vni": check_vni(spec["vni"]),
+        "prefix": check_prefix64(spec["prefix"]),
+        "underlay_device": check_interface_name(spec["underlay_device"], "underlay_device"),
+        "dns_servers": [str(check_ipv6_address(server, "dns_servers[]")) for server in dns_servers],
+        "dns_search": [check_domain(domain, "dns_search[]") for domain in dns_search],
+        "mtu": None if spec.get("mtu") is None else check_int(spec["mtu"], "mtu", 1280, 9000),
+    }
+
+
+def parse_underlay_route(route, field):
+    """A prefix the guests reach through another host, e.g. a NAT64 /96 via the translator's host."""
+    check_fields(route, ["prefix", "via"])
+    try:
+        prefix = ipaddress.IPv6Network(route["prefix"], strict=True) \
+            if isinstance(route["prefix"], str) else None
+    except ValueError:
+        prefix = None
+    if prefix is None or prefix.prefixlen < 16:
+        raise bad_spec(f"{field}.prefix must be an IPv6 prefix of /16 or longer")
+    via = check_ipv6_address(route["via"], f"{field}.via")
+    if via.is_multicast or via.is_unspecified or via.is_loopback:
+        raise bad_spec(f"{field}.via must be a unicast address")
+    return {"prefix": str(prefix), "via": str(via)}
+
+
+def ensure_underlay_routes(routes, underlay_device, changes):
+    wanted = [f"route replace {route['prefix']} via {route['via']} dev {underlay_device}"
+              for route in routes]
+    if wanted:
+        run_command(["ip", "-6", "-batch", "-"], input_text="\n".join(wanted) + "\n")
+        changes.append(f"routes {', '.join(route['prefix'] for route in routes)}")
+
+
+def vxlan_matches(link, vni, underlay_device):
+    data = link.get("linkinfo", {}).get("info_data", {})
+    return (link_kind(link) == "vxlan" and data.get("id") == vni
+            and data.get("group6") == str(vxlan_group(vni)) and data.get("link") == underlay_device
+            and data.get("port") == VXLAN_PORT and data.get("ttl") == VXLAN_TTL)
+
+
+def ensure_vxlan(vni, underlay_device, changes):
+    name = vxlan_name(vni)
+    link = link_info(name)
+    if link is not None and vxlan_matches(link, vni, underlay_device):
+        return
+    if link is not None:
+        run_command(["ip", "link", "del", "dev", name])
+        changes.append(f"replaced {name}")
+    else:
+        changes.append(f"created {name}")
+    run_command(["ip", "-6", "link", "add", name, "type", "vxlan", "id", str(vni), "dstport",
+                 str(VXLAN_PORT), "group", str(vxlan_group(vni)), "dev", underlay_device,
+                 "ttl", str(VXLAN_TTL)])
+    # A bridge port needs no addresses of its own.
+    write_interface_sysctl(name, "disable_ipv6", 1)
+
+
+def ensure_bridge(vni, changes):
+    name = bridge_name(vni)
+    link = link_info(name)
+    if link is not None and link_kind(link) != "bridge":
+        raise HostsideError("in_use", f"{name} exists and is not a bridge")
+    if link is None:
+        run_command(["ip", "link", "add", name, "type", "bridge"])
+        changes.append(f"created {name}")
+        link = link_info(name)
+    # The router's link-local address is shared by every host in the network (see
+    # router_stays_local), so duplicate address detection must not fight over it.
+    write_interface_sysctl(name, "accept_dad", 0)
+    write_interface_sysctl(name, "accept_ra", 0)
+    write_interface_sysctl(name, "autoconf", 0)
+    wanted_mac = router_mac(vni)
+    if link.get("address") != wanted_mac:
+        run_command(["ip", "link", "set", "dev", name, "address", wanted_mac])
+        changes.append(f"set {name} address")
+    # No multicast snooping: every multicast frame is flooded to every port of this small bridge,
+    # which keeps neighbour discovery across the VXLAN independent of MLD state. IPv6 crossing the
+    # bridge also passes the inet hooks, where the security groups' connection tracking lives.
+    info = link.get("linkinfo", {}).get("info_data", {})
+    if info.get("mcast_snooping") != 0 or info.get("nf_call_ip6tables") != 1:
+        run_command(["ip", "link", "set", "dev", name, "type", "bridge", "mcast_snooping", "0",
+                     "nf_call_ip6tables", "1"])
+
+
+def ensure_port_of_bridge(port_name, bridge, changes, mtu=None):
+    link = link_info(port_name)
+    if link.get("master") != bridge:
+        run_command(["ip", "link", "set", "dev", port_name, "master", bridge])
+        changes.append(f"attached {port_name} to {bridge}")
+    if mtu is not None and link.get("mtu") != mtu:
+        run_command(["ip", "link", "set", "dev", port_name, "mtu", str(mtu)])
+    if "UP" not in link.get("flags", []):
+        run_command(["ip", "link", "set", "dev", port_name, "up"])
+
+
+def ensure_link_up(name):
+    link = link_info(name)
+    if "UP" not in link.get("flags", []):
+        run_command(["ip", "link", "set", "dev", name, "up"])
+
+
+def ensure_ipv6_forwarding():
+    # radvd only advertises when the host forwards IPv6.
+    path = "/proc/sys/net/ipv6/conf/all/forwarding"
+    if read_text(path).strip() != "1":
+        with open(path, "w") as handle:
+            handle.write("1\n")
+
+
+def render_radvd_config(bridge, prefix, mtu, dns_servers, dns_search, default_router=False):
+    lines = [
+        f"interface {bridge} {{",
+        "    AdvSendAdvert on;",
+        "    MinRtrAdvInterval 3;",
+        "    MaxRtrAdvInterval 10;",
+        f"    AdvLinkMTU {mtu};",
+        # Every host is its local guests' router (same MAC and link-local everywhere), when the
+        # control plane says routing out of the network exists.
+        f"    AdvDefaultLifetime {DEFAULT_ROUTER_LIFETIME_S if default_router else 0};",
+        f"    prefix {prefix} {{",
+        "        AdvOnLink on;",
+        "        AdvAutonomous on;",
+        "    };",
+    ]
+    if dns_servers:
+        lines += [f"    RDNSS {' '.join(dns_servers)} {{",
+                  f"        AdvRDNSSLifetime {RADVD_RDNSS_LIFETIME_S};", "    };"]
+    if dns_search:
+        lines += [f"    DNSSL {' '.join(dns_search)} {{",
+                  f"        AdvDNSSLLifetime {RADVD_RDNSS_LIFETIME_S};", "    };"]
+    lines.append("};")
+    return "\n".join(lines) + "\n"
+
+
+def running_radvd(state_dir, vni):
+    paths = radvd_paths(state_dir, vni)
+    return owned_process(paths["pid"], paths["config"])
+
+
+def ensure_radvd(state_dir, vni, config_text, changes):
+    paths = radvd_paths(state_dir, vni)
+    pid = running_radvd(state_dir, vni)
+    if pid is not None and read_text(paths["config"]) == config_text:
+        return pid
+    candidate = paths["config"] + ".candidate"
+    write_file_atomically(candidate, config_text)
+    run_command(["radvd", "--configtest", "-C", candidate])
+    os.replace(candidate, paths["config"])
+    if pid is not None:
+        stop_process(pid)
+        changes.append("restarted radvd")
+    else:
+        changes.append("started radvd")
+    remove_file(paths["pid"])
+    run_command(["radvd", "-C", paths["config"], "-p", paths["pid"], "-m", "logfile",
+                 "-l", paths["log"]])
+    return wait_for_radvd(state_dir, vni)
+
+
+def wait_for_radvd(state_dir, vni):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pid = running_radvd(state_dir, vni)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    log_tail = tail_of_file(radvd_paths(state_dir, vni)["log"])
+    raise HostsideError("command_failed", "radvd did not stay up", stderr=log_tail,
+                        argv=["radvd", "-C", radvd_paths(state_dir, vni)["config"]])
+
+
+def verb_net_up(spec):
+    net = parse_net_up_spec(spec)
+    require_binaries("ip", "nft", "radvd")
+    state_dir, vni = net["state_dir"], net["vni"]
+    with host_lock(state_dir):
+        if link_info(net["underlay_device"]) is None:
+            raise HostsideError("not_found", f"underlay device {net['underlay_device']} does not exist")
+        changes = []
+        ensure_directory(network_dir(state_dir, vni))
+        ensure_vxlan(vni, net["underlay_device"], changes)
+        ensure_bridge(vni, changes)
+        ensure_port_of_bridge(vxlan_name(vni), bridge_name(vni), changes, mtu=net["mtu"])
+        ensure_link_up(bridge_name(vni))
+        mtu = link_info(vxlan_name(vni))["mtu"]
+        ensure_ipv6_forwarding()
+        network_state = {
+            "vni": vni, "prefix": str(net["prefix"]), "underlay_device": net["underlay_device"],
+            "vxlan": vxlan_name(vni), "bridge": bridge_name(vni), "group": str(vxlan_group(vni)),
+            "router_mac": router_mac(vni), "mtu": mtu,
+            "router_link_local": str(link_local_address(router_mac(vni))),
+            "dns_servers": net["dns_servers"], "dns_search": net["dns_search"],
+        }
+        write_json_file(os.path.join(network_dir(state_dir, vni), "network.json"), network_state)
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+        # The host routes to its own guests on this bridge (inbound traffic, NAT64 replies).
+        run_command(["ip", "-6", "route", "replace", str(net["prefix"]), "dev", bridge_name(vni)])
+        ensure_underlay_routes(net["routes"], net["underlay_device"], changes)
+        config = render_radvd_config(bridge_name(vni), net["prefix"], mtu, net["dns_servers"],
+                                     net["dns_search"], net["default_router"])
+        radvd_pid = ensure_radvd(state_dir, vni, config, changes)
+    return {**network_state, "radvd_pid": radvd_pid, "changes": changes}
+
+
+def bridge_guest_ports(vni):
+    bridge = bridge_name(vni)
+    ports = ip_json("link", "show", "master", bridge) or []
+    return sorted(port["ifname"] for port in ports if port["ifname"] != vxlan_name(vni))
+
+
+def verb_net_down(spec):
+    check_fields(spec, ["state_dir", "vni"], ["force"])
+    state_dir = check_state_dir(spec["state_dir"])
+    vni = check_vni(spec["vni"])
+    force = check_bool(spec.get("force", False), "force")
+    require_binaries("ip", "nft")
+    with host_lock(state_dir):
+        changes = []
+        guest_ports = bridge_guest_ports(vni) if link_info(bridge_name(vni)) else []
+        if guest_ports and not force:
+            raise HostsideError("in_use", f"guest ports still on {bridge_name(vni)}: "
+                                f"{', '.join(guest_ports)} (pass force: true to detach them)",
+                                details={"ports": guest_ports})
+        radvd_pid = running_radvd(state_dir, vni)
+        if radvd_pid is not None:
+            stop_process(radvd_pid)
+            changes.append("stopped radvd")
+        for name in (bridge_name(vni), vxlan_name(vni)):
+            if link_info(name) is not None:
+                run_command(["ip", "link", "del", "dev", name])
+                changes.append(f"deleted {name}")
+        if os.path.isdir(network_dir(state_dir, vni)):
+            shutil.rmtree(network_dir(state_dir, vni))
+            changes.append("removed network files")
+        if apply_ruleset(state_dir):
+            changes.append("applied nft rules")
+    return {"vni": vni, "detached_ports": guest_ports, "changes": changes}

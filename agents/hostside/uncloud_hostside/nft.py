@@ -1,0 +1,195 @@
+"""nftables: the whole table is rebuilt from the files under state_dir on every change."""
+
+import ipaddress
+import json
+import os
+
+from .checks import check_fields, check_int, check_list
+from .errors import bad_spec
+from .paths import networks_dir, ports_dir
+from .state import read_json_file, read_text, write_file_atomically
+from .system import run_command
+
+NFT_FAMILY = "bridge"
+NFT_TABLE = "uncloud"
+SG_FAMILY = "inet"
+SG_TABLE = "uncloud_sg"
+
+
+def load_port_states(state_dir):
+    directory = ports_dir(state_dir)
+    if not os.path.isdir(directory):
+        return []
+    ports = [read_json_file(os.path.join(directory, name))
+             for name in sorted(os.listdir(directory)) if name.endswith(".json")]
+    return [port for port in ports if port]
+
+
+def load_network_states(state_dir):
+    directory = networks_dir(state_dir)
+    if not os.path.isdir(directory):
+        return []
+    states = [read_json_file(os.path.join(directory, name, "network.json"))
+              for name in sorted(os.listdir(directory), key=lambda name: (len(name), name))]
+    return [state for state in states if state]
+
+
+def render_guard_chain(port):
+    tap = port["tap"]
+    allowed_sources = ", ".join(["::", port["link_local"], port["ipv6"]])
+    return [
+        f"    chain guard_{tap} {{",
+        f"        ether saddr != {port['mac']} counter drop comment \"spoofed-mac\"",
+        # Only IPv6, plus ARP/IPv4 so the DHCPv4 rule below means something; this also drops
+        # 802.1Q-tagged frames, which would otherwise slip past the ip6 matches.
+        "        ether type != { ip6, ip, arp } counter drop comment \"bad-ethertype\"",
+        f"        ip6 saddr != {{ {allowed_sources} }} counter drop comment \"spoofed-ipv6\"",
+        "        icmpv6 type nd-router-advert counter drop comment \"router-advert\"",
+        "        icmpv6 type nd-redirect counter drop comment \"redirect\"",
+        "        udp sport 547 udp dport 546 counter drop comment \"dhcpv6-server\"",
+        # The kernel skips transport-header matches (udp sport ...) for an IPv4 packet whose
+        # header checksum is wrong, so DHCPv4 is matched at fixed offsets instead, and IPv4
+        # headers with options (which would move those offsets) are not accepted from guests.
+        "        ether type ip @nh,4,4 != 5 counter drop comment \"ipv4-options\"",
+        "        ether type ip @nh,72,8 17 @nh,160,16 67 @nh,176,16 68 counter drop "
+        "comment \"dhcpv4-server\"",
+        "    }",
+    ]
+
+
+INGRESS_PROTOCOLS = ("tcp", "udp", "icmpv6", "any")
+MAX_INGRESS_RULES = 64
+
+
+def parse_ingress_rules(rules, field):
+    """A security group's ingress rules: [{protocol, port_min?, port_max?, source}, ...]."""
+    rules = check_list([] if rules is None else rules, field, MAX_INGRESS_RULES)
+    parsed = []
+    for number, rule in enumerate(rules):
+        where = f"{field}[{number}]"
+        check_fields(rule, ["protocol", "source"], ["port_min", "port_max"])
+        protocol = rule["protocol"]
+        if protocol not in INGRESS_PROTOCOLS:
+            raise bad_spec(f"{where}.protocol must be one of {', '.join(INGRESS_PROTOCOLS)}")
+        try:
+            source = ipaddress.IPv6Network(rule["source"], strict=True) \
+                if isinstance(rule["source"], str) else None
+        except ValueError:
+            source = None
+        if source is None:
+            raise bad_spec(f"{where}.source must be an IPv6 prefix such as ::/0")
+        has_ports = "port_min" in rule or "port_max" in rule
+        if has_ports and protocol not in ("tcp", "udp"):
+            raise bad_spec(f"{where}: ports only go with tcp or udp")
+        port_min = check_int(rule.get("port_min", 1), f"{where}.port_min", 1, 65535)
+        port_max = check_int(rule.get("port_max", port_min if has_ports else 65535),
+                             f"{where}.port_max", port_min, 65535)
+        parsed.append({"protocol": protocol, "source": str(source),
+                       "port_min": port_min, "port_max": port_max})
+    return parsed
+
+
+def render_ingress_rule(rule):
+    match = [] if rule["source"] == "::/0" else [f"ip6 saddr {rule['source']}"]
+    if rule["protocol"] == "any":
+        match.append("meta nfproto ipv6")
+    elif rule["protocol"] == "icmpv6":
+        match.append("meta l4proto ipv6-icmp")
+    else:
+        ports = str(rule["port_min"]) if rule["port_min"] == rule["port_max"] \
+            else f"{rule['port_min']}-{rule['port_max']}"
+        match.append(f"meta l4proto {rule['protocol']} th dport {ports}")
+    return f"        {' '.join(match)} accept"
+
+
+def render_security_group_chain(port):
+    """The guest's stateful ingress: replies to its own traffic, ICMPv6 (neighbour discovery, path
+    MTU, ping) and what its rules open; everything else towards it is dropped."""
+    return [
+        f"    chain ingress_{port['tap']} {{",
+        "        ct state established,related accept",
+        "        ct state invalid counter drop comment \"invalid\"",
+        "        meta l4proto ipv6-icmp accept",
+        *(render_ingress_rule(rule) for rule in port.get("security_group_ingress", [])),
+        "        counter drop comment \"security-group\"",
+        "    }",
+    ]
+
+
+def render_ruleset(networks, ports):
+    lines = [
+        f"table {NFT_FAMILY} {NFT_TABLE}",
+        f"delete table {NFT_FAMILY} {NFT_TABLE}",
+        f"table {NFT_FAMILY} {NFT_TABLE} {{",
+        # Every host's bridge has the same router MAC and link-local address; keeping frames the
+        # host itself sends off the VXLAN means guests only ever talk to their local router.
+        "    chain router_stays_local {",
+        "        type filter hook output priority 0; policy accept;",
+    ]
+    for network in networks:
+        lines.append(f"        oifname \"{network['vxlan']}\" ether saddr {network['router_mac']} "
+                     "counter drop comment \"router-local\"")
+    lines.append("    }")
+    # Multicast from a guest passes both the forward and the input hook: guard both.
+    for hook in ("forward", "input"):
+        lines += [f"    chain guest_ports_{hook} {{",
+                  f"        type filter hook {hook} priority 0; policy accept;"]
+        for port in ports:
+            lines.append(f"        iifname \"{port['tap']}\" jump guard_{port['tap']}")
+        lines.append("    }")
+    for port in ports:
+        lines += render_guard_chain(port)
+    lines.append("}")
+    lines += render_security_group_table(networks, ports)
+    return "\n".join(lines) + "\n"
+
+
+def render_security_group_table(networks, ports):
+    """Security groups need connection tracking, which the bridge family lacks on many kernels: the
+    bridges hand IPv6 to the inet hooks (nf_call_ip6tables), where a guest is known by its addresses
+    (anti-spoofing ties those to its port). Bridged and routed traffic meet the same chain."""
+    lines = [
+        f"table {SG_FAMILY} {SG_TABLE}",
+        f"delete table {SG_FAMILY} {SG_TABLE}",
+        f"table {SG_FAMILY} {SG_TABLE} {{",
+        "    chain towards_guests {",
+        "        type filter hook forward priority 0; policy accept;",
+    ]
+    # Networks are isolated from each other: this host routes between a network and the outside
+    # (underlay, NAT64), never from one customer network into another.
+    for network in networks:
+        lines.append(f"        iifname \"{network['bridge']}\" oifname \"br*\" oifname != \"{network['bridge']}\" "
+                     "counter drop comment \"between-networks\"")
+    if ports:
+        targets = ", ".join(f"{address} : jump ingress_{port['tap']}"
+                            for port in ports for address in (port["ipv6"], port["link_local"]))
+        lines.append(f"        ip6 daddr vmap {{ {targets} }}")
+    lines.append("    }")
+    for port in ports:
+        lines += render_security_group_chain(port)
+    lines.append("}")
+    return lines
+
+
+def nft_table_chains():
+    completed = run_command(["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE], check=False)
+    if completed.returncode != 0:
+        return None
+    items = json.loads(completed.stdout).get("nftables", [])
+    return sorted(item["chain"]["name"] for item in items if "chain" in item)
+
+
+def apply_ruleset(state_dir):
+    """Rebuild the table from state files and swap it in one transaction. Skipped when nothing
+    changed, so repeating a verb does not reset the counters. No `nft -c` first: `nft -f` sends
+    the whole file as one netlink batch, which the kernel applies entirely or not at all (the old
+    table stays, and the error is the one -c would give), so a check would only double the cost."""
+    ruleset = render_ruleset(load_network_states(state_dir), load_port_states(state_dir))
+    ruleset_path = os.path.join(state_dir, "nftables.conf")
+    if read_text(ruleset_path) == ruleset and nft_table_chains() is not None:
+        return False
+    candidate_path = os.path.join(state_dir, "nftables.conf.candidate")
+    write_file_atomically(candidate_path, ruleset)
+    run_command(["nft", "-f", candidate_path])
+    os.replace(candidate_path, ruleset_path)
+    return True

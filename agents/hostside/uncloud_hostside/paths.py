@@ -1,0 +1,112 @@
+"""The whole state-dir layout in one place.
+
+    <state_dir>/networks/<vni>/                  network.json, radvd.conf/.pid/.log
+    <state_dir>/ports/<tap>.json                 one guest port: MAC, addresses, firewall
+    <state_dir>/vms/<uuid>/                      spec.json, qmp.sock, vnc.sock, qemu.pid, serial.log
+    <state_dir>/nat64/<pool>/                    tayga.conf, pid, state
+    <state_dir>/images/<sha256>.qcow2            base images, verified by checksum, read-only
+    <state_dir>/images/incoming/<sha256>-<token>.part   uploads of the control plane in progress
+    <state_dir>/disks/<disk uuid>.qcow2 (+ .json)   VM disks: an overlay of a base, or blank
+    <state_dir>/snapshots/<snapshot uuid>.qcow2  standalone (flattened) copies of a disk
+    <state_dir>/metadata/<vm uuid>/              metadata.json, cidata.iso (NoCloud config drive)
+    <state_dir>/metadata/server.*                the metadata HTTP service (pid, spec, log, state)
+    <state_dir>/nftables.conf                    the rule set last applied
+"""
+
+import os
+
+# A unix socket path must fit in sun_path (108 bytes with the NUL); the longest one we create is
+# <state_dir>/vms/<uuid>/qmp.sock.
+MAX_SOCKET_PATH = 107
+LONGEST_SOCKET_SUFFIX = len("/vms/") + 36 + len("/qmp.sock")
+MAX_STATE_DIR = MAX_SOCKET_PATH - LONGEST_SOCKET_SUFFIX
+
+
+def networks_dir(state_dir):
+    return os.path.join(state_dir, "networks")
+
+
+def network_dir(state_dir, vni):
+    return os.path.join(networks_dir(state_dir), str(vni))
+
+
+def vms_dir(state_dir):
+    return os.path.join(state_dir, "vms")
+
+
+def vm_dir(state_dir, vm_uuid):
+    return os.path.join(vms_dir(state_dir), vm_uuid)
+
+
+def ports_dir(state_dir):
+    return os.path.join(state_dir, "ports")
+
+
+def radvd_paths(state_dir, vni):
+    directory = network_dir(state_dir, vni)
+    return {"config": os.path.join(directory, "radvd.conf"),
+            "pid": os.path.join(directory, "radvd.pid"),
+            "log": os.path.join(directory, "radvd.log")}
+
+
+def vm_paths(state_dir, vm_uuid):
+    directory = vm_dir(state_dir, vm_uuid)
+    return {"dir": directory,
+            "spec": os.path.join(directory, "spec.json"),
+            "qmp": os.path.join(directory, "qmp.sock"),
+            "vnc": os.path.join(directory, "vnc.sock"),
+            "pid": os.path.join(directory, "qemu.pid"),
+            "serial": os.path.join(directory, "serial.log")}
+
+
+def port_state_path(state_dir, tap):
+    return os.path.join(ports_dir(state_dir), f"{tap}.json")
+
+
+def nat64_dir(state_dir):
+    return os.path.join(state_dir, "nat64")
+
+
+def nat64_paths(state_dir, pool_id):
+    directory = os.path.join(nat64_dir(state_dir), str(pool_id))
+    return {"dir": directory, "config": os.path.join(directory, "tayga.conf"),
+            "pid": os.path.join(directory, "tayga.pid"), "state": os.path.join(directory, "state.json")}
+
+
+def images_dir(state_dir):
+    return os.path.join(state_dir, "images")
+
+
+def base_image_path(state_dir, sha256):
+    return os.path.join(images_dir(state_dir), f"{sha256}.qcow2")
+
+
+def disks_dir(state_dir):
+    return os.path.join(state_dir, "disks")
+
+
+def disk_path(state_dir, disk_uuid):
+    return os.path.join(disks_dir(state_dir), f"{disk_uuid}.qcow2")
+
+
+def snapshot_path(state_dir, snapshot_uuid):
+    return os.path.join(state_dir, "snapshots", f"{snapshot_uuid}.qcow2")
+
+
+def metadata_dir(state_dir):
+    return os.path.join(state_dir, "metadata")
+
+
+def vm_metadata_dir(state_dir, vm_uuid):
+    return os.path.join(metadata_dir(state_dir), vm_uuid)
+
+
+def metadata_server_paths(state_dir):
+    directory = metadata_dir(state_dir)
+    return {"dir": directory,
+            "pid": os.path.join(directory, "server.pid"),
+            "spec": os.path.join(directory, "server-spec.json"),
+            "state": os.path.join(directory, "server-state.json"),
+            "log": os.path.join(directory, "server.log"),
+            # Named on the server's command line, so its process is found by its state_dir.
+            "marker": os.path.join(directory, "server") + "/"}
