@@ -1,10 +1,17 @@
-"""IPv6 and MAC arithmetic. Pure functions, also used on the host side's input validation."""
+"""IPv6 and MAC arithmetic for the control plane. Pure functions.
+
+The arithmetic itself is the host program's (agents/hostside/uncloud_hostside/addressing.py): one
+implementation, so the address the control plane records for a NIC is the one the host's
+anti-spoofing rules allow. This module adds what only the control plane needs: checked and
+normalized inputs, strings for the database, and random MACs.
+"""
 
 import ipaddress
 import secrets
 
+from agents.hostside.uncloud_hostside import addressing as host_addressing
+
 VNI_MIN, VNI_MAX = 1, 2**24 - 1
-MULTICAST_BASE = int(ipaddress.IPv6Address("ff05::"))
 
 
 def multicast_group(vni: int) -> str:
@@ -14,7 +21,7 @@ def multicast_group(vni: int) -> str:
     """
     if not VNI_MIN <= vni <= VNI_MAX:
         raise ValueError(f"VNI {vni} outside {VNI_MIN}..{VNI_MAX}")
-    return str(ipaddress.IPv6Address(MULTICAST_BASE + vni))
+    return str(host_addressing.vxlan_group(vni))
 
 
 def normalize_mac(mac: str) -> str:
@@ -35,18 +42,15 @@ def random_local_mac(prefix: str = "02:00") -> str:
 
 def interface_id(mac: str) -> int:
     """Modified EUI-64: flip the universal/local bit, insert ff:fe in the middle."""
-    octets = [int(part, 16) for part in normalize_mac(mac).split(":")]
-    octets[0] ^= 0x02
-    eui64 = octets[:3] + [0xFF, 0xFE] + octets[3:]
-    return int.from_bytes(bytes(eui64), "big")
+    return host_addressing.eui64_interface_id(normalize_mac(mac))
 
 
 def eui64_address(prefix: str, mac: str) -> str:
     network = ipaddress.IPv6Network(prefix, strict=True)
     if network.prefixlen != 64:
         raise ValueError("SLAAC needs a /64")
-    return str(network[interface_id(mac)])
+    return str(host_addressing.eui64_address(network, normalize_mac(mac)))
 
 
 def link_local_address(mac: str) -> str:
-    return str(ipaddress.IPv6Network("fe80::/64")[interface_id(mac)])
+    return str(host_addressing.link_local_address(normalize_mac(mac)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from command_table import commands  # noqa: F401  (the fixture of the unit tests)
 from hostside_testlib import process_gone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
