@@ -340,3 +340,18 @@ UNCLOUD_VM_STOP_TIMEOUT = envint("UNCLOUD_VM_STOP_TIMEOUT", 60)
 UNCLOUD_RECONCILE_INTERVAL = envint("UNCLOUD_RECONCILE_INTERVAL", 30)
 # A qemu the database does not want is stopped after being reported for this long.
 UNCLOUD_UNKNOWN_VM_GRACE = envint("UNCLOUD_UNKNOWN_VM_GRACE", 300)
+
+# Live migration (vms/migration.py). The guest may stop for this long at the switch; when it does
+# not converge the limit doubles every _STEP_S seconds up to _MAX_DOWNTIME_MS (Proxmox starts at
+# 100 ms too; QEMU's own default is 300 ms). Bandwidth in MiB/s, 0 = QEMU's default (128 MiB/s).
+UNCLOUD_MIGRATION_DOWNTIME_MS = envint("UNCLOUD_MIGRATION_DOWNTIME_MS", 100)
+UNCLOUD_MIGRATION_MAX_DOWNTIME_MS = envint("UNCLOUD_MIGRATION_MAX_DOWNTIME_MS", 2000)
+UNCLOUD_MIGRATION_DOWNTIME_STEP_S = envint("UNCLOUD_MIGRATION_DOWNTIME_STEP_S", 10)
+UNCLOUD_MIGRATION_BANDWIDTH_MIB = envint("UNCLOUD_MIGRATION_BANDWIDTH_MIB", 0)
+UNCLOUD_MIGRATION_AUTO_CONVERGE = envbool("UNCLOUD_MIGRATION_AUTO_CONVERGE", True)
+# A migration that has not finished after this many seconds is cancelled (the guest stays where it
+# was). Keep it below UNCLOUD_OPERATION_LEASE_SECONDS: the transfer is one step under one lease.
+UNCLOUD_MIGRATION_TIMEOUT = envint("UNCLOUD_MIGRATION_TIMEOUT", 240)
+# Concurrent migrations per host, leaving and arriving (Nova: 1; KubeVirt: 2 outbound per node).
+UNCLOUD_MIGRATION_MAX_OUTGOING = envint("UNCLOUD_MIGRATION_MAX_OUTGOING", 2)
+UNCLOUD_MIGRATION_MAX_INCOMING = envint("UNCLOUD_MIGRATION_MAX_INCOMING", 2)

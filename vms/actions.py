@@ -296,3 +296,22 @@ def do_resume_vm(actor, vm: VM):
         VM.objects.filter(pk=vm.pk).update(status=VMStatus.STARTING, status_message="")
         return start_operation("vm.start", project=vm.project, target=vm, host=vm.host, created_by=actor)
     return None
+
+
+@transaction.atomic
+def do_migrate_vm(actor, vm: VM, *, destination=None, live: bool = True, bandwidth_mib: int | None = None):
+    """Staff move a running VM to another host (`destination`, a Host, or the scheduler's choice)
+    while it runs; the vm.migrate operation is returned. One move per VM at a time."""
+    vm = _locked(vm)
+    _refuse_if_busy(vm)
+    if not live:
+        raise Conflict("Cold migration (stop, move, start) is not available yet; move the VM live.")
+    if vm.status != VMStatus.RUNNING or vm.host_id is None:
+        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM moves live.")
+    if destination is not None and destination.pk == vm.host_id:
+        raise Conflict(f"{vm.name} already runs on {destination.name}.")
+    audit.record(actor, "vm.migrate", project=vm.project, target=vm, source=vm.host.name,
+                 destination=destination.name if destination else "")
+    return start_operation("vm.migrate", project=vm.project, target=vm, host=vm.host, created_by=actor,
+                           payload={"destination": destination.name if destination else None, "live": True,
+                                    "bandwidth_mib": bandwidth_mib})

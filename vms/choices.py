@@ -15,6 +15,7 @@ class VMStatus(models.TextChoices):
     BUILDING = "building", "Building"
     STARTING = "starting", "Starting"
     RUNNING = "running", "Running"
+    MIGRATING = "migrating", "Moving to another host"
     STOPPING = "stopping", "Stopping"
     STOPPED = "stopped", "Stopped"
     DELETING = "deleting", "Deleting"

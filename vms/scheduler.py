@@ -102,3 +102,31 @@ def place(vm: VM) -> Host | None:
         chosen = choose(fitting, memory_mib).host
         VM.objects.filter(pk=vm.pk).update(host=chosen)
         return chosen
+
+
+def cannot_take(vm: VM, host: Host) -> str:
+    """Why `host` cannot take the (placed) VM moving to it, or "" when it can."""
+    if host.pk == vm.host_id:
+        return "it is the VM's own host"
+    if host.status != HostStatus.ENABLED:
+        return f"it is {host.get_status_display().lower()}"
+    fresh = timezone.now() - timedelta(seconds=settings.UNCLOUD_HOST_HEARTBEAT_TIMEOUT)
+    if host.last_heartbeat is None or host.last_heartbeat < fresh:
+        return "it has not answered recently"
+    missing = lacks_what_vms_need(host)
+    if missing:
+        return missing
+    (room,) = rooms([host])
+    if not room.fits(*vm_needs(vm)):
+        return "it has no room for it"
+    return ""
+
+
+def destination_for(vm: VM) -> Host | None:
+    """Where a placed VM can move: the scheduler's choice among the other enabled hosts with room.
+    Call it in a transaction: the candidate rows stay locked until it ends."""
+    hosts = [host for host in candidate_hosts().exclude(pk=vm.host_id).select_for_update()
+             if not lacks_what_vms_need(host)]
+    cores, memory_mib, disk_mib = vm_needs(vm)
+    fitting = [room for room in rooms(hosts) if room.fits(cores, memory_mib, disk_mib)]
+    return choose(fitting, memory_mib).host if fitting else None

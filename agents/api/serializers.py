@@ -29,14 +29,25 @@ class HostSerializer(serializers.ModelSerializer):
         return attrs
 
 
+# Figures an operation may publish from its result (a migration's downtime, time and bytes); the
+# rest of a result is for its steps.
+PUBLISHED_FIGURES = ("total_time_ms", "downtime_ms", "ram_transferred_bytes", "mirror_bytes", "downtime_limit_ms",
+                     "elapsed_ms")
+
+
 class OperationSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
     progress = serializers.IntegerField(read_only=True)
+    figures = serializers.SerializerMethodField(help_text="Measured figures of the work (e.g. a migration's "
+                                                "downtime_ms as QEMU reports it, total_time_ms, bytes sent).")
+
+    def get_figures(self, operation) -> dict:
+        return {key: operation.result[key] for key in PUBLISHED_FIGURES if operation.result.get(key) is not None}
 
     class Meta:
         model = Operation
         fields = [
             "uuid", "kind", "project", "target_kind", "target_uuid", "state", "step", "steps_done", "steps_total",
-            "progress", "attempts", "error", "created", "started", "finished",
+            "progress", "attempts", "error", "figures", "created", "started", "finished",
         ]
         read_only_fields = fields

@@ -31,6 +31,7 @@ uc_shell=1
 uc_hostname=uncloud-demo
 uc_metadata=0
 uc_listen=""
+uc_echo=""
 apply_setting() {
     case "$1" in
         uc.ping=*) uc_ping="${1#*=}" ;;
@@ -41,6 +42,7 @@ apply_setting() {
         uc.hostname=*) uc_hostname="${1#*=}" ;;
         uc.metadata=*) uc_metadata="${1#*=}" ;;
         uc.listen=*) uc_listen="${1#*=}" ;;
+        uc.echo=*) uc_echo="${1#*=}" ;;
     esac
 }
 for word in $(cat /proc/cmdline); do apply_setting "$word"; done
@@ -183,6 +185,32 @@ if [ -n "$uc_listen" ]; then
     # A TCP service for firewall tests: every connection is answered with one line.
     nc -ll -p "$uc_listen" -e /bin/echo "UNCLOUD-HELLO $uc_hostname" </dev/null >/dev/null 2>&1 &
     say "UNCLOUD-LISTEN $uc_listen"
+fi
+
+if [ -n "$uc_echo" ]; then
+    # A TCP service that keeps its connections (for migration tests): it greets with the boot id
+    # and uptime, echoes every line, and writes/reads a marker on the root disk 512 MiB in
+    # (beyond the boot filesystem), reading it back past the page cache.
+    cat > /bin/uc-echo <<'EOF'
+#!/bin/sh
+echo "UNCLOUD-ECHO $(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f1 /proc/uptime)"
+while read -r line; do
+    case "$line" in
+        mark\ *)
+            printf '%-32s' "${line#mark }" | dd of=/dev/vda bs=32 seek=16777216 count=1 conv=notrunc,fsync 2>/dev/null
+            sync
+            echo "MARKED" ;;
+        read)
+            sync; echo 3 > /proc/sys/vm/drop_caches
+            echo "MARK $(dd if=/dev/vda bs=32 skip=16777216 count=1 2>/dev/null | tr -d ' \000')" ;;
+        uptime) echo "UPTIME $(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f1 /proc/uptime)" ;;
+        *) echo "$line" ;;
+    esac
+done
+EOF
+    chmod +x /bin/uc-echo
+    nc -ll -p "$uc_echo" -e /bin/uc-echo </dev/null >/dev/null 2>&1 &
+    say "UNCLOUD-ECHO-LISTEN $uc_echo"
 fi
 
 say "UNCLOUD-READY"

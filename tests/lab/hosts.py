@@ -4,7 +4,7 @@ One lab (id = 4 hex digits, so several labs can exist at once):
 
     root namespace                    uclab<id>-hv<i>                    uclab<id>-sw
     uclab<id>m<i>  fd00:ff:<id>:<i>::1 ── mgmt0 fd00:ff:<id>:<i>::2
-                                          sshd on [mgmt0 address]:22
+                                          sshd on [mgmt0 address]:22 and [ul0 address]:22
                                           ul0   fd00:1::<i>/64  ───────── hv<i> ─ bridge "switch"
 
 The underlay switch lives in its own namespace, so the root namespace only ever sees the management
@@ -541,9 +541,12 @@ def _start_keygen(path: Path, comment: str) -> subprocess.Popen:
 def _sshd_config(host: LabHost, authorized_keys: Path) -> str:
     return "\n".join([
         f"ListenAddress [{host.ssh_address}]:{host.ssh_port}",
+        # Other hosts reach it on the underlay for migrations, with the keys the host program lets
+        # in (restricted to its relay: vms/migration.py, migration-authorize).
+        f"ListenAddress [{host.underlay_address}]:{host.ssh_port}",
         f"HostKey {host.files_dir / 'ssh_host_ed25519_key'}",
         f"PidFile {host.sshd_pid_path}",
-        f"AuthorizedKeysFile {authorized_keys}",
+        f"AuthorizedKeysFile {authorized_keys} {host.state_dir / 'migration' / 'authorized_keys'}",
         "PermitRootLogin prohibit-password",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",

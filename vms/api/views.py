@@ -1,11 +1,14 @@
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
 from accounts.api.mixins import ProjectScopedViewSet, ScopedRelatedField
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
+from agents.models import Host
 from images.visibility import images_visible_to
 from vms import actions
 from vms.api.serializers import (
@@ -32,6 +35,15 @@ class ErrorSerializer(serializers.Serializer):
 
 
 ERROR = ErrorSerializer
+
+
+class MigrateSerializer(serializers.Serializer):
+    host = serializers.SlugRelatedField(slug_field="name", queryset=Host.objects.all(), required=False, allow_null=True,
+                                        help_text="Name of the destination host; the scheduler picks one if absent.")
+    live = serializers.BooleanField(default=True, help_text="Move the running VM without stopping it.")
+    bandwidth_mib = serializers.IntegerField(required=False, min_value=1, max_value=1024 * 1024,
+                                             help_text="Bandwidth limit of this move in MiB/s (default: the "
+                                             "UNCLOUD_MIGRATION_BANDWIDTH_MIB setting).")
 
 
 class VMActionResultSerializer(serializers.Serializer):
@@ -69,7 +81,7 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         return vms.prefetch_related("ssh_keys", "nics__network", "disks")
 
     def _accepted(self, vm, operation):
-        vm = self.get_queryset().get(pk=vm.pk) if vm is not None else None
+        vm = VM.objects.select_related("project", "image", "host").get(pk=vm.pk) if vm is not None else None
         body = {"vm": VMSerializer(vm).data if vm is not None else None,
                 "operation": OperationSerializer(operation).data if operation is not None else None}
         return Response(body, status=status.HTTP_202_ACCEPTED)
@@ -103,6 +115,19 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         serializer = RebuildSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         return self._accepted(vm, actions.do_rebuild_vm(request.user, vm, serializer.validated_data["image"]))
+
+    @extend_schema(request=MigrateSerializer, responses={202: VMActionResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR,
+                                                         409: ERROR})
+    @action(detail=True, methods=["post"], permission_classes=[IsAdminUser])
+    def migrate(self, request, uuid=None):
+        """Staff only: move the running VM to another host while it runs (live migration). The
+        operation's `figures` report QEMU's downtime, total time and the bytes sent."""
+        vm = get_object_or_404(VM.objects.exclude(status=VMStatus.DELETED), uuid=uuid)  # staff: any project
+        serializer = MigrateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return self._accepted(vm, actions.do_migrate_vm(request.user, vm, destination=data.get("host"),
+                                                        live=data["live"], bandwidth_mib=data.get("bandwidth_mib")))
 
     @extend_schema(responses={202: VMActionResultSerializer})
     def destroy(self, request, uuid=None):

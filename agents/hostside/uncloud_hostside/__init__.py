@@ -22,4 +22,5 @@ argument list; no shell is ever involved. Where to find what:
     metadata   config drives, metadata-up/-down          metadata_server  the HTTP daemon
     hostinfo   host-info                                 kvm       whether KVM really runs guests
     hostdown   host-down (everything of a state dir down)
+    migration  live migration: vm-incoming, migrate-send, the SSH relay and tunnel between hosts
 """

@@ -63,6 +63,12 @@ def main():
     argv = sys.argv[1:]
     if argv == ["serve"]:
         return serve()
+    if len(argv) == 2 and argv[0] in ("migration-relay", "migration-tunnel"):
+        from .migration import migration_relay, migration_tunnel
+
+        # The relay is sshd's forced command for a source host's migration key (destination side);
+        # the tunnel is the source side's daemon. Neither reads a spec from stdin.
+        return (migration_relay if argv[0] == "migration-relay" else migration_tunnel)(argv[1])
     if len(argv) != 1:
         write_answer({"ok": False, "error": bad_spec(
             f"usage: uncloud_hostside.py VERB < spec.json, or serve; verbs: {', '.join(VERBS)}"

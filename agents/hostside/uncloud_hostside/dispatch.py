@@ -11,6 +11,7 @@ from .hotplug import verb_disk_attach, verb_disk_detach, verb_nic_attach, verb_n
 from .inventory import verb_inventory
 from .metadata import verb_metadata_down, verb_metadata_up, verb_vm_metadata, verb_vm_metadata_delete
 from .metadata_server import verb_metadata_serve
+from .migration import MIGRATION_VERBS
 from .nat64 import verb_nat64_sync
 from .net import verb_net_down, verb_net_up
 from .rbd import (
@@ -108,6 +109,8 @@ VERBS = {
     "rbd-snapshot": verb_rbd_snapshot,
     "rbd-snapshot-delete": verb_rbd_snapshot_delete,
     "rbd-inventory": verb_rbd_inventory,
+    # live migration (migration.py)
+    **MIGRATION_VERBS,
 }
 
 
