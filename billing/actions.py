@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -25,6 +26,7 @@ from billing.choices import (
     ProductKind,
     RefundVia,
 )
+from billing.countries import clean_country, clean_vat_number
 from billing.models import (
     BankEntry,
     Bill,
@@ -76,11 +78,34 @@ def do_update_billing_address(actor, account: BillingAccount, **fields) -> Billi
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)}")
+    try:
+        if "country" in fields:
+            fields["country"] = clean_country(fields["country"])
+        if "vat_number" in fields or "country" in fields:
+            fields["vat_number"] = clean_vat_number(fields.get("country", account.country),
+                                                    fields.get("vat_number", account.vat_number))
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+    if fields.get("vat_number", account.vat_number) != account.vat_number or (
+            fields.get("country", account.country) != account.country):
+        # A changed VAT id is not verified, whoever verified the old one.
+        fields.update(vat_verified_at=None, vat_verified_by=None)
     for name, value in fields.items():
-        setattr(account, name, value.upper() if name == "country" else value)
+        setattr(account, name, value)
     account.full_clean()
     account.save(update_fields=list(fields))
     audit.record(actor, "billing.address_update", target=account, **{k: str(v) for k, v in fields.items()})
+    return account
+
+
+@transaction.atomic
+def do_verify_vat_number(actor, account: BillingAccount, note: str = "") -> BillingAccount:
+    """Staff checked the VAT id (VIES, a registry extract): from now on EU customers get reverse charge."""
+    if not account.vat_number:
+        raise Conflict("This account has no VAT number.")
+    BillingAccount.objects.filter(pk=account.pk).update(vat_verified_at=timezone.now(), vat_verified_by=actor)
+    audit.record(actor, "billing.vat_verified", target=account, vat_number=account.vat_number, note=note[:200])
+    account.refresh_from_db()
     return account
 
 

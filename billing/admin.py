@@ -66,11 +66,25 @@ class VatRateAdmin(admin.ModelAdmin):
 
 @admin.register(BillingAccount)
 class BillingAccountAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "owner", "country", "vat_number", "balance", "suspended_at", "termination_requested_at"]
-    list_filter = ["country", ("suspended_at", admin.EmptyFieldListFilter),
+    list_display = ["__str__", "owner", "country", "vat_number", "vat_verified_at", "balance", "suspended_at",
+                    "termination_requested_at"]
+    list_filter = ["country", ("vat_verified_at", admin.EmptyFieldListFilter),
+                   ("suspended_at", admin.EmptyFieldListFilter),
                    ("termination_requested_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "owner__username", "owner__email", "vat_number"]
-    readonly_fields = ["uuid", "owner", "stripe_customer_id", "suspended_at", "termination_requested_at", "links"]
+    readonly_fields = ["uuid", "owner", "stripe_customer_id", "suspended_at", "termination_requested_at", "links",
+                       "vat_verified_at", "vat_verified_by"]
+    actions = ["verify_vat_numbers"]
+
+    @admin.action(description="VAT number checked (VIES or registry): reverse charge from the next bill")
+    def verify_vat_numbers(self, request, queryset):
+        from billing.actions import do_verify_vat_number
+
+        done = 0
+        for account in queryset.exclude(vat_number=""):
+            do_verify_vat_number(request.user, account, note="admin")
+            done += 1
+        self.message_user(request, f"{done} VAT number(s) marked verified.")
 
     @admin.display(description="Balance")
     def balance(self, obj):

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
+from billing import ledger
 from billing.choices import UNPAID_BILL_STATES, BillState, DunningStep
 from billing.models import Bill, BillingAccount, DunningEvent, SuspendedVM
 from billing.notify import tell_staff
@@ -36,8 +37,9 @@ def reminder_days() -> list[int]:
 
 
 def suspend_reason(bill: Bill) -> str:
-    return (f"Suspended because bill {bill.number} ({bill.total} {bill.currency}, due {bill.due_on:%Y-%m-%d}) "
-            "is unpaid. Paying it starts your VMs again.")
+    return (f"Suspended because bill {bill.number} ({ledger.open_amount(bill)} {bill.currency} still to pay, due "
+            f"{bill.due_on:%Y-%m-%d}) is unpaid. Paying it starts your VMs again: {settings.SITE_URL}/billing/bills/"
+            f"{bill.uuid}/")
 
 
 def vms_to_suspend(account: BillingAccount):
@@ -82,8 +84,22 @@ def plan_dunning(today: date | None = None) -> DunningPlan:
     return plan
 
 
+def apply_credit_everywhere() -> list[Bill]:
+    """Credit that covers unpaid bills pays them (oldest first), for every customer: a payment or
+    credit that arrived while a bill was not the one it named must not leave that bill overdue."""
+    from billing.actions import settle
+
+    paid = []
+    for account in BillingAccount.objects.filter(bills__state__in=UNPAID_BILL_STATES).distinct():
+        if ledger.available_credit(account) > 0:
+            with transaction.atomic():
+                paid += settle(account)
+    return paid
+
+
 def run_dunning(today: date | None = None) -> DunningPlan:
     today = today or timezone.localdate()
+    apply_credit_everywhere()
     plan = plan_dunning(today)
     Bill.objects.filter(pk__in=plan.newly_overdue, state=BillState.OPEN).update(state=BillState.OVERDUE)
     for bill_id, level in plan.reminders:
@@ -105,7 +121,8 @@ def _send_reminder(bill: Bill, level: int) -> None:
     if address:
         send_mail(
             f"Reminder {level}: bill {bill.number} is overdue",
-            f"Bill {bill.number} over {bill.total} {bill.currency} was due on {bill.due_on:%Y-%m-%d}.\n"
+            f"Bill {bill.number} over {bill.total} {bill.currency} was due on {bill.due_on:%Y-%m-%d}; "
+            f"{ledger.open_amount(bill)} {bill.currency} of it is still to pay.\n"
             f"Pay it here: {settings.SITE_URL}/billing/bills/{bill.uuid}/\n"
             f"Unpaid {settings.UNCLOUD_BILLING_SUSPEND_AFTER_DAYS} days after the due date, your VMs are stopped.",
             None, [address], fail_silently=True,

@@ -1,9 +1,9 @@
-import re
 from decimal import Decimal
 
 from django import forms
 
-from billing.choices import EU_COUNTRIES, RefundVia
+from billing.choices import RefundVia
+from billing.countries import clean_country, clean_vat_number
 from billing.models import BillingAccount
 
 
@@ -13,18 +13,18 @@ class BillingAddressForm(forms.ModelForm):
         fields = ["name", "street", "house_number", "postal_code", "city", "country", "vat_number", "email"]
 
     def clean_country(self):
-        country = self.cleaned_data["country"].strip().upper()
-        if not re.fullmatch(r"[A-Z]{2}", country):
-            raise forms.ValidationError("Use the two-letter ISO code of the country (CH, DE, US ...).")
-        return country
+        try:
+            return clean_country(self.cleaned_data["country"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
 
     def clean(self):
         data = super().clean()
-        vat_number = (data.get("vat_number") or "").strip().upper().replace(" ", "")
-        country = data.get("country", "")
-        if vat_number and country in EU_COUNTRIES and not re.fullmatch(r"[A-Z]{2}[0-9A-Z+*.]{2,13}", vat_number):
-            self.add_error("vat_number", "This does not look like an EU VAT number (e.g. DE123456789).")
-        data["vat_number"] = vat_number
+        if "country" in data:
+            try:
+                data["vat_number"] = clean_vat_number(data["country"], data.get("vat_number") or "")
+            except ValueError as error:
+                self.add_error("vat_number", str(error))
         return data
 
 

@@ -69,6 +69,11 @@ class BillingAccount(models.Model):
     city = models.CharField(max_length=35, blank=True)
     country = models.CharField(max_length=2, default="CH", help_text="ISO 3166 code; decides the VAT")
     vat_number = models.CharField(max_length=30, blank=True, help_text="EU VAT number for reverse charge")
+    # Reverse charge needs a VAT id known to be real (checked against VIES, or by staff), not only
+    # well-formed: a new number is unverified until then.
+    vat_verified_at = models.DateTimeField(null=True, blank=True)
+    vat_verified_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+")
     email = models.EmailField(blank=True)
     currency = models.CharField(max_length=3, default="CHF")
     stripe_customer_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
@@ -229,6 +234,32 @@ class Bill(models.Model):
     @property
     def is_unpaid(self) -> bool:
         return self.state in UNPAID_BILL_STATES
+
+
+class UnbilledMonth(models.Model):
+    """A month of a customer that got no bill yet: its charges go onto a later bill.
+
+    Either the amount was below UNCLOUD_BILLING_MINIMUM_BILL (carried to the next bill), or no VAT rate
+    covered the customer's country (staff were told; billed once the rate exists)."""
+
+    class Reason(models.TextChoices):
+        BELOW_MINIMUM = "minimum", "Below the minimum bill: carried to the next bill"
+        VAT_RATE_MISSING = "vat_rate", "No VAT rate for the customer's country"
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="unbilled_months")
+    period_start = models.DateField()
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    amount = money_field(default=ZERO, help_text="The month's charges before VAT when it was last looked at")
+    detail = models.CharField(max_length=200, blank=True)
+    billed_in = models.ForeignKey("Bill", null=True, blank=True, on_delete=models.PROTECT, related_name="carried")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["period_start", "id"]
+        constraints = [models.UniqueConstraint(fields=["account", "period_start"], name="unbilled_month_once")]
+
+    def __str__(self):
+        return f"{self.account} {self.period_start:%Y-%m}: {self.get_reason_display()}"
 
 
 class BillLine(models.Model):

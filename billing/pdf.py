@@ -10,8 +10,14 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen import canvas
 from svglib.svglib import svg2rlg
 
+from billing import ledger
+from billing.countries import ISO_3166_CODES
 from billing.models import Bill
 from billing.references import compact_iban, format_reference
+from billing.swiss_text import swiss_payment_text
+
+# Codes people used before addresses were checked, and the country they meant.
+OLD_COUNTRY_CODES = {"UK": "GB", "EL": "GR"}
 
 QR_BILL_HEIGHT = 105 * mm
 LEFT = 20 * mm
@@ -34,12 +40,19 @@ def qr_bill(bill: Bill) -> QRBill | None:
         return None
     address = bill.bill_to or {}
     debtor = None
-    if address.get("postal_code") and address.get("city") and address.get("country"):
-        debtor = {"name": (address.get("name") or "")[:70], "street": address.get("street", ""),
-                  "house_num": address.get("house_number", ""), "pcode": address["postal_code"],
-                  "city": address["city"], "country": address["country"]}
+    country = OLD_COUNTRY_CODES.get(address.get("country", ""), address.get("country", ""))
+    if address.get("postal_code") and address.get("city") and country in ISO_3166_CODES:
+        # An address saved before countries were checked may be unusable: the QR-bill then leaves the
+        # payer's box empty (the payer writes it) instead of failing.
+        debtor = {"name": swiss_payment_text(address.get("name") or "", 70),
+                  "street": swiss_payment_text(address.get("street", ""), 70),
+                  "house_num": swiss_payment_text(address.get("house_number", ""), 16),
+                  "pcode": swiss_payment_text(address["postal_code"], 16),
+                  "city": swiss_payment_text(address["city"], 35), "country": country}
+    amount = ledger.open_amount(bill) if bill.is_unpaid else bill.total
     return QRBill(
-        account=iban, creditor=creditor(), debtor=debtor, amount=f"{bill.total:.2f}", currency=bill.currency,
+        account=iban, creditor={key: swiss_payment_text(value, 70) for key, value in creditor().items()},
+        debtor=debtor, amount=f"{amount:.2f}", currency=bill.currency,
         reference_number=bill.reference, additional_information=f"Bill {bill.number}", language="en",
     )
 

@@ -118,7 +118,8 @@ def monthly_vm_price(project, *, cores: int, memory_mib: int, disk_mib: int) -> 
     except Conflict:
         return None
     try:
-        vat = VatRates().decide(country=account.country, vat_number=account.vat_number, on=timezone.localdate())
+        vat = VatRates().decide(country=account.country, vat_number=account.vat_number, on=timezone.localdate(),
+                               vat_verified=account.vat_verified_at is not None)
         rate, note = vat.rate_percent, vat.note
     except VatRateMissing:
         rate, note = None, "VAT is added on the bill."

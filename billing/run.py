@@ -22,8 +22,18 @@ from django.utils import timezone
 
 from billing import bulk, ledger
 from billing.choices import UNPAID_BILL_STATES, LedgerAccount
-from billing.models import Bill, BillingAccount, BillLine, BillNumberSequence, CardPaymentMethod, Order, Posting
+from billing.models import (
+    Bill,
+    BillingAccount,
+    BillLine,
+    BillNumberSequence,
+    CardPaymentMethod,
+    Order,
+    Posting,
+    UnbilledMonth,
+)
 from billing.money import ZERO, to_cents
+from billing.notify import tell_staff
 from billing.periods import charges_in_month, local_midnight, next_month, previous_month
 from billing.references import is_qr_iban, qrr_reference, scor_reference
 from billing.vat import VatRateMissing, VatRates
@@ -65,6 +75,10 @@ def run_billing(first_day: date | None = None, *, today: date | None = None, bat
     account_ids = sorted(set(
         orders_in_month(first_day).exclude(account__bills__period_start=first_day)
         .values_list("account_id", flat=True).distinct()
+    ) | set(
+        # Customers with an earlier month still to bill, even if nothing of theirs runs any more.
+        UnbilledMonth.objects.filter(billed_in__isnull=True, period_start__lt=first_day)
+        .exclude(account__bills__period_start=first_day).values_list("account_id", flat=True)
     ))
     rates = VatRates()
     for start in range(0, len(account_ids), batch_size):
@@ -87,7 +101,7 @@ class NewBill:
 
 
 ACCOUNT_FIELDS = ("id", "uuid", "name", "street", "house_number", "postal_code", "city", "country", "vat_number",
-                  "email", "currency", "owner__email")
+                  "vat_verified_at", "email", "currency", "owner__email")
 ORDER_FIELDS = ("id", "account_id", "product__period", "amount", "starts_at", "ends_at", "description")
 BILL_FIELDS = ("account_id", "number", "reference", "period_start", "period_end", "issued_on", "due_on", "currency",
                "subtotal", "vat_treatment", "vat_rate_percent", "vat_amount", "total", "vat_note", "bill_to")
@@ -106,18 +120,16 @@ def _bill_batch(account_ids, first_day, today, rates, result, charge_cards):
     if not todo:
         return
     lines_of_account: dict[int, list[tuple]] = {}
-    for order_id, account_id, period, amount, starts_at, ends_at, description in (
-        orders_in_month(first_day).filter(account_id__in=todo).order_by("account_id", "starts_at", "id")
-        .values_list(*ORDER_FIELDS)
-    ):
-        for charge in charges_in_month(period=period, amount=amount, starts_at=starts_at, ends_at=ends_at,
-                                       first_day=first_day):
-            if charge.amount:
-                lines_of_account.setdefault(account_id, []).append(
-                    (order_id, description[:250], charge.start, charge.end, charge.quantity, amount, charge.amount)
-                )
+    # Months that got no bill yet (below the minimum, or no VAT rate then) come first, once each.
+    carried = {}
+    for row in UnbilledMonth.objects.filter(account_id__in=todo, billed_in__isnull=True, period_start__lt=first_day):
+        carried.setdefault(row.period_start, set()).add(row.account_id)
+    for month, month_accounts in sorted(carried.items()):
+        _add_lines(lines_of_account, month, sorted(month_accounts))
+    _add_lines(lines_of_account, first_day, todo)
 
     reference_of = qrr_reference if is_qr_iban(settings.UNCLOUD_BILLING_IBAN) else scor_reference
+    minimum = Decimal(settings.UNCLOUD_BILLING_MINIMUM_BILL)
     period_end = next_month(first_day)
     due_on = today + timedelta(days=settings.UNCLOUD_BILLING_PAYMENT_DAYS)
     number = sequence.last_number
@@ -127,13 +139,20 @@ def _bill_batch(account_ids, first_day, today, rates, result, charge_cards):
         if not lines:
             continue
         account = accounts[account_id]
-        try:
-            vat = rates.decide(country=account["country"], vat_number=account["vat_number"], on=first_day)
-        except VatRateMissing as error:
-            logger.error("billing run: account %s skipped: %s", account["uuid"], error)
-            result.accounts_skipped.append(f"{account['uuid']}: {error}")
-            continue
         subtotal = sum((line[-1] for line in lines), ZERO)
+        try:
+            vat = rates.decide(country=account["country"], vat_number=account["vat_number"],
+                               vat_verified=account["vat_verified_at"] is not None, on=first_day)
+        except VatRateMissing as error:
+            logger.error("billing run: account %s not billed: %s", account["uuid"], error)
+            result.accounts_skipped.append(f"{account['uuid']}: {error}")
+            _leave_unbilled(account, first_day, UnbilledMonth.Reason.VAT_RATE_MISSING, subtotal, str(error))
+            continue
+        if subtotal < minimum:
+            # A bill of a few cents costs more than it brings, and cards cannot pay it: carried forward.
+            _leave_unbilled(account, first_day, UnbilledMonth.Reason.BELOW_MINIMUM, subtotal,
+                            f"{subtotal} is below the minimum bill of {minimum}")
+            continue
         vat_amount = to_cents(subtotal * vat.rate_percent / HUNDRED)
         total = subtotal + vat_amount
         number += 1
@@ -151,6 +170,10 @@ def _bill_batch(account_ids, first_day, today, rates, result, charge_cards):
         (bill.pk, *line) for bill, lines in zip(bills, lines_of_bill, strict=True) for line in lines
     ])
     ledger.post_bills(bills)
+    for bill in bills:
+        if any(bill.account_id in month_accounts for month_accounts in carried.values()):
+            UnbilledMonth.objects.filter(account_id=bill.account_id, billed_in__isnull=True,
+                                         period_start__lt=first_day).update(billed_in_id=bill.pk)
     BillNumberSequence.objects.filter(name=SEQUENCE).update(last_number=number)
     result.bills_created += len(bills)
     result.lines_created += sum(len(lines) for lines in lines_of_bill)
@@ -158,6 +181,34 @@ def _bill_batch(account_ids, first_day, today, rates, result, charge_cards):
     _settle_prepaid(bills)
     if charge_cards:
         _charge_cards_on_commit(bills)
+
+
+def _add_lines(lines_of_account: dict, month: date, account_ids) -> None:
+    """The charges of `month` for these accounts, as bill line tuples per account."""
+    for order_id, account_id, period, amount, starts_at, ends_at, description in (
+        orders_in_month(month).filter(account_id__in=account_ids).order_by("account_id", "starts_at", "id")
+        .values_list(*ORDER_FIELDS)
+    ):
+        for charge in charges_in_month(period=period, amount=amount, starts_at=starts_at, ends_at=ends_at,
+                                       first_day=month):
+            if charge.amount:
+                lines_of_account.setdefault(account_id, []).append(
+                    (order_id, description[:250], charge.start, charge.end, charge.quantity, amount, charge.amount)
+                )
+
+
+def _leave_unbilled(account: dict, month: date, reason: str, subtotal, detail: str) -> None:
+    """Remember the month (once); staff hear at once of a month that cannot be billed for lack of a rate."""
+    row, created = UnbilledMonth.objects.get_or_create(
+        account_id=account["id"], period_start=month,
+        defaults={"reason": reason, "amount": subtotal, "detail": detail[:200]},
+    )
+    if not created:
+        UnbilledMonth.objects.filter(pk=row.pk).update(reason=reason, amount=subtotal, detail=detail[:200])
+    if created and reason == UnbilledMonth.Reason.VAT_RATE_MISSING:
+        tell_staff(f"{month:%Y-%m} not billed for {account['name'] or account['username']}",
+                   f"{detail}\nAdd the VAT rate in the admin ({settings.SITE_URL}/admin/billing/vatrate/); the "
+                   "daily billing run bills the month as soon as the rate exists.")
 
 
 def _bill_address(account: dict) -> dict:

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import audit
+from billing import ledger
 from billing.choices import UNPAID_BILL_STATES, CardChargeState, PaymentMethodKind
 from billing.models import Bill, BillingAccount, CardCharge, CardPaymentMethod, Payment, StripeEvent
 
@@ -138,9 +139,22 @@ def remove_card(actor, card: CardPaymentMethod) -> None:
 
 # Charging a bill ----------------------------------------------------------------------------------
 
+# Stripe charges at least this much (CHF, EUR: 0.50).
+STRIPE_MINIMUM = Decimal("0.50")
+
+
+def chargeable_amount(bill: Bill) -> Decimal:
+    """What a card pays for a bill: what is still open after partial payments and credit."""
+    amount = ledger.open_amount(bill)
+    if amount < STRIPE_MINIMUM:
+        raise CardError(f"{amount} {bill.currency} is below the {STRIPE_MINIMUM} a card can pay; please pay it by "
+                        "bank transfer, or it is settled with your next bill.")
+    return amount
+
+
 def _intent_params(bill: Bill, customer: str) -> dict:
     return {
-        "amount": to_cents(bill.total), "currency": bill.currency.lower(), "customer": customer,
+        "amount": to_cents(chargeable_amount(bill)), "currency": bill.currency.lower(), "customer": customer,
         "metadata": {"bill": str(bill.uuid), "billing_account": str(bill.account.uuid), "number": str(bill.number)},
     }
 
@@ -156,6 +170,8 @@ def charge_bill_off_session(bill: Bill) -> CardCharge | None:
     if bill.card_charges.filter(off_session=True).exists():
         # One automatic try per bill: after a decline the customer pays in the portal.
         return bill.card_charges.filter(off_session=True).first()
+    if ledger.open_amount(bill) < STRIPE_MINIMUM:
+        return None
     params = _intent_params(bill, ensure_customer(bill.account))
     params.update({"payment_method": card.stripe_payment_method_id, "off_session": True, "confirm": True})
     try:
@@ -173,7 +189,8 @@ def charge_bill_off_session(bill: Bill) -> CardCharge | None:
 
 def _record_charge(bill: Bill, intent_id: str, *, off_session: bool) -> CardCharge:
     charge, _ = CardCharge.objects.get_or_create(
-        stripe_payment_intent=intent_id, defaults={"bill": bill, "amount": bill.total, "off_session": off_session}
+        stripe_payment_intent=intent_id, defaults={"bill": bill, "amount": ledger.open_amount(bill),
+                                                   "off_session": off_session}
     )
     return charge
 

@@ -35,18 +35,19 @@ class VatRates:
                 return rate
         raise VatRateMissing(f"No VAT rate for {country} on {on}.")
 
-    def decide(self, *, country: str, vat_number: str, on: date) -> VatDecision:
+    def decide(self, *, country: str, vat_number: str, on: date, vat_verified: bool = False) -> VatDecision:
         country = (country or "").upper()
         if country in SWISS_VAT_AREA:
             rate = self.rate("CH", on)
             return VatDecision(VatTreatment.SWISS, rate, f"Swiss VAT {rate}%")
-        if country in EU_COUNTRIES and vat_number.strip():
+        if country in EU_COUNTRIES and vat_number.strip() and vat_verified:
             return VatDecision(
                 VatTreatment.EU_REVERSE_CHARGE, Decimal("0.00"),
                 f"Reverse charge: VAT to be accounted for by the recipient ({vat_number.strip()}).",
             )
         if country in EU_COUNTRIES:
-            # A consumer in the EU pays the VAT of their own country (OSS).
+            # A consumer in the EU pays the VAT of their own country (OSS); so does a business whose VAT
+            # number is not verified yet.
             rate = self.rate(country, on)
             return VatDecision(VatTreatment.EU_CONSUMER, rate, f"VAT {country} {rate}%")
         return VatDecision(VatTreatment.NONE, Decimal("0.00"), "Export of services: no VAT.")

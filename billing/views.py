@@ -67,8 +67,10 @@ def account_edit(request):
 @login_required
 def bill_detail(request, uuid):
     bill = _own_bill(request, uuid)
+    open_amount = ledger.open_amount(bill)
     context = {
         "bill": bill, "lines": bill.lines.all(), "reference": format_reference(bill.reference),
+        "open_amount": open_amount, "covered": bill.total - open_amount,
         "iban": compact_iban(settings.UNCLOUD_BILLING_IBAN), "creditor": settings.UNCLOUD_BILLING_CREDITOR_NAME,
         "stripe_enabled": stripe_payments.enabled(), "has_qr_bill": qr_bill_svg(bill) is not None,
     }
@@ -129,6 +131,9 @@ def bill_pay(request, uuid):
         return redirect("billing:bill", uuid=bill.uuid)
     try:
         intent = stripe_payments.start_pay_now(bill)
+    except stripe_payments.CardError as error:
+        messages.error(request, str(error))
+        return redirect("billing:bill", uuid=bill.uuid)
     except (stripe_payments.StripeUnavailable, stripe.StripeError) as error:
         messages.error(request, unavailable.format(error))
         return redirect("billing:bill", uuid=bill.uuid)

@@ -2,23 +2,38 @@ import copy
 
 from rest_framework import serializers
 
+from billing.countries import clean_country, clean_vat_number
 from billing.models import Bill, BillingAccount, BillLine, Order, Payment, Product
 
 
 class BillingAccountSerializer(serializers.ModelSerializer):
     balance = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    vat_verified = serializers.SerializerMethodField(help_text="Reverse charge applies only to a verified EU VAT id")
+
+    def get_vat_verified(self, account) -> bool:
+        return account.vat_verified_at is not None
 
     class Meta:
         model = BillingAccount
-        fields = ["uuid", "name", "street", "house_number", "postal_code", "city", "country", "vat_number", "email",
-                  "currency", "balance"]
-        read_only_fields = ["uuid", "currency", "balance"]
+        fields = ["uuid", "name", "street", "house_number", "postal_code", "city", "country", "vat_number",
+                  "vat_verified", "email", "currency", "balance"]
+        read_only_fields = ["uuid", "currency", "balance", "vat_verified"]
 
     def validate_country(self, value):
-        value = value.strip().upper()
-        if len(value) != 2 or not value.isalpha():
-            raise serializers.ValidationError("Use the two-letter ISO code of the country.")
-        return value
+        try:
+            return clean_country(value)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+
+    def validate(self, data):
+        country = data.get("country", self.instance.country if self.instance else "CH")
+        if "vat_number" in data or "country" in data:
+            try:
+                data["vat_number"] = clean_vat_number(
+                    country, data.get("vat_number", self.instance.vat_number if self.instance else ""))
+            except ValueError as error:
+                raise serializers.ValidationError({"vat_number": str(error)}) from None
+        return data
 
 
 class BillLineSerializer(serializers.ModelSerializer):
@@ -31,12 +46,19 @@ class BillLineSerializer(serializers.ModelSerializer):
 
 class BillSerializer(serializers.ModelSerializer):
     lines = BillLineSerializer(many=True, read_only=True)
+    open_amount = serializers.SerializerMethodField(help_text="What is still to pay after partial payments and "
+                                                                "credit (0.00 when paid or cancelled)")
+
+    def get_open_amount(self, bill) -> str:
+        from billing import ledger
+
+        return f"{ledger.open_amount(bill):.2f}"
 
     class Meta:
         model = Bill
         fields = ["uuid", "number", "reference", "period_start", "period_end", "issued_on", "due_on", "currency",
-                  "state", "subtotal", "vat_treatment", "vat_rate_percent", "vat_amount", "total", "vat_note",
-                  "paid_at", "card_problem", "lines"]
+                  "state", "subtotal", "vat_treatment", "vat_rate_percent", "vat_amount", "total", "open_amount",
+                  "vat_note", "paid_at", "card_problem", "lines"]
 
 
 class OrderSerializer(serializers.ModelSerializer):

@@ -1,5 +1,6 @@
 """Billing test fixtures. After every test that touched the database the ledger must sum to zero."""
 
+import os
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -75,6 +76,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# localstripe keeps its state in the fixed file /tmp/localstripe.pickle, loaded at start and written on
+# every change: two test runs on one machine (parallel checkouts, CI jobs) read each other's half-written
+# file and fail to start. The same localstripe, with its store in a file of this run's own.
+LOCALSTRIPE_WITH_OWN_STORE = """
+import os, pickle, runpy
+from localstripe import resources
+path = os.environ["LOCALSTRIPE_STORE"]
+def load(self):
+    try:
+        with open(path, "rb") as f:
+            self.clear()
+            self.update(pickle.load(f))
+    except FileNotFoundError:
+        pass
+def dump(self):
+    with open(path, "wb") as f:
+        pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+resources.Store.try_load_from_disk = load
+resources.Store.dump_to_disk = dump
+runpy.run_module("localstripe", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture(scope="session")
 def local_stripe_server():
     """A real local Stripe server (localstripe from PyPI) on a free port: the one allowed stand-in,
@@ -82,11 +106,16 @@ def local_stripe_server():
     import socket
     import subprocess
     import sys
+    import tempfile
     import time
 
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store = tempfile.NamedTemporaryFile(prefix="localstripe-", suffix=".pickle", delete=False)
+    store.close()
+    os.unlink(store.name)
+    process = subprocess.Popen([sys.executable, "-c", LOCALSTRIPE_WITH_OWN_STORE, "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "LOCALSTRIPE_STORE": store.name})
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -100,6 +129,8 @@ def local_stripe_server():
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+    if os.path.exists(store.name):
+        os.unlink(store.name)
 
 
 WEBHOOK_SECRET = "whsec_test_uncloud"

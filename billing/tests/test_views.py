@@ -68,10 +68,10 @@ def test_overview_and_address(bill, alice, bob):
     assert "-18.38" in page and str(bill.number) in page
     response = client.post("/billing/address/", {"name": "Alice GmbH", "street": "Hauptstrasse", "house_number": "2",
                                                  "postal_code": "10115", "city": "Berlin", "country": "de",
-                                                 "vat_number": "de 123456789", "email": "a@example.de"})
+                                                 "vat_number": "de 136 695 976", "email": "a@example.de"})
     assert response.status_code == 302
     bill.account.refresh_from_db()
-    assert (bill.account.country, bill.account.vat_number) == ("DE", "DE123456789")
+    assert (bill.account.country, bill.account.vat_number) == ("DE", "DE136695976")
     bad = client.post("/billing/address/", {"name": "x", "country": "Germany", "email": "a@example.de"})
     assert bad.status_code == 200 and "errorlist" in bad.content.decode()
     bill.account.refresh_from_db()
