@@ -11,6 +11,8 @@ class HostStatus(models.TextChoices):
     ENABLED = "enabled", "Enabled"
     DRAINING = "draining", "Draining (no new VMs)"
     DOWN = "down", "Down"
+    # Emptied by a drain (host.drain moved its VMs away) for staff's work; no VMs until enabled.
+    MAINTENANCE = "maintenance", "Maintenance (emptied, no VMs)"
 
 
 class OperationState(models.TextChoices):

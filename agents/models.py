@@ -34,7 +34,7 @@ class Host(models.Model):
     memory_overbooking = models.DecimalField(
         max_digits=5, decimal_places=2, default=Decimal("1.00"), validators=[MinValueValidator(Decimal("0.1"))]
     )
-    status = models.CharField(max_length=10, choices=HostStatus.choices, default=HostStatus.ENABLED)
+    status = models.CharField(max_length=20, choices=HostStatus.choices, default=HostStatus.ENABLED)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     facts = models.JSONField(default=dict, blank=True, help_text="What the host said of itself at its last check")

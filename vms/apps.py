@@ -6,4 +6,4 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines"
 
     def ready(self):
-        from vms import migration, workflows  # noqa: F401  (registers the VM workflows with the engine)
+        from vms import drain, migration, workflows  # noqa: F401  (registers the VM workflows with the engine)

@@ -48,6 +48,7 @@ from vms.workflows import set_status, vm_networks, vm_of
 
 MIGRATE = "vm.migrate"
 ABORT = "vm.migrate_abort"
+DRAIN = "host.drain"  # vms/drain.py: waits for the migrations it started
 # What the API and the portal show of a migration (the rest of the result is for the steps).
 FIGURES = ("source", "destination", "total_time_ms", "downtime_ms", "ram_transferred_bytes", "mirror_bytes",
            "downtime_limit_ms", "elapsed_ms", "migration_status")
@@ -215,11 +216,16 @@ def remove_from_host(agent, vm: VM, host: Host) -> None:
     agent.call_batch(calls, timeout=120)
 
 
+def wake_movers():
+    """A migration slot is free and a VM has settled: parked migrations and drains go on."""
+    transaction.on_commit(lambda: wake_waiting([MIGRATE, DRAIN]))
+
+
 def migrated(operation):
     vm = VM.objects.filter(uuid=operation.target_uuid).first()
     if vm is not None:
         set_status(vm, VMStatus.RUNNING)
-    transaction.on_commit(lambda: wake_waiting([MIGRATE]))
+    wake_movers()
 
 
 def migration_failed(operation):
@@ -229,7 +235,7 @@ def migration_failed(operation):
         return
     start_operation(ABORT, project=vm.project, target=vm, host=vm.host,
                     payload={**operation.result, "migration": str(operation.uuid), "error": operation.error[:2000]})
-    transaction.on_commit(lambda: wake_waiting([MIGRATE]))
+    transaction.on_commit(lambda: wake_waiting([MIGRATE]))  # its slot is free; a drain waits for the abort
 
 
 def step_abort(operation):
@@ -260,12 +266,14 @@ def aborted(operation):
     vm = VM.objects.filter(uuid=operation.target_uuid).first()
     if vm is not None:
         set_status(vm, VMStatus.RUNNING, f"The move failed and was undone: {operation.payload.get('error', '')}"[:2000])
+    wake_movers()
 
 
 def abort_failed(operation):
     vm = VM.objects.filter(uuid=operation.target_uuid).first()
     if vm is not None:
         set_status(vm, VMStatus.ERROR, f"A failed move could not be undone: {operation.error}"[:2000])
+    wake_movers()
 
 
 register_workflow(

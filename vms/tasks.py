@@ -5,6 +5,8 @@ from celery import shared_task
 from agents.models import Host
 from agents.operations import wake_waiting
 from vms import reconciler
+from vms.drain import DRAIN
+from vms.migration import MIGRATE
 from vms.workflows import CAPACITY_KINDS
 
 
@@ -15,8 +17,9 @@ def reconcile_all() -> int:
     hosts = list(Host.objects.values_list("id", flat=True))
     for host_id in hosts:
         reconcile_host.delay(host_id)
-    # Capacity can appear without any event we see (staff raise a host's cores in the admin).
-    wake_waiting(CAPACITY_KINDS)
+    # Capacity can appear without any event we see (staff raise a host's cores in the admin); a
+    # migration slot or a drain's wake-up may have been lost with a worker.
+    wake_waiting([*CAPACITY_KINDS, MIGRATE, DRAIN])
     return len(hosts)
 
 

@@ -4,6 +4,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.api.mixins import ProjectScopedViewSet, ScopedRelatedField
 from accounts.scoping import default_project, scoped
@@ -19,6 +20,7 @@ from vms.api.serializers import (
     VMUpdateSerializer,
 )
 from vms.choices import DesiredState, VMStatus
+from vms.drain import do_drain_host
 from vms.models import VM, SSHKey
 
 
@@ -163,3 +165,17 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         serializer.is_valid(raise_exception=True)
         actions.do_rename_vm(request.user, vm, serializer.validated_data["name"])
         return Response(VMSerializer(self.get_queryset().get(pk=vm.pk)).data)
+
+
+class HostMaintenanceView(APIView):
+    """Staff only: put a host into maintenance. Its running VMs move away (live, concurrency-
+    limited); empty, it is `maintenance`. PATCH /api/v1/hosts/<uuid>/ {"status": "enabled"}
+    brings it back. Repeating the call returns the drain under way."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={202: OperationSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
+    def post(self, request, uuid):
+        host = get_object_or_404(Host, uuid=uuid)
+        operation = do_drain_host(request.user, host)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)

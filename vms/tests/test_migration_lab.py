@@ -214,3 +214,65 @@ def test_live_migration_keeps_the_guest_and_a_failed_one_leaves_it_at_home(
     finally:
         client.close()
     assert VM.objects.get(pk=vm.pk).host == hv3
+
+
+def test_a_drained_host_ends_empty_in_maintenance_even_when_the_worker_dies_midway(
+        lab_factory, celery_processes, settings, api, staff, client_for, alice_project):
+    """Three VMs on hv1; staff put hv1 into maintenance through the API. Its VMs move away (two at
+    a time at most), the worker is killed while they move and another one takes over; hv1 ends
+    empty and in `maintenance`, every VM runs elsewhere with its address unchanged."""
+    lab = lab_factory(n_hosts=3)
+    values = lab_settings(lab, UNCLOUD_OPERATION_LEASE_SECONDS=60, UNCLOUD_RESUME_INTERVAL=2,
+                          UNCLOUD_RECONCILE_INTERVAL=5, UNCLOUD_MIGRATION_MAX_OUTGOING=2)
+    apply_lab_settings(settings, values)
+    hv1, hv2, hv3 = register_lab_hosts(lab)
+    network = public_network()
+    image = demo_image()
+    processes = celery_processes(**values)
+    first_worker = processes.worker(concurrency=2)
+    alice, admin = api["alice"], client_for(staff)
+
+    vms = [create_vm(alice, image, f"tenant-{index}", project=alice_project, networks=[network], host=hv1)
+           for index in range(3)]
+    for vm in vms:
+        wait_for_status(vm, "running", processes, timeout=240)
+    addresses = {vm.pk: vm.nics.get().ipv6_address for vm in vms}
+    assert alice.post(f"/api/v1/hosts/{hv1.uuid}/maintenance/").status_code == 403
+
+    response = admin.post(f"/api/v1/hosts/{hv1.uuid}/maintenance/")
+    assert response.status_code == 202, response.content
+    drain = Operation.objects.get(uuid=response.json()["uuid"])
+    assert admin.post(f"/api/v1/hosts/{hv1.uuid}/maintenance/").json()["uuid"] == str(drain.uuid)
+    hv1.refresh_from_db()
+    assert hv1.status == "draining"
+
+    def moves_under_way():
+        return Operation.objects.filter(kind="vm.migrate", state="running").exists()
+    wait_for(moves_under_way, timeout=120, log_paths=processes.logs, message="no migration started")
+    in_flight = Operation.objects.filter(kind="vm.migrate").exclude(state__in=["succeeded", "failed"])
+    assert in_flight.count() <= 2 or in_flight.filter(state="waiting").exists()
+    processes.kill(first_worker)
+    processes.worker(concurrency=2)
+    processes.beat()
+
+    started = time.monotonic()
+    assert wait_for_operation(drain, processes, timeout=600).state == "succeeded", (drain.error, drain.result)
+    drain_seconds = time.monotonic() - started
+    hv1.refresh_from_db()
+    assert hv1.status == "maintenance"
+    assert not VM.objects.filter(host=hv1).exists()
+    for vm in vms:
+        vm.refresh_from_db()
+        assert vm.status == "running" and vm.host in (hv2, hv3), (vm.name, vm.status, vm.status_message)
+        assert vm.nics.get().ipv6_address == addresses[vm.pk]
+        assert agent_for(vm.host).call("vm-status", {"uuid": str(vm.uuid)})["status"] == "running"
+        assert len(qemu_pids(vm)) == 1
+        assert not (Path(lab.hosts[0].state_dir) / "vms" / str(vm.uuid)).exists()
+    assert agent_for(hv1).call("inventory")["vms"] == []
+    print(f"\ndrain of {len(vms)} VMs (worker killed midway): {drain_seconds:.1f} s after the kill; "
+          f"result {drain.result.get('moved')} moved")
+
+    # Staff bring it back.
+    assert admin.patch(f"/api/v1/hosts/{hv1.uuid}/", {"status": "enabled"}, format="json").status_code == 200
+    hv1.refresh_from_db()
+    assert hv1.status == "enabled"
