@@ -122,6 +122,24 @@ def do_set_quota(actor, project: Project, **limits) -> Project:
 # --- Accounts' life: e-mail verification, second factor, invitations ---
 
 @transaction.atomic
+def do_expire_signups() -> int:
+    """Remove sign-ups whose link expired unused (never verified, never logged in), freeing their
+    username and address. Returns how many."""
+    from django.conf import settings
+
+    cutoff = timezone.now() - timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT)
+    stale = list(get_user_model().objects.filter(
+        is_active=False, last_login__isnull=True, date_joined__lt=cutoff, identity__email_verified__isnull=True,
+        identity__origin=UserOrigin.LOCAL,
+    ))
+    for user in stale:
+        audit.record(None, "user.signup_expired", username=user.username, email=user.email)
+        Project.objects.filter(owner=user).delete()
+        user.delete()
+    return len(stale)
+
+
+@transaction.atomic
 def do_verify_signup_email(user) -> bool:
     """Sign-up ends when the e-mail link is followed: the address is verified and a never-verified
     sign-up becomes active. Returns False if there was nothing to do (already verified)."""
@@ -147,6 +165,13 @@ def do_set_password(actor, user, password: str, *, reason: str = "change") -> No
     if reason == "reset":
         APIToken.objects.filter(user=user, revoked__isnull=True).update(revoked=timezone.now())
     audit.record(actor, f"user.password_{reason}", username=user.username)
+
+
+@transaction.atomic
+def do_revoke_all_tokens(actor, user, *, reason: str) -> int:
+    revoked = APIToken.objects.filter(user=user, revoked__isnull=True).update(revoked=timezone.now())
+    audit.record(actor, "token.revoke_all", username=user.username, count=revoked, reason=reason)
+    return revoked
 
 
 BACKUP_CODE_COUNT = 10

@@ -185,7 +185,11 @@ class UncloudUserAdmin(UserAdmin):
             self.message_user(request, f"{user.username} logs in through the directory; change the password there.",
                               messages.ERROR)
             return redirect(reverse("admin:auth_user_change", args=[user.pk]))
-        return super().user_change_password(request, id, form_url)
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302 and user is not None:
+            # A new password set by staff ends every token made with the old one, as a reset does.
+            actions.do_revoke_all_tokens(request.user, user, reason="admin password change")
+        return response
 
 
 admin.site.unregister(get_user_model())

@@ -3,6 +3,8 @@ from datetime import timedelta
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.contrib.auth.validators import ASCIIUsernameValidator
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.choices import TokenScope
@@ -50,6 +52,12 @@ class SignupForm(UserCreationForm):
 
     def clean_username(self):
         username = super().clean_username()
+        # Letters that look like others (a Cyrillic а in `аdmin`) make names that impersonate: sign-up
+        # takes ASCII names only (Django's ASCII username rule). Staff and the directory may differ.
+        try:
+            ASCIIUsernameValidator()(username)
+        except ValidationError as error:
+            raise forms.ValidationError(error.messages)
         from accounts.backends import DirectoryUnavailable, directory_has_user, ldap_enabled
 
         if ldap_enabled():
@@ -64,10 +72,8 @@ class SignupForm(UserCreationForm):
         return username
 
     def clean_email(self):
-        email = self.cleaned_data["email"].strip()
-        if get_user_model().objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this e-mail address exists already; log in or reset the password.")
-        return email
+        # A taken address is not refused here: the view answers as for a new one and tells the owner.
+        return self.cleaned_data["email"].strip()
 
 
 EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90", "In 90 days"), ("365", "In a year")]

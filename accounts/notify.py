@@ -5,6 +5,7 @@ from django.core.mail import send_mail
 from django.urls import reverse
 
 from accounts.actions import INVITATION_DAYS
+from accounts.ratelimit import client_address, mail_allowed
 
 
 def send_invitation_mail(request, invitation, raw_key: str) -> None:
@@ -15,7 +16,7 @@ def send_invitation_mail(request, invitation, raw_key: str) -> None:
     else:
         user = get_user_model().objects.filter(username__iexact=invitation.username, is_active=True).first()
         recipient = user.email if user is not None else ""
-    if not recipient:
+    if not recipient or not mail_allowed(recipient, client_address(request)):
         return
     link = request.build_absolute_uri(reverse("invitation", args=[raw_key]))
     inviter = request.user.username

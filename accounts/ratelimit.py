@@ -142,3 +142,28 @@ class LoginLimiter:
     @staticmethod
     def unavailable_message() -> str:
         return "Logging in is not possible right now; try again in a few minutes."
+
+
+def mail_allowed(recipient: str, address: str) -> bool:
+    """Outgoing mail that anyone can trigger (sign-up, password reset, invitations) is limited per
+    recipient and per client network within an hour, so the site cannot be used to flood a mailbox or
+    burn the sender's reputation. False: do not send (callers answer as if they had)."""
+    keys = {
+        _key("mail-to", recipient.strip().lower()): settings.UNCLOUD_MAIL_PER_RECIPIENT_PER_HOUR,
+        _key("mail-from", network_of(address)): settings.UNCLOUD_MAIL_PER_ADDRESS_PER_HOUR,
+    }
+    try:
+        counts = cache.get_many(list(keys))
+        if any(counts.get(key, 0) >= limit for key, limit in keys.items()):
+            logger.warning("outgoing mail limit reached (recipient or network %s): not sent", network_of(address))
+            return False
+        for key in keys:
+            cache.add(key, 0, timeout=3600)
+            try:
+                cache.incr(key)
+            except ValueError:
+                cache.set(key, 1, timeout=3600)
+    except Exception as error:
+        logger.error("mail limiter: the cache cannot be reached (%s); not sending", error)
+        return False
+    return True

@@ -30,7 +30,7 @@ from accounts.forms import InviteForm, LoginForm, OTPCodeForm, ProjectForm, Sign
 from accounts.models import APIToken, AuditEntry, Invitation
 from accounts.notify import send_invitation_mail
 from accounts.otp import match_code
-from accounts.ratelimit import LimiterUnavailable, LoginLimiter, client_address
+from accounts.ratelimit import LimiterUnavailable, LoginLimiter, client_address, mail_allowed
 from accounts.scoping import projects_of
 
 OTP_PENDING_SESSION_KEY = "uncloud_otp_pending"
@@ -126,11 +126,23 @@ email_verification_tokens = EmailVerificationTokenGenerator()
 def signup_view(request):
     if not settings.UNCLOUD_SIGNUP_ENABLED:
         raise Http404("Sign-up is closed on this site.")
+    if request.method == "POST":
+        actions.do_expire_signups()  # an abandoned sign-up holds no name or address forever
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
+        existing = get_user_model().objects.filter(email__iexact=email).first()
+        if existing is not None:
+            # The same answer as a new sign-up, so the form does not tell which addresses have accounts;
+            # the owner of the address learns what happened.
+            _send_limited(request, email, "Sign-up attempt on uncloud",
+                          f"Someone (perhaps you) tried to sign up on uncloud with this address, which already "
+                          f"has an account. Log in, or reset your password here: "
+                          f"{request.build_absolute_uri(reverse('password-reset'))}\n\n"
+                          "If it was not you, ignore this mail.\n")
+            return render(request, "registration/signup_done.html", {"email": email})
         user = actions.do_create_user(
-            form.cleaned_data["username"], form.cleaned_data["password1"], email=form.cleaned_data["email"],
-            is_active=False,
+            form.cleaned_data["username"], form.cleaned_data["password1"], email=email, is_active=False,
         )
         link = request.build_absolute_uri(reverse("signup-verify", args=[
             urlsafe_base64_encode(force_bytes(user.pk)), email_verification_tokens.make_token(user),
@@ -138,17 +150,22 @@ def signup_view(request):
         next_url = _safe_next(request, fallback="dashboard")
         if next_url != reverse("dashboard"):
             link += "?" + urlencode({"next": next_url})
-        send_mail(
-            "Verify your e-mail address for uncloud",
-            f"Hello {user.username},\n\nfollow this link to activate your uncloud account:\n\n{link}\n\n"
-            "If you did not sign up, ignore this mail.\n",
-            None, [user.email],
-        )
+        _send_limited(request, user.email, "Verify your e-mail address for uncloud",
+                      f"Hello {user.username},\n\nfollow this link to activate your uncloud account:\n\n{link}\n\n"
+                      f"It works for {settings.PASSWORD_RESET_TIMEOUT // 86400} days. If you did not sign up, "
+                      "ignore this mail.\n")
         return render(request, "registration/signup_done.html", {"email": user.email})
     return render(request, "registration/signup.html", {"form": form, "next": request.GET.get("next", "")})
 
 
+def _send_limited(request, recipient: str, subject: str, body: str) -> None:
+    if mail_allowed(recipient, client_address(request)):
+        send_mail(subject, body, None, [recipient])
+
+
 def signup_verify_view(request, uidb64, token):
+    if not settings.UNCLOUD_SIGNUP_ENABLED:
+        raise Http404("Sign-up is closed on this site.")  # links mailed before it closed die with it
     try:
         user = get_user_model().objects.get(pk=int(urlsafe_base64_decode(uidb64).decode()))
     except (ValueError, TypeError, OverflowError, get_user_model().DoesNotExist):
@@ -167,6 +184,11 @@ class PasswordResetView(auth_views.PasswordResetView):
     email_template_name = "registration/password_reset_email.txt"
     subject_template_name = "registration/password_reset_subject.txt"
     success_url = reverse_lazy("password-reset-done")
+
+    def form_valid(self, form):
+        if not mail_allowed(form.cleaned_data["email"], client_address(self.request)):
+            return redirect(self.success_url)  # the same page as when a mail went out
+        return super().form_valid(form)
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

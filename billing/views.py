@@ -28,6 +28,7 @@ from billing.forms import (
 from billing.models import BankEntry, BankStatement, Bill, BillingAccount, CardPaymentMethod, Payment
 from billing.pdf import qr_bill_svg, render_pdf
 from billing.references import compact_iban, format_reference
+from uncloud_project.csp import uses_stripe_js
 
 
 def _own_bill(request, uuid) -> Bill:
@@ -96,6 +97,7 @@ def bill_qr_svg(request, uuid):
 
 
 @login_required
+@uses_stripe_js
 def bill_pay(request, uuid):
     bill = _own_bill(request, uuid)
     if not bill.is_unpaid:
@@ -158,6 +160,7 @@ def bill_paid(request, uuid):
 
 
 @login_required
+@uses_stripe_js
 def card_add(request):
     account = actions.account_of_user(request.user)
     try:

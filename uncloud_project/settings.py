@@ -15,7 +15,13 @@ from uncloud_project.env import envbool, envint, envlist, envstr, resolv_conf_ip
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("UNCLOUD_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# The data directory holds the SQLite database (TOTP keys, session ids), the secret key and the demo
+# credentials: only its owner may enter it.
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+try:
+    DATA_DIR.chmod(0o700)
+except PermissionError:  # a directory someone else made for us (a volume): theirs to set
+    pass
 
 
 def _secret_key() -> str:
@@ -90,10 +96,16 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60),
                                                   conn_health_checks=True)}
 else:
+    _sqlite_file = DATA_DIR / "uncloud.sqlite3"
+    # SQLite creates its -wal and -shm files with the database file's mode: make that 0600.
+    _sqlite_file.touch(mode=0o600, exist_ok=True)
+    for _path in (_sqlite_file, DATA_DIR / "uncloud.sqlite3-wal", DATA_DIR / "uncloud.sqlite3-shm"):
+        if _path.exists():
+            _path.chmod(0o600)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "uncloud.sqlite3",
+            "NAME": _sqlite_file,
             # web, worker and beat share one file: WAL lets readers and a writer coexist,
             # IMMEDIATE makes writers queue instead of failing with "database is locked".
             "OPTIONS": {
@@ -109,6 +121,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
@@ -134,6 +147,24 @@ SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
 if envbool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every response (uncloud_project/csp.py): only this site's scripts and
+# inline scripts with the response's nonce; pages that need a third party allow it themselves
+# (Stripe.js on the card pages, from STRIPE_JS_URL). Inline styles stay allowed (they run no code).
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "uncloud_project.csp.ContentSecurityPolicyMiddleware")
+CONTENT_SECURITY_POLICY = {} if not envbool("UNCLOUD_CSP_ENABLED", True) else {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "frame-src": ["'none'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -141,6 +172,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["accounts.api.parsers.BoundedJSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -157,7 +190,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # The error answers the API really gives (400/401/403/404/409/413/422/429), on every operation they apply to.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "accounts.api.schema.document_error_responses"],
+                             "accounts.api.schema.document_error_responses",
+                             # Staff-only endpoints are listed to staff only.
+                             "accounts.api.schema.hide_staff_only_endpoints"],
 }
 
 # Celery: the filesystem transport needs no server; Redis (or RabbitMQ) by CELERY_BROKER_URL.
@@ -260,6 +295,10 @@ UNCLOUD_LOGIN_FAILURES_PER_ADDRESS = envint("UNCLOUD_LOGIN_FAILURES_PER_ADDRESS"
 # Reverse proxies (addresses or networks) whose client-address header is believed; empty: none, the
 # socket's address is the client. Behind a proxy, set this or every client shares the proxy's counters.
 UNCLOUD_TRUSTED_PROXIES = envlist("UNCLOUD_TRUSTED_PROXIES", "")
+# Mails anyone can make the site send (sign-up, password reset, invitations), per recipient and per
+# client network, per hour.
+UNCLOUD_MAIL_PER_RECIPIENT_PER_HOUR = envint("UNCLOUD_MAIL_PER_RECIPIENT_PER_HOUR", 5)
+UNCLOUD_MAIL_PER_ADDRESS_PER_HOUR = envint("UNCLOUD_MAIL_PER_ADDRESS_PER_HOUR", 20)
 UNCLOUD_CLIENT_ADDRESS_HEADER = envstr("UNCLOUD_CLIENT_ADDRESS_HEADER", "X-Forwarded-For")
 UNCLOUD_LOGIN_WINDOW_SECONDS = envint("UNCLOUD_LOGIN_WINDOW_SECONDS", 900)
 # The rate limiter's counters live in the cache: use Redis when more than one web process runs.

@@ -58,3 +58,57 @@ def document_error_responses(result, generator, request, public):
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 })
     return result
+
+
+def _staff_only(callback, method: str) -> bool:
+    from rest_framework.permissions import IsAdminUser
+
+    view_class = getattr(callback, "cls", None)
+    if view_class is None:
+        return False
+    classes = list(getattr(callback, "initkwargs", {}).get("permission_classes", view_class.permission_classes))
+    action = getattr(callback, "actions", {}).get(method.lower())
+    handler = getattr(view_class, action, None) if action else None
+    classes += list(getattr(handler, "kwargs", {}).get("permission_classes", []))
+    return any(isinstance(cls, type) and issubclass(cls, IsAdminUser) for cls in classes)
+
+
+def _refs(node, found: set) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith("#/components/schemas/"):
+                found.add(value.rsplit("/", 1)[1])
+            else:
+                _refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found)
+
+
+def hide_staff_only_endpoints(result, generator, request, public):
+    """A drf-spectacular postprocessing hook: operations only staff may call (IsAdminUser), and the
+    schemas only they use, are listed to staff only. Everyone else sees the API they can use."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return result
+    paths = result.get("paths", {})
+    for path, _regex, method, callback in generator.endpoints or []:
+        if _staff_only(callback, method) and path in paths:
+            paths[path].pop(method.lower(), None)
+            if not any(key in paths[path] for key in ("get", "post", "put", "patch", "delete", "head", "options")):
+                del paths[path]
+    schemas = result.get("components", {}).get("schemas", {})
+    used: set = set()
+    _refs(paths, used)
+    pending = list(used)
+    while pending:
+        name = pending.pop()
+        more: set = set()
+        _refs(schemas.get(name, {}), more)
+        for extra in more - used:
+            used.add(extra)
+            pending.append(extra)
+    for name in list(schemas):
+        if name not in used and name != "Error":
+            del schemas[name]
+    return result

@@ -2,9 +2,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from accounts.api.parsers import BoundedJSONParser
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
 from images import actions
@@ -33,7 +34,7 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Upda
     lookup_field = "uuid"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     filterset_fields = ["name", "status"]
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     def initialize_request(self, request, *args, **kwargs):
         # Before anything reads the body: stream the file to our upload directory, never to memory.

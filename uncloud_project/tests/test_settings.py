@@ -80,3 +80,22 @@ def test_filesystem_broker_writes_only_under_the_data_dir(tmp_path):
     options = json.loads(completed.stdout.strip().splitlines()[-1])
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         assert Path(options[key]).is_relative_to(tmp_path), (key, options[key])
+
+
+def test_embedded_default_keeps_its_files_to_its_owner(tmp_path):
+    """Issue 23.6: var/ held a world-readable SQLite file (TOTP keys, live session ids)."""
+    data = tmp_path / "var"
+    probe(data)
+    # The probe opened the database; migrate-free, so write something as the product would.
+    subprocess.run([sys.executable, "-c", "import django; django.setup(); from django.db import connection;"
+                    "c = connection.cursor(); c.execute('create table t (x int)'); c.execute('insert into t values (1)')"],
+                   cwd=BASE_DIR, env={**os.environ, "DJANGO_SETTINGS_MODULE": "uncloud_project.settings",
+                                      "UNCLOUD_DATA_DIR": str(data), "DATABASE_URL": ""}, check=True)
+    assert data.stat().st_mode & 0o777 == 0o700
+    for name in ("uncloud.sqlite3", "secret_key"):
+        assert (data / name).stat().st_mode & 0o077 == 0, name
+    # An existing data directory and database from an older release are tightened too.
+    data.chmod(0o755)
+    (data / "uncloud.sqlite3").chmod(0o644)
+    probe(data)
+    assert data.stat().st_mode & 0o777 == 0o700 and (data / "uncloud.sqlite3").stat().st_mode & 0o777 == 0o600
