@@ -32,3 +32,6 @@ urlpatterns = [
     # The split view serves Swagger UI's start script as a file: the Content-Security-Policy allows no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+handler404 = "accounts.api.exceptions.not_found"
+handler500 = "accounts.api.exceptions.server_error"

@@ -5,6 +5,9 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
+from django.http import JsonResponse
+from django.views.defaults import page_not_found
+from django.views.defaults import server_error as default_server_error
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -48,3 +51,19 @@ def exception_handler(exc, context):
     if isinstance(exc, IntegrityError):
         return Response({"detail": "This conflicts with an existing object."}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
+
+
+def not_found(request, exception=None):
+    """Django's handler404: JSON under /api/ (a path that matches no route, such as a malformed
+    UUID, is a 404 like any other there), the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return page_not_found(request, exception)
+
+
+def server_error(request):
+    """Django's handler500: JSON under /api/, the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal server error; it has been logged."},
+                            status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return default_server_error(request)

@@ -36,7 +36,7 @@ PUBLISHED_FIGURES = ("total_time_ms", "downtime_ms", "ram_transferred_bytes", "m
 
 
 class OperationSerializer(serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)  # null: host work
     progress = serializers.IntegerField(read_only=True)
     figures = serializers.SerializerMethodField(help_text="Measured figures of the work (e.g. a migration's "
                                                 "downtime_ms as QEMU reports it, total_time_ms, bytes sent).")

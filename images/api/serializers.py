@@ -11,7 +11,7 @@ MAX_DISK_MIB = 64 * 1024 * 1024  # 64 TiB, as the host side allows
 
 
 class ImageSerializer(serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)  # null: public
     is_public = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -86,7 +86,7 @@ class NameSerializer(serializers.Serializer):
 
 class SnapshotSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    disk = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
+    disk = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)  # null: disk deleted
 
     class Meta:
         model = Snapshot

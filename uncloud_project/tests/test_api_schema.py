@@ -61,3 +61,30 @@ def test_a_body_over_the_limit_is_a_json_413_that_says_the_limit(api, settings):
     assert response["Content-Type"] == "application/json"
     assert response.json()["limit_bytes"] == settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     assert str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) in response.json()["detail"]
+
+
+def test_a_path_that_matches_no_route_is_a_json_404_under_api(api, client):
+    response = api["alice"].get("/api/v1/ssh-keys/not-a-uuid/")  # the route wants a UUID
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    assert "text/html" in client.get("/no-such-page/")["Content-Type"]  # the portal keeps its page
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nics/?ipv6_address=projects", "/api/v1/ipv4-addresses/?address=x"])
+def test_an_address_filter_that_is_no_address_is_400(api, path):
+    response = api["alice"].get(path)
+    assert response.status_code == 400, response.content
+
+
+def test_every_list_is_paginated_the_same_way(schema):
+    lists = 0
+    for path, operations in schema["paths"].items():
+        get = operations.get("get")
+        if get is None or not get["operationId"].endswith("_list"):
+            continue
+        lists += 1
+        parameters = {p["name"] for p in get.get("parameters", []) if p["in"] == "query"}
+        assert {"limit", "offset"} <= parameters, path
+        body = get["responses"]["200"]["content"]["application/json"]["schema"]
+        component = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+        assert {"count", "next", "previous", "results"} <= set(component["properties"]), path
+    assert lists >= 12
