@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from accounts.api.exceptions import Conflict
+from accounts.csp import uses_stripe_js
 from billing import actions, ledger, stripe_payments
 from billing.bank_import import import_statement
 from billing.camt import CamtError
@@ -28,7 +29,6 @@ from billing.forms import (
 from billing.models import BankEntry, BankStatement, Bill, BillingAccount, CardPaymentMethod, Payment
 from billing.pdf import qr_bill_svg, render_pdf
 from billing.references import compact_iban, format_reference
-from uncloud_project.csp import uses_stripe_js
 
 
 def _own_bill(request, uuid) -> Bill:

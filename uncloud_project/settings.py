@@ -147,11 +147,11 @@ SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
 if envbool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
-# Content-Security-Policy on every response (uncloud_project/csp.py): only this site's scripts and
+# Content-Security-Policy on every response (accounts/csp.py): only this site's scripts and
 # inline scripts with the response's nonce; pages that need a third party allow it themselves
 # (Stripe.js on the card pages, from STRIPE_JS_URL). Inline styles stay allowed (they run no code).
 MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-                  "uncloud_project.csp.ContentSecurityPolicyMiddleware")
+                  "accounts.csp.ContentSecurityPolicyMiddleware")
 CONTENT_SECURITY_POLICY = {} if not envbool("UNCLOUD_CSP_ENABLED", True) else {
     "default-src": ["'self'"],
     "script-src": ["'self'"],

@@ -22,7 +22,7 @@ def test_inline_scripts_carry_the_nonce(client, alice):
 
 
 def test_stripe_js_is_allowed_on_the_card_page_only(client, alice, settings):
-    from uncloud_project.csp import build_policy, uses_stripe_js
+    from accounts.csp import build_policy, uses_stripe_js
 
     settings.STRIPE_JS_URL = "https://js.stripe.com/v3/"
 
