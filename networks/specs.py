@@ -8,6 +8,9 @@ from networks.models import NIC, IPv4Address, IPv4Pool, Network
 def net_up_spec(network: Network, host) -> dict:
     spec = {"vni": network.vni, "prefix": network.prefix, "underlay_device": host.underlay_device,
             "default_router": True, "routes": nat64_routes(host)}
+    if host.underlay_address:
+        # The VXLAN devices send from (and are bound to) this address on the underlay device.
+        spec["underlay_address"] = host.underlay_address
     if settings.UNCLOUD_DNS_SERVERS:
         spec["dns_servers"] = settings.UNCLOUD_DNS_SERVERS[:3]
     if settings.UNCLOUD_DNS_SEARCH:

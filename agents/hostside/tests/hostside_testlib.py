@@ -106,9 +106,9 @@ def kill_and_wait(pid):
         time.sleep(0.05)
 
 
-def nft_counters(host, chain):
-    """{rule comment: packets} of one chain of the hostside table."""
-    listing = json.loads(host.run(["nft", "-j", "list", "chain", "bridge", "uncloud", chain]).stdout)
+def nft_counters(host, chain, family="bridge", table="uncloud"):
+    """{rule comment: packets} of one chain of the hostside tables (rules sharing a comment add up)."""
+    listing = json.loads(host.run(["nft", "-j", "list", "chain", family, table, chain]).stdout)
     counters = {}
     for item in listing["nftables"]:
         rule = item.get("rule")
@@ -116,7 +116,7 @@ def nft_counters(host, chain):
             continue
         for expression in rule["expr"]:
             if "counter" in expression:
-                counters[rule["comment"]] = expression["counter"]["packets"]
+                counters[rule["comment"]] = counters.get(rule["comment"], 0) + expression["counter"]["packets"]
     return counters
 
 

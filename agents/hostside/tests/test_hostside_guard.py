@@ -59,8 +59,12 @@ def guest_frames():
     }
 
 
+# Multicast meets the receiving guest's firewall too: the guests here open the test's UDP port.
+OPEN_TEST_PORT = [{"protocol": "udp", "port_min": 40000, "source": "::/0"}]
+
+
 def start_vm_and_free_its_tap(host, vm_uuid, mac, vni):
-    vm = ok(host, "vm-up", **vm_spec(vm_uuid, [nic(mac, vni, PREFIX)]))
+    vm = ok(host, "vm-up", **vm_spec(vm_uuid, [nic(mac, vni, PREFIX, ingress=OPEN_TEST_PORT)]))
     kill_and_wait(vm["pid"])
     return vm["taps"][0]
 
@@ -117,6 +121,6 @@ def test_repeating_a_verb_keeps_the_counters(hosts):
     dropped = nft_counters(host, f"guard_{tap}")["spoofed-mac"]
     assert dropped >= 1
     ok(host, "net-up", **net_spec(100, PREFIX, host))
-    ok(host, "vm-up", **vm_spec(SENDER_UUID, [nic(SENDER_MAC, 100, PREFIX)]))
+    ok(host, "vm-up", **vm_spec(SENDER_UUID, [nic(SENDER_MAC, 100, PREFIX, ingress=OPEN_TEST_PORT)]))
     assert nft_counters(host, f"guard_{tap}")["spoofed-mac"] == dropped
     ok(host, "vm-down", uuid=SENDER_UUID, hard=True)

@@ -46,7 +46,7 @@ def test_ruleset_renders_every_guard(tmp_path):
     network = {"vxlan": "vxlan100", "bridge": "br100", "router_mac": "02:75:63:00:00:64"}
     text = nft.render_ruleset([network], [port])
     for needle in ("hook forward", "hook input", "hook output", f"ether saddr != {MAC}",
-                   "nd-router-advert", "udp sport 547 udp dport 546", "@nh,160,16 67 @nh,176,16 68",
+                   "nd-router-advert", "udp sport 547 udp dport 546", "@nh,176,16 68",
                    "fe80::f0ff:fea9:c44e", "chain ingress_uctest0", "delete table bridge uncloud",
                    "delete table inet uncloud_sg", 'iifname "br100" oifname "br*" oifname != "br100"'):
         assert needle in text

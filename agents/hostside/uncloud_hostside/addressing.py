@@ -7,6 +7,10 @@ import ipaddress
 VXLAN_PORT = 4789
 VXLAN_TTL = 5
 VXLAN_GROUP_BASE = ipaddress.IPv6Address("ff05::")
+# The metadata service listens on this link-local address on every network bridge of the host
+# (the address OpenStack and cloud-init use for IPv6 metadata: fe80::a9fe:a9fe is 169.254.169.254).
+METADATA_ADDRESS = "fe80::a9fe:a9fe"
+METADATA_PORT = 80
 # Every host's bridge for a network carries this MAC (plus the VNI in the low 24 bits), so the
 # router link-local address guests learn is the same wherever they run. The control plane must
 # never hand out guest MACs from this prefix.

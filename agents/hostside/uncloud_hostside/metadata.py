@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from .addressing import bridge_name
+from .addressing import METADATA_ADDRESS, METADATA_PORT, bridge_name
 from .checks import (
     CMDLINE_RE,
     check_domain,
@@ -24,7 +24,7 @@ from .checks import (
 )
 from .errors import HostsideError, bad_spec
 from .guests import qemu_processes_using
-from .nft import load_network_states
+from .nft import apply_ruleset, load_network_states
 from .paths import metadata_server_paths, vm_metadata_dir
 from .program import program_path
 from .state import (
@@ -48,10 +48,6 @@ KEY_NAME_RE = re.compile(r"^[\x20-\x7e]{1,100}$")
 
 MAX_USER_DATA_BYTES = 65536
 
-# The metadata service listens on this link-local address on every network bridge of the host
-# (the address OpenStack and cloud-init use for IPv6 metadata: fe80::a9fe:a9fe is 169.254.169.254).
-METADATA_ADDRESS = "fe80::a9fe:a9fe"
-METADATA_PORT = 80
 
 
 def parse_vm_metadata_spec(spec):
@@ -221,6 +217,8 @@ def verb_metadata_up(spec):
             changes.append("stopped metadata service (port changed)")
         if pid is None:
             write_json_file(paths["spec"], {"state_dir": state_dir, "port": port})
+            if load_network_states(state_dir):
+                apply_ruleset(state_dir)  # guests may reach the host on the metadata port only
             remove_file(paths["state"])
             with open(paths["spec"]) as spec_file, open(paths["log"], "a") as log:
                 process = subprocess.Popen(

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from .checks import check_fields, check_int, check_state_dir
 from .errors import HostsideError, bad_spec
@@ -17,7 +18,13 @@ from .state import read_json_file, write_json_file
 from .system import ip_json, run_command
 
 METADATA_RESCAN_S = 1.0
-METADATA_MAX_CLIENTS = 64
+# A guest holds at most METADATA_CLIENTS_PER_SOURCE connections per address (it has two: EUI-64 and
+# link-local; the guard drops any other source), each for at most METADATA_CONNECTION_TIMEOUT_S,
+# so one guest's slow connections cannot use up the service's METADATA_MAX_CLIENTS for the others.
+METADATA_MAX_CLIENTS = 512
+METADATA_CLIENTS_PER_SOURCE = 4
+METADATA_CONNECTION_TIMEOUT_S = 5.0
+METADATA_THREAD_STACK_BYTES = 256 * 1024
 OPENSTACK_VERSIONS = ("2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15", "2016-06-30",
                       "2016-10-06", "2017-02-22", "2018-08-27", "latest")
 EC2_VERSIONS = ("1.0", "2007-01-19", "2009-04-04", "latest")
@@ -98,13 +105,23 @@ def metadata_response(metadata, path):
     return 404, text, "not found\n"
 
 
-def serve_metadata_client(connection, state_dir, vni):
+def serve_metadata_client(connection, state_dir, vni, source):
+    """One request. The whole exchange, however slowly the guest sends, ends within
+    METADATA_CONNECTION_TIMEOUT_S (a per-recv timeout alone lets a byte every few seconds hold
+    the connection for ever)."""
+    deadline = time.monotonic() + METADATA_CONNECTION_TIMEOUT_S
+
+    def time_left():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not complete in time")
+        return remaining
+
     with connection:
-        connection.settimeout(5)
-        source = connection.getpeername()[0].split("%", 1)[0]
         try:
             request = b""
             while b"\r\n\r\n" not in request and b"\n\n" not in request and len(request) < 8192:
+                connection.settimeout(time_left())
                 chunk = connection.recv(4096)
                 if not chunk:
                     break
@@ -123,6 +140,7 @@ def serve_metadata_client(connection, state_dir, vni):
             reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}[status]
             head = (f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                     f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
+            connection.settimeout(time_left())
             connection.sendall(head + (b"" if request_line[:1] == ["HEAD"] else payload))
         except (OSError, ValueError) as error:
             sys.stderr.write(f"metadata: {source}: {error}\n")
@@ -149,6 +167,9 @@ def verb_metadata_serve(spec):
     selector = selectors.DefaultSelector()
     listeners = {}  # bridge -> (socket, ifindex)
     clients = threading.BoundedSemaphore(METADATA_MAX_CLIENTS)
+    per_source = {}  # (bridge ifindex, source address) -> connections being served
+    per_source_lock = threading.Lock()
+    threading.stack_size(METADATA_THREAD_STACK_BYTES)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # metadata-up sends SIGUSR1 after a net-up: the signal writes into this pipe, which wakes the
     # select below at once instead of at the next rescan.
@@ -160,10 +181,14 @@ def verb_metadata_serve(spec):
     wake = object()
     selector.register(wake_reader, selectors.EVENT_READ, wake)
 
-    def client_thread(connection, vni):
+    def client_thread(connection, vni, source_key):
         try:
-            serve_metadata_client(connection, state_dir, vni)
+            serve_metadata_client(connection, state_dir, vni, source_key[1])
         finally:
+            with per_source_lock:
+                per_source[source_key] -= 1
+                if not per_source[source_key]:
+                    del per_source[source_key]
             clients.release()
 
     while True:
@@ -181,7 +206,7 @@ def verb_metadata_serve(spec):
                 listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 listener.bind((METADATA_ADDRESS, port, 0, up[bridge]))
-                listener.listen(16)
+                listener.listen(128)
             except (OSError, HostsideError) as error:
                 sys.stderr.write(f"metadata: cannot listen on {bridge}: {error}\n")
                 continue
@@ -198,11 +223,18 @@ def verb_metadata_serve(spec):
                     os.read(wake_reader, 512)
                 continue
             try:
-                connection, _ = key.fileobj.accept()
+                connection, peer = key.fileobj.accept()
             except OSError:
                 continue
-            if not clients.acquire(blocking=False):
-                connection.close()  # too many at once: a guest flooding us must not starve others
-                continue
+            # The listener is bound to one bridge (the scope of its address), so the request came
+            # in on that network; the guard ties the source address to one port on it.
+            source_key = (peer[3], peer[0].split("%", 1)[0])
+            with per_source_lock:
+                busy = per_source.get(source_key, 0)
+                if busy >= METADATA_CLIENTS_PER_SOURCE or not clients.acquire(blocking=False):
+                    connection.close()  # this guest has enough open: others must not starve
+                    continue
+                per_source[source_key] = busy + 1
             connection.setblocking(True)
-            threading.Thread(target=client_thread, args=(connection, key.data), daemon=True).start()
+            threading.Thread(target=client_thread, args=(connection, key.data, source_key),
+                             daemon=True).start()

@@ -40,7 +40,7 @@ DEFAULT_ROUTER_LIFETIME_S = 1800
 
 def parse_net_up_spec(spec):
     check_fields(spec, ["state_dir", "vni", "prefix", "underlay_device"],
-                 ["dns_servers", "dns_search", "mtu", "default_router", "routes"])
+                 ["dns_servers", "dns_search", "mtu", "default_router", "routes", "underlay_address"])
     dns_servers = check_list(spec.get("dns_servers", []), "dns_servers", 3)
     dns_search = check_list(spec.get("dns_search", []), "dns_search", 6)
     return {
@@ -51,6 +51,8 @@ def parse_net_up_spec(spec):
         "vni": check_vni(spec["vni"]),
         "prefix": check_prefix64(spec["prefix"]),
         "underlay_device": check_interface_name(spec["underlay_device"], "underlay_device"),
+        "underlay_address": None if spec.get("underlay_address") is None
+        else str(check_unicast_address(spec["underlay_address"], "underlay_address")),
         "dns_servers": [str(check_ipv6_address(server, "dns_servers[]")) for server in dns_servers],
         "dns_search": [check_domain(domain, "dns_search[]") for domain in dns_search],
         "mtu": None if spec.get("mtu") is None else check_int(spec["mtu"], "mtu", 1280, 9000),
@@ -67,10 +69,28 @@ def parse_underlay_route(route, field):
         prefix = None
     if prefix is None or prefix.prefixlen < 16:
         raise bad_spec(f"{field}.prefix must be an IPv6 prefix of /16 or longer")
-    via = check_ipv6_address(route["via"], f"{field}.via")
-    if via.is_multicast or via.is_unspecified or via.is_loopback:
-        raise bad_spec(f"{field}.via must be a unicast address")
+    via = check_unicast_address(route["via"], f"{field}.via")
     return {"prefix": str(prefix), "via": str(via)}
+
+
+def check_unicast_address(value, field):
+    address = check_ipv6_address(value, field)
+    if address.is_multicast or address.is_unspecified or address.is_loopback:
+        raise bad_spec(f"{field} must be a unicast address")
+    return address
+
+
+def underlay_source_address(underlay_device, wanted=None):
+    """The address the VXLAN devices send from: the one the control plane names (it must be on the
+    underlay device), else the device's first global address, else None (a lone host with no
+    peers: the device binding and the input filter still keep VXLAN to the underlay)."""
+    addresses = [info.get("local") for link in ip_json("-6", "addr", "show", "dev", underlay_device, "scope", "global") or []
+                 for info in link.get("addr_info", [])]
+    if wanted is not None:
+        if wanted not in addresses:
+            raise HostsideError("not_found", f"underlay address {wanted} is not on {underlay_device}")
+        return wanted
+    return addresses[0] if addresses else None
 
 
 def ensure_underlay_routes(routes, underlay_device, changes):
@@ -81,25 +101,30 @@ def ensure_underlay_routes(routes, underlay_device, changes):
         changes.append(f"routes {', '.join(route['prefix'] for route in routes)}")
 
 
-def vxlan_matches(link, vni, underlay_device):
+def vxlan_matches(link, vni, underlay_device, local_address):
     data = link.get("linkinfo", {}).get("info_data", {})
     return (link_kind(link) == "vxlan" and data.get("id") == vni
             and data.get("group6") == str(vxlan_group(vni)) and data.get("link") == underlay_device
+            and data.get("local6") == local_address
             and data.get("port") == VXLAN_PORT and data.get("ttl") == VXLAN_TTL)
 
 
-def ensure_vxlan(vni, underlay_device, changes):
+def ensure_vxlan(vni, underlay_device, changes, local_address=None):
+    """The network's VXLAN, bound to the underlay device and sending from its address. (The kernel's
+    VXLAN socket still listens on every address: the input filter, see towards_host, is what keeps
+    VXLAN from anywhere but the underlay device.)"""
     name = vxlan_name(vni)
     link = link_info(name)
-    if link is not None and vxlan_matches(link, vni, underlay_device):
+    if link is not None and vxlan_matches(link, vni, underlay_device, local_address):
         return
     if link is not None:
         run_command(["ip", "link", "del", "dev", name])
         changes.append(f"replaced {name}")
     else:
         changes.append(f"created {name}")
+    local = ["local", local_address] if local_address else []
     run_command(["ip", "-6", "link", "add", name, "type", "vxlan", "id", str(vni), "dstport",
-                 str(VXLAN_PORT), "group", str(vxlan_group(vni)), "dev", underlay_device,
+                 str(VXLAN_PORT), *local, "group", str(vxlan_group(vni)), "dev", underlay_device,
                  "ttl", str(VXLAN_TTL)])
     # A bridge port needs no addresses of its own.
     write_interface_sysctl(name, "disable_ipv6", 1)
@@ -228,7 +253,8 @@ def verb_net_up(spec):
             raise HostsideError("not_found", f"underlay device {net['underlay_device']} does not exist")
         changes = []
         ensure_directory(network_dir(state_dir, vni))
-        ensure_vxlan(vni, net["underlay_device"], changes)
+        underlay_address = underlay_source_address(net["underlay_device"], net["underlay_address"])
+        ensure_vxlan(vni, net["underlay_device"], changes, underlay_address)
         ensure_bridge(vni, changes)
         ensure_port_of_bridge(vxlan_name(vni), bridge_name(vni), changes, mtu=net["mtu"])
         ensure_link_up(bridge_name(vni))
@@ -236,7 +262,7 @@ def verb_net_up(spec):
         ensure_ipv6_forwarding()
         network_state = {
             "vni": vni, "prefix": str(net["prefix"]), "underlay_device": net["underlay_device"],
-            "vxlan": vxlan_name(vni), "bridge": bridge_name(vni), "group": str(vxlan_group(vni)),
+            "underlay_address": underlay_address, "vxlan": vxlan_name(vni), "bridge": bridge_name(vni), "group": str(vxlan_group(vni)),
             "router_mac": router_mac(vni), "mtu": mtu,
             "router_link_local": str(link_local_address(router_mac(vni))),
             "dns_servers": net["dns_servers"], "dns_search": net["dns_search"],
