@@ -98,6 +98,8 @@ class APIToken(models.Model):
     scope = models.CharField(max_length=12, choices=TokenScope.choices, default=TokenScope.READ_WRITE)
 
     class Meta:
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
         ordering = ["-created"]
 
     def __str__(self):

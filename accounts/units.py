@@ -63,3 +63,15 @@ def _unit_name(unit_bytes: int) -> str:
 
 def _accepted(unit_bytes: int) -> str:
     return ACCEPTED.replace("MiB", _unit_name(unit_bytes), 1)
+
+
+def human_mib(mib: int | None) -> str:
+    """A size in MiB as people read it: "512 MiB", "35 GiB", "1.5 GiB", "500 GiB", "2 TiB".
+    Binary units, like the sizes the API and forms take; at most one decimal, none when exact."""
+    if mib is None:
+        return "—"
+    for suffix, factor in (("TiB", 1024**2), ("GiB", 1024)):
+        if mib >= factor:
+            value = round(mib / factor, 1)
+            return f"{value:g} {suffix}" if value != int(value) else f"{int(value)} {suffix}"
+    return f"{mib} MiB"

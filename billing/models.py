@@ -50,6 +50,8 @@ class VatRate(models.Model):
     note = models.CharField(max_length=200, blank=True)
 
     class Meta:
+        verbose_name = "VAT rate"
+        verbose_name_plural = "VAT rates"
         ordering = ["country", "-valid_from"]
         constraints = [models.UniqueConstraint(fields=["country", "valid_from"], name="vatrate_unique_per_day")]
 
@@ -522,6 +524,8 @@ class SuspendedVM(models.Model):
     resumed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "suspended VM"
+        verbose_name_plural = "suspended VMs"
         constraints = [
             models.UniqueConstraint(fields=["vm"], condition=Q(resumed_at__isnull=True),
                                     name="one_open_suspension_per_vm"),

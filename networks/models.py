@@ -74,6 +74,8 @@ class NIC(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "NIC"
+        verbose_name_plural = "NICs"
         ordering = ["vm_id", "index"]
         constraints = [models.UniqueConstraint(fields=["vm", "index"], name="nic_index_unique_per_vm")]
 

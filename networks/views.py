@@ -3,12 +3,14 @@
 import uuid as uuid_module
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException
 
@@ -104,22 +106,28 @@ def _networks_for(request, vm):
 def vm_networking(request, uuid):
     vm = _vm_of(request, uuid)
     nics = vm.nics.select_related("network").prefetch_related("ipv4_addresses")
-    networks = _networks_for(request, vm)
+    # "Attach to" offers only networks the VM is not on yet.
+    networks = _networks_for(request, vm).exclude(nics__vm=vm)
     firewall = Firewall.objects.filter(vm=vm).first()
     addresses = IPv4Address.objects.filter(project=vm.project).select_related("nic__vm")
     return render(request, "networks/vm_networking.html", {
         "vm": vm, "nics": nics, "networks": networks, "rules": vm.ingress_rules.all(), "firewall": firewall,
         "rule_form": IngressRuleForm(), "addresses": addresses,
-        "ipv4_price": _ipv4_price_text(),
+        "ipv4_price": _ipv4_price_text(vm),
     })
 
 
-def _ipv4_price_text() -> str:
-    from billing.models import Product
-
-    product = Product.objects.filter(code="ipv4", active=True).first()
-    price = product.prices.order_by("-valid_from").first() if product else None
-    return f"{price.currency} {price.amount} per month" if price and getattr(price, "amount", None) else ""
+def _ipv4_price_text(vm) -> str:
+    """The IPv4 extra's monthly price written as the VM create form writes it ("CHF 2.16 per month
+    (incl. 8.1% VAT)"): billing's own quote, reached through the same settings hook as that form
+    (networks sits below billing and does not import it)."""
+    path = settings.UNCLOUD_VM_PRICE_FUNCTION
+    if not path:
+        return ""
+    quote = import_string(path)(vm.project, cores=vm.cores, memory_mib=vm.memory_mib, disk_mib=0)
+    if quote is None or quote.ipv4 is None:
+        return ""
+    return f"{quote.currency} {quote.ipv4.total} per month ({quote.vat_text})"
 
 
 def _back(vm):

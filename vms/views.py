@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException
@@ -17,6 +19,7 @@ from accounts.scoping import default_project, projects_of, scoped
 from accounts.units import UnitError, format_mib, parse_mib
 from agents.models import Operation
 from images.choices import ImageStatus
+from images.defaults import site_default_image
 from images.visibility import images_visible_to
 from networks.visibility import networks_visible_to
 from vms import actions
@@ -81,9 +84,17 @@ class VMForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["project"].queryset = projects_of(user)
         self.fields["project"].initial = getattr(default_project(user), "uuid", None)
-        self.fields["image"].queryset = images_visible_to(user).filter(status=ImageStatus.AVAILABLE)
+        images = images_visible_to(user).filter(status=ImageStatus.AVAILABLE)
+        self.fields["image"].queryset = images
+        # Preselect something that boots: the site's default image, else the first public one. An empty
+        # disk stays a choice, never the default.
+        default = site_default_image() or images.filter(project__isnull=True).first()
+        self.fields["image"].initial = getattr(default, "uuid", None)
         self.fields["networks"].queryset = networks_visible_to(user)
         self.fields["ssh_keys"].queryset = scoped(SSHKey.objects.select_related("project"), user)
+        self.fields["ssh_keys"].help_text = format_html(
+            'The keys that may log in as root. <a href="{}" target="_blank" rel="noopener">Add a key</a> '
+            '(in a new tab; reload this page to choose it).', reverse("ssh-keys"))
 
     def clean(self):
         data = super().clean()
