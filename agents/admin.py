@@ -2,18 +2,20 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from accounts import audit
-from agents.choices import HostStatus
-from agents.hosts import do_check_host
-from agents.models import Host, Operation
+from agents.choices import HostLiveness, HostStatus
+from agents.hosts import do_check_host, do_return_host
+from agents.models import Alarm, Host, Operation
 
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "transport", "ssh_address", "status", "cores", "memory_mib", "accelerator",
-                    "last_heartbeat"]
-    list_filter = ["status", "transport"]
+    list_display = ["name", "transport", "ssh_address", "status", "liveness", "liveness_since", "cores",
+                    "memory_mib", "accelerator", "last_heartbeat"]
+    list_filter = ["status", "liveness", "transport"]
     search_fields = ["name", "ssh_address"]
-    readonly_fields = ["uuid", "last_heartbeat", "last_error", "accelerator", "facts", "created"]
+    readonly_fields = ["uuid", "last_heartbeat", "last_error", "accelerator", "facts", "created", "liveness",
+                       "liveness_since", "fenced_at", "storage_fenced_address", "fence_log"]
+    actions = ["check_hosts", "drain_hosts", "disable_hosts", "enable_hosts", "return_hosts"]
 
     @admin.display(description="Accelerator")
     def accelerator(self, host):
@@ -23,7 +25,13 @@ class HostAdmin(admin.ModelAdmin):
             return "unknown (not checked yet)"
         reason = facts.get("kvm_reason") or ""
         return f"KVM ({reason})" if facts["kvm_usable"] else f"TCG, no KVM ({reason})"
-    actions = ["check_hosts", "drain_hosts", "disable_hosts", "enable_hosts"]
+
+    @admin.action(description="Return the selected fenced hosts to service (lifts their Ceph blocklist)")
+    def return_hosts(self, request, queryset):
+        fenced = [host for host in queryset if host.liveness == HostLiveness.FENCED]
+        for host in fenced:
+            do_return_host(request.user, host)
+        messages.info(request, f"Returning {len(fenced)} fenced host(s) to service.")
 
     @admin.action(description="Check the selected hosts now")
     def check_hosts(self, request, queryset):
@@ -65,6 +73,18 @@ class OperationAdmin(admin.ModelAdmin):
     list_filter = ["state", "kind"]
     search_fields = ["uuid", "target_uuid", "error"]
     readonly_fields = [f.name for f in Operation._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Alarm)
+class AlarmAdmin(admin.ModelAdmin):
+    """Raised by the heartbeat watcher (e.g. most hosts silent at once); staff read them here."""
+
+    list_display = ["raised", "kind", "message", "cleared"]
+    list_filter = ["kind", ("cleared", admin.EmptyFieldListFilter)]
+    readonly_fields = ["kind", "message", "details", "raised", "cleared"]
 
     def has_add_permission(self, request):
         return False

@@ -15,6 +15,16 @@ class HostStatus(models.TextChoices):
     MAINTENANCE = "maintenance", "Maintenance (emptied, no VMs)"
 
 
+class HostLiveness(models.TextChoices):
+    """What the heartbeat watcher (agents/liveness.py) knows of a host, beside staff's `status`."""
+
+    ALIVE = "alive", "Alive"
+    SUSPECT = "suspect", "Suspect: missed heartbeats, asking its peers"
+    PARTITIONED = "partitioned", "Cut off: peers reach it, the control plane does not"
+    DEAD = "dead", "Dead: its peers cannot reach it either"
+    FENCED = "fenced", "Fenced: its guests are known to be stopped"
+
+
 class OperationState(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"

@@ -73,10 +73,13 @@ def hostside_program() -> tuple[bytes, str]:
 
 
 class HostAgent:
-    def __init__(self, connection: HostConnection, state_dir: str):
+    def __init__(self, connection: HostConnection, state_dir: str, give_up=None):
+        """give_up(): None, or why not to call this host now (it went silent): checked before a call
+        and about once a second while waiting, so a worker never sits in a dead host's call."""
         self.connection = connection
         self.state_dir = state_dir
         self.transport = transport_for(connection)
+        self.give_up = give_up
 
     def _is_shipped(self) -> bool:
         with _shipped_lock:
@@ -139,6 +142,10 @@ class HostAgent:
         back) is replaced once and the request sent again: every verb is idempotent, so a verb
         that did run before the drop runs again to the same result.
         """
+        if self.give_up is not None:
+            reason = self.give_up()
+            if reason:
+                raise TransportError(f"{self.connection.name}: not calling {verb}: {reason}")
         if not self._is_shipped():
             self.ship()
         spec = {"state_dir": self.state_dir, **(spec or {})}
@@ -147,7 +154,7 @@ class HostAgent:
         for attempt in (1, 2):
             stream = self._take_stream()
             try:
-                line = stream.request(request, timeout)
+                line = stream.request(request, timeout, self.give_up)
             except StreamClosed as closed:
                 stream.close()
                 self._drop_idle_streams()  # they share the connection that just failed

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
-from agents.choices import HostStatus, HostTransport
+from agents.choices import HostLiveness, HostStatus, HostTransport
 from agents.hostagent import HostAgent, HostError
 from agents.models import Host
 from agents.operations import PermanentStepError, Step, TransientStepError, register_workflow, start_operation
@@ -28,14 +28,26 @@ def connection_for(host: Host) -> HostConnection:
     )
 
 
-def agent_for(host: Host) -> HostAgent:
-    return HostAgent(connection_for(host), host.state_dir)
+def agent_for(host: Host, *, even_if_silent: bool = False) -> HostAgent:
+    """An agent for the host's work. Unless even_if_silent, it refuses to call a host the heartbeat
+    watcher no longer hears, and gives up a call in flight once the host goes silent: one dead host
+    never holds a worker for a call's whole timeout."""
+    give_up = None if even_if_silent else (lambda: silent_host_reason(host.pk))
+    return HostAgent(connection_for(host), host.state_dir, give_up=give_up)
+
+
+def silent_host_reason(host_id: int) -> str | None:
+    row = Host.objects.filter(pk=host_id).values("name", "liveness", "liveness_since").first()
+    if row is None or row["liveness"] == HostLiveness.ALIVE:
+        return None
+    since = f" since {row['liveness_since']:%H:%M:%S}" if row["liveness_since"] else ""
+    return f"host {row['name']} is {row['liveness']}{since} (it does not answer its heartbeats)"
 
 
 def call_host(host: Host, verb: str, spec: dict | None = None, timeout: float | None = None) -> dict:
     """Run a host verb from inside a workflow step, translating failures into step errors."""
     with host_errors_as_step_errors():
-        return agent_for(host).call(verb, spec, timeout=timeout)
+        return agent_for(host).call(verb, spec, timeout=timeout or settings.UNCLOUD_HOST_CALL_TIMEOUT)
 
 
 @contextmanager
@@ -55,7 +67,8 @@ def host_errors_as_step_errors():
 
 def _probe_host(operation):
     host = Host.objects.get(id=operation.host_id)
-    facts = call_host(host, "host-info", timeout=60)
+    with host_errors_as_step_errors():  # staff may check a host the heartbeat watcher does not hear
+        facts = agent_for(host, even_if_silent=True).call("host-info", timeout=60)
     updates = {"facts": facts, "last_heartbeat": timezone.now(), "last_error": ""}
     # Staff may set capacity by hand; what the host reports fills in what was left empty.
     if not host.cores and facts.get("cores"):
@@ -81,3 +94,43 @@ register_workflow("host.check", [Step("probe", _probe_host)], on_failure=_probe_
 def do_check_host(actor, host: Host):
     audit.record(actor, "host.check", target=host)
     return start_operation("host.check", target=host, host=host, created_by=actor)
+
+
+# --- returning a fenced host to service (staff) ----------------------------------------------
+
+def _lift_storage_fence(operation):
+    """Lift the Ceph blocklist of a fenced host (from the host itself: blocklisting refuses its
+    data path, not its monitor commands), then let it run guests again."""
+    from agents import liveness
+
+    host = Host.objects.get(id=operation.host_id)
+    if host.liveness != HostLiveness.FENCED:
+        return {"skipped": f"host is {host.liveness}"}
+    entries = []
+    if host.storage_fenced_address:
+        with host_errors_as_step_errors():
+            answer = agent_for(host, even_if_silent=True).call(
+                "ceph-blocklist", liveness.ceph_blocklist_spec(host.storage_fenced_address, "rm"), timeout=60)
+        if answer.get("listed"):
+            raise TransientStepError(f"{host.storage_fenced_address} is still in Ceph's blocklist")
+        entries.append(liveness.fence_log_entry("storage lifted", True,
+                                                f"ceph osd blocklist rm {host.storage_fenced_address}"))
+    with transaction.atomic():
+        updated = Host.objects.filter(pk=host.pk, liveness=HostLiveness.FENCED).update(
+            liveness=HostLiveness.ALIVE, liveness_since=timezone.now(), fenced_at=None, storage_fenced_address="")
+        if entries:
+            liveness.append_fence_log(host, *entries)
+    if updated:
+        host.refresh_from_db()
+        liveness.hooks.host_returned(host, True)
+    return {"returned": bool(updated)}
+
+
+register_workflow("host.return", [Step("lift_fence", _lift_storage_fence)])
+
+
+@transaction.atomic
+def do_return_host(actor, host: Host):
+    """Staff bring a fenced host back: lift its Ceph blocklist, then its local VMs start in place."""
+    audit.record(actor, "host.return", target=host)
+    return start_operation("host.return", target=host, host=host, created_by=actor)

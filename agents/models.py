@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from agents.choices import HostStatus, HostTransport, OperationState
+from agents.choices import HostLiveness, HostStatus, HostTransport, OperationState
 from agents.validators import validate_absolute_path, validate_host_name, validate_ifname
 
 
@@ -38,6 +38,23 @@ class Host(models.Model):
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     facts = models.JSONField(default=dict, blank=True, help_text="What the host said of itself at its last check")
+    # High availability (agents/liveness.py): the watcher's view, and how a failed host is fenced.
+    liveness = models.CharField(max_length=12, choices=HostLiveness.choices, default=HostLiveness.ALIVE)
+    liveness_since = models.DateTimeField(null=True, blank=True)
+    fenced_at = models.DateTimeField(null=True, blank=True)
+    # Set while the host's Ceph client address is blocklisted: staff lift it when they return the host.
+    storage_fenced_address = models.CharField(max_length=100, blank=True)
+    fence_log = models.JSONField(default=list, blank=True, help_text="What each fence step did, newest last")
+    ceph_client_address = models.CharField(
+        max_length=100, blank=True,
+        help_text="The address this host's Ceph clients use (blocklisted to fence it); empty: its underlay address",
+    )
+    power_fence_command = models.JSONField(
+        default=list, blank=True,
+        help_text='Optional power fence, run by the control plane as an argument list, e.g. '
+                  '["ipmitool", "-H", "bmc1", "-U", "admin", "-f", "/etc/uncloud/bmc1.pw", "power", "off"]; '
+                  "exit status 0 counts as fenced.",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -100,3 +117,20 @@ class Operation(models.Model):
         if self.state == OperationState.SUCCEEDED:
             return 100
         return int(100 * self.steps_done / self.steps_total) if self.steps_total else 0
+
+
+class Alarm(models.Model):
+    """Something staff must look at that the control plane will not fix by itself (e.g. most hosts
+    silent at once: a switch or the control plane's own network, so nothing is evacuated)."""
+
+    kind = models.CharField(max_length=64, db_index=True)
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    raised = models.DateTimeField(auto_now_add=True)
+    cleared = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised", "-id"]
+
+    def __str__(self):
+        return f"{self.kind}: {self.message[:80]}"

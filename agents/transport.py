@@ -82,16 +82,23 @@ class LineStream:
     def __init__(self):
         self._buffer = bytearray()
 
-    def request(self, line: bytes, timeout: float) -> bytes:
+    def request(self, line: bytes, timeout: float, give_up=None) -> bytes:
+        """give_up(): a reason to stop waiting (the host went silent), checked about once a second."""
         try:
             self._send(line)
         except (OSError, EOFError, paramiko.SSHException) as error:
             raise StreamClosed(f"{self.name}: cannot send: {error}", self._stderr()) from None
         deadline = time.monotonic() + timeout
+        next_check = time.monotonic() + 1.0
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportError(f"{self.name}: no answer within {timeout:.0f} s")
+            if give_up is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                reason = give_up()
+                if reason:
+                    raise TransportError(f"{self.name}: gave up waiting: {reason}")
             try:
                 chunk = self._receive(min(remaining, 1.0))
             except (OSError, EOFError, paramiko.SSHException) as error:

@@ -14,10 +14,15 @@ live in the host's pool instead (images/rbd.py).
 import re
 import secrets
 
+from django.conf import settings
+
 from agents.hostagent import HostAgent, HostError
 from images.choices import DiskRole, DiskStatus, StorageBackend
 from images.models import Disk, Image
 
+# Checksumming a copied image of many GiB takes a while; every other disk call (an overlay, a grow)
+# is bounded by UNCLOUD_HOST_CALL_TIMEOUT. Either ends at once when the host stops answering
+# its heartbeats (agents.hosts.agent_for).
 IMAGE_COPY_TIMEOUT_S = 3600
 _HOSTNAME_INVALID = re.compile(r"[^a-z0-9-]+")
 
@@ -106,12 +111,12 @@ def ensure_disk(agent: HostAgent, disk: Disk, host_id: int | None = None) -> dic
         return rbd.ensure_disk(agent, disk)
     spec = local_disk_spec(disk, host_id)
     try:
-        answer = agent.call("disk-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
+        answer = agent.call("disk-ensure", spec, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
     except HostError as error:
         if not base_image_missing(error, spec):
             raise
         ensure_base_image(agent, disk.image)
-        answer = agent.call("disk-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
+        answer = agent.call("disk-ensure", spec, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
     return record_local_disk(disk, answer, host_id)
 
 
@@ -149,13 +154,13 @@ def ensure_vm_disks(agent: HostAgent, vm) -> list[dict]:
     specs = [local_disk_spec(disk, vm.host_id) for disk in local]
     calls = [("disk-ensure", spec) for spec in specs] + [("vm-metadata", metadata_spec(vm))]
     try:
-        results = agent.call_batch(calls, timeout=IMAGE_COPY_TIMEOUT_S)
+        results = agent.call_batch(calls, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
     except HostError as error:
         index = error.extra.get("batch_index")
         if index is None or index >= len(local) or not base_image_missing(error, specs[index]):
             raise
         ensure_base_image(agent, local[index].image)
-        results = agent.call_batch(calls, timeout=IMAGE_COPY_TIMEOUT_S)
+        results = agent.call_batch(calls, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
     answers = dict(zip((disk.pk for disk in local), results, strict=False))
     entries = []
     for disk in disks:

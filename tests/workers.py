@@ -1,6 +1,6 @@
 """Real Celery workers (and beat) for tests, on the test database and a queue of their own.
 
-`celery_processes(broker_url=None, **settings)` starts workers/beat with extra UNCLOUD_* settings
+`celery_processes(broker_url=None, **settings)` starts workers/beat (and the host watcher) with extra UNCLOUD_* settings
 in their environment; they are stopped after the test. Loaded by the root conftest.
 """
 
@@ -47,14 +47,21 @@ class CeleryProcesses:
         self.logs: list[Path] = []
 
     def _start(self, kind: str, argv: list[str]) -> subprocess.Popen:
+        return self._spawn(kind, [sys.executable, "-m", "celery", "-A", "uncloud_project", *argv])
+
+    def _spawn(self, kind: str, argv: list[str]) -> subprocess.Popen:
         log_path = self.tmp_path / f"{kind}-{len(self.logs)}.log"
         self.logs.append(log_path)
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "uncloud_project", *argv], cwd=BASE_DIR, env=self.env,
-            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            argv, cwd=BASE_DIR, env=self.env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
+
+    def watcher(self) -> subprocess.Popen:
+        """The heartbeat watcher (`manage.py watch_hosts`) on the same database and settings."""
+        return self._spawn("watcher", [sys.executable, "manage.py", "watch_hosts", "--loglevel=INFO"])
 
     def worker(self, concurrency: int = 1) -> subprocess.Popen:
         return self._start("worker", [

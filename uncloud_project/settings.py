@@ -394,3 +394,27 @@ UNCLOUD_MIGRATION_TIMEOUT = envint("UNCLOUD_MIGRATION_TIMEOUT", 240)
 # Concurrent migrations per host, leaving and arriving (Nova: 1; KubeVirt: 2 outbound per node).
 UNCLOUD_MIGRATION_MAX_OUTGOING = envint("UNCLOUD_MIGRATION_MAX_OUTGOING", 2)
 UNCLOUD_MIGRATION_MAX_INCOMING = envint("UNCLOUD_MIGRATION_MAX_INCOMING", 2)
+
+# High availability (`manage.py watch_hosts`, agents/liveness.py). Every host gets a heartbeat this
+# often (ms) over its open connection; a call may take this long (ms) before it counts as missed.
+UNCLOUD_HEARTBEAT_INTERVAL_MS = envint("UNCLOUD_HEARTBEAT_INTERVAL_MS", 1000)
+UNCLOUD_HEARTBEAT_CALL_TIMEOUT_MS = envint("UNCLOUD_HEARTBEAT_CALL_TIMEOUT_MS", 2000)
+# Silent this long (ms): suspect, and its peers are asked whether they still reach it.
+UNCLOUD_HEARTBEAT_SUSPECT_AFTER_MS = envint("UNCLOUD_HEARTBEAT_SUSPECT_AFTER_MS", 3000)
+# A host's guard kills its guests when it has not heard a heartbeat for this long (and is the one
+# cut off); the control plane counts a host as fenced this much later (lease + margin).
+UNCLOUD_FENCE_LEASE_SECONDS = envint("UNCLOUD_FENCE_LEASE_SECONDS", 15)
+UNCLOUD_FENCE_MARGIN_SECONDS = envint("UNCLOUD_FENCE_MARGIN_SECONDS", 5)
+# The guard listens on the host's underlay address at this port (peers ask it for a second opinion).
+UNCLOUD_HA_GUARD_PORT = envint("UNCLOUD_HA_GUARD_PORT", 7411)
+# More than this share (percent) of hosts silent at once: a switch or the control plane failed,
+# not the hosts; nothing is evacuated and an alarm is raised.
+UNCLOUD_HA_MASS_FAILURE_PERCENT = envint("UNCLOUD_HA_MASS_FAILURE_PERCENT", 50)
+# Blocklist a failed host's Ceph client address before its RBD VMs start elsewhere.
+UNCLOUD_HA_CEPH_FENCE = envbool("UNCLOUD_HA_CEPH_FENCE", True)
+# A power fence command (Host.power_fence_command) may take this long.
+UNCLOUD_POWER_FENCE_TIMEOUT = envint("UNCLOUD_POWER_FENCE_TIMEOUT", 60)
+# A host call (disks, VMs) ends after this long (seconds), and at once when the host goes silent.
+UNCLOUD_HOST_CALL_TIMEOUT = envint("UNCLOUD_HOST_CALL_TIMEOUT", 120)
+# A VM that failed to start this many times in a row on one host is moved (RBD) or left stopped.
+UNCLOUD_START_FAILURES_BEFORE_GIVING_UP = envint("UNCLOUD_START_FAILURES_BEFORE_GIVING_UP", 3)

@@ -11,9 +11,11 @@ from django.utils import timezone
 from accounts import audit
 from accounts.api.exceptions import Conflict, Unprocessable
 from accounts.quotas import Usage, check_quota, lock_project
+from agents.choices import HostLiveness
+from agents.models import Host
 from agents.operations import active_operation, cancel, start_operation
 from images.actions import do_set_root_image
-from images.choices import DiskRole, ImageStatus
+from images.choices import DiskRole, ImageStatus, StorageBackend
 from images.models import Disk
 from networks.allocation import create_nic_row
 from networks.models import IPv4Address, Network
@@ -192,10 +194,31 @@ def do_start_vm(actor, vm: VM):
     return start_operation("vm.start", project=vm.project, target=vm, host=vm.host, created_by=actor)
 
 
+def _host_is_down(vm: VM) -> bool:
+    """Its host failed (or it waits to be restarted elsewhere): a stop or delete cannot reach the
+    host, and completes at once instead (the host cleans up when it is back)."""
+    if vm.host_id is None:
+        return vm.status == VMStatus.HOST_DOWN  # waiting to be restarted elsewhere
+    return vm.host.liveness in (HostLiveness.PARTITIONED, HostLiveness.DEAD, HostLiveness.FENCED)
+
+
+def _cancel_host_failure_work(vm: VM, reason: str) -> None:
+    operation = active_operation(vm.uuid)
+    if operation is not None:
+        cancel(operation, reason)
+
+
 @transaction.atomic
 def do_stop_vm(actor, vm: VM, *, hard: bool = False):
     """ACPI powerdown, then a hard stop after UNCLOUD_VM_STOP_TIMEOUT (hard=True: at once)."""
     vm = _locked(vm)
+    if _host_is_down(vm) and vm.status != VMStatus.STOPPED:
+        _cancel_host_failure_work(vm, "The VM was stopped while its host was down.")
+        VM.objects.filter(pk=vm.pk).update(
+            desired_state=DesiredState.STOPPED, status=VMStatus.STOPPED,
+            status_message="Stopped while its host was down; the host stops any copy left when it is back.")
+        audit.record(actor, "vm.stop", project=vm.project, target=vm, host_down=True)
+        return None
     if _cancel_waiting(vm, "The VM was stopped before it got a host."):
         VM.objects.filter(pk=vm.pk).update(desired_state=DesiredState.STOPPED, status=VMStatus.STOPPED,
                                            status_message="")
@@ -249,6 +272,8 @@ def do_delete_vm(actor, vm: VM):
     if vm.status == VMStatus.DELETED:
         return None
     _cancel_waiting(vm, "The VM was deleted before it got a host.")
+    if _host_is_down(vm):
+        return _delete_vm_of_a_down_host(actor, vm)
     _refuse_if_busy(vm)
     audit.record(actor, "vm.delete", project=vm.project, target=vm, name=vm.name)
     signals.vm_deleted.send(sender=VM, vm=vm)
@@ -315,3 +340,31 @@ def do_migrate_vm(actor, vm: VM, *, destination=None, live: bool = True, bandwid
     return start_operation("vm.migrate", project=vm.project, target=vm, host=vm.host, created_by=actor,
                            payload={"destination": destination.name if destination else None, "live": True,
                                     "bandwidth_mib": bandwidth_mib})
+
+
+def _delete_vm_of_a_down_host(actor, vm: VM):
+    """Forget the VM at once (its quota and addresses are free now); what its host still holds (a
+    copy it could not stop, its disks and config drive) goes in a vm.cleanup operation that waits
+    until the host is back. Returns that operation (None when the VM has no host any more)."""
+    _cancel_host_failure_work(vm, "The VM was deleted while its host was down.")
+    audit.record(actor, "vm.delete", project=vm.project, target=vm, name=vm.name, host_down=True)
+    signals.vm_deleted.send(sender=VM, vm=vm)
+    host = vm.host
+    calls = [("vm-down", {"uuid": str(vm.uuid), "hard": True, "purge": True, "timeout_s": 5})]
+    disks = list(Disk.objects.filter(vm=vm).order_by("id"))
+    for disk in disks:
+        if disk.storage == StorageBackend.RBD:
+            from images import rbd
+
+            calls.append(("rbd-disk-delete", {**rbd.pool_spec(), "disk": rbd.disk_name(disk)}))
+        elif host is not None:
+            calls.append(("disk-delete", {"disk_uuid": str(disk.uuid)}))
+    calls.append(("vm-metadata-delete", {"uuid": str(vm.uuid)}))
+    if host is None and any(disk.storage == StorageBackend.RBD for disk in disks):
+        # Waiting to be restarted elsewhere: its Ceph disks can go from any host that answers.
+        host = Host.objects.filter(liveness=HostLiveness.ALIVE).order_by("id").first()
+    forget_vm_rows(vm)
+    if host is None:
+        return None
+    return start_operation("vm.cleanup", project=vm.project, target=vm, host=host, created_by=actor,
+                           payload={"calls": calls})

@@ -6,4 +6,6 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines"
 
     def ready(self):
-        from vms import drain, migration, workflows  # noqa: F401  (registers the VM workflows with the engine)
+        from vms import drain, failover, migration, workflows  # noqa: F401  (registers the VM workflows)
+
+        failover.install()  # what the heartbeat watcher (agents/liveness.py) does to VMs of a failed host

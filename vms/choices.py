@@ -21,6 +21,8 @@ class VMStatus(models.TextChoices):
     DELETING = "deleting", "Deleting"
     DELETED = "deleted", "Deleted"
     ERROR = "error", "Error"
+    # Its host failed (vms/failover.py): being restarted elsewhere, or waiting for the host (local disks).
+    HOST_DOWN = "host_down", "Host failure"
 
 
 # What the customer may ask for in each status (anything else is a 409 with the reason).

@@ -50,6 +50,9 @@ class VM(models.Model):
     state_before_suspension = models.CharField(max_length=10, choices=DesiredState.choices, blank=True)
     # How often the reconciler found it not running when it should have been, and restarted it.
     restart_count = models.PositiveIntegerField(default=0)
+    # Raised by every placement for a start (create, start, evacuate): the host-side vm-up carries
+    # it, a host refuses an older one and kills a running copy that a newer start outlived.
+    generation = models.PositiveBigIntegerField(default=0)
     # A retried create with the same key returns the same VM instead of making a second one.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     # sha256 of the create request the key came with: the same key with another request is refused (422).

@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts import audit
-from agents.choices import TERMINAL_OPERATION_STATES, HostStatus
+from agents.choices import TERMINAL_OPERATION_STATES, HostLiveness, HostStatus, OperationState
 from agents.hostagent import HostError
 from agents.hosts import agent_for
 from agents.models import Host, Operation
@@ -47,6 +47,11 @@ class Drift:
 
 def reconcile_host(host: Host) -> Drift:
     drift = Drift(host=host.name)
+    if host.liveness != HostLiveness.ALIVE:
+        # The heartbeat watcher owns a host it does not hear (vms/failover.py): no worker waits
+        # for a host that does not answer.
+        drift.error = f"host is {host.liveness}: left to the heartbeat watcher"
+        return drift
     taken = timezone.now()
     try:
         inventory = agent_for(host).call("inventory", timeout=60)
@@ -68,6 +73,9 @@ def reconcile_host(host: Host) -> Drift:
             continue
         is_running = str(vm.uuid) in running
         if vm.desired_state == DesiredState.RUNNING and not is_running:
+            if _start_keeps_failing(vm, host):
+                drift.marked[str(vm.uuid)] = _give_up_on_host(vm, host)
+                continue
             _restart(vm)
             drift.restarted.append(str(vm.uuid))
         elif vm.desired_state == DesiredState.STOPPED and is_running:
@@ -113,6 +121,42 @@ def _host_unreachable(host: Host, error: str) -> None:
     if host.status == HostStatus.ENABLED and (host.last_heartbeat is None or host.last_heartbeat < limit):
         if Host.objects.filter(pk=host.pk, status=HostStatus.ENABLED).update(status=HostStatus.DOWN):
             audit.record(None, "host.down", target=host, error=error[:500])
+
+
+START_KINDS = ("vm.create", "vm.start", "vm.evacuate")
+
+
+def _start_keeps_failing(vm: VM, host: Host) -> bool:
+    """Its last few starts on this host all failed (a full disk, a broken image): restarting it
+    there every tick would only loop."""
+    limit = settings.UNCLOUD_START_FAILURES_BEFORE_GIVING_UP
+    states = list(Operation.objects.filter(target_uuid=vm.uuid, kind__in=START_KINDS, host=host)
+                  .order_by("-created", "-id").values_list("state", flat=True)[:limit])
+    return len(states) == limit and all(state == OperationState.FAILED for state in states)
+
+
+@transaction.atomic
+def _give_up_on_host(vm: VM, host: Host) -> str:
+    """Move the VM when its disks allow (Ceph), else leave it in error with the reason: no loop."""
+    from vms.failover import storage_can_move
+
+    limit = settings.UNCLOUD_START_FAILURES_BEFORE_GIVING_UP
+    last = Operation.objects.filter(target_uuid=vm.uuid, kind__in=START_KINDS, host=host).order_by(
+        "-created", "-id").first()
+    reason = (last.error if last else "")[:500]
+    if storage_can_move(vm) and not vm.suspended_reason:
+        VM.objects.filter(pk=vm.pk).update(host=None, status=VMStatus.STARTING, status_message=(
+            f"Failed to start {limit} times in a row on its host ({reason}); starting it on another host."))
+        audit.record(None, "vm.moved_after_start_failures", project=vm.project, target=vm, host=host.name)
+        start_operation("vm.start", project=vm.project, target=vm, payload={"by": "reconciler",
+                                                                            "avoid_hosts": [host.id]})
+        return VMStatus.STARTING
+    message = (f"Failed to start {limit} times in a row on its host and not retried automatically (its disk "
+               f"lives there). Last error: {reason}. Start it again once the cause is fixed.")
+    if vm.status != VMStatus.ERROR or vm.status_message != message:
+        VM.objects.filter(pk=vm.pk).update(status=VMStatus.ERROR, status_message=message)
+        audit.record(None, "vm.restart_given_up", project=vm.project, target=vm, host=host.name)
+    return VMStatus.ERROR
 
 
 @transaction.atomic

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from agents.choices import HostStatus
+from agents.choices import HostLiveness, HostStatus
 from agents.models import Host
 from images.models import Disk
 from vms.choices import DesiredState, SchedulerStrategy, VMStatus
@@ -77,7 +77,9 @@ def rooms(hosts: list[Host]) -> list[HostRoom]:
 
 def candidate_hosts():
     fresh = timezone.now() - timedelta(seconds=settings.UNCLOUD_HOST_HEARTBEAT_TIMEOUT)
-    return Host.objects.filter(status=HostStatus.ENABLED, last_heartbeat__gte=fresh).order_by("id")
+    # A host the heartbeat watcher does not hear (suspect, cut off, dead, fenced) gets nothing new.
+    return Host.objects.filter(status=HostStatus.ENABLED, last_heartbeat__gte=fresh,
+                               liveness=HostLiveness.ALIVE).order_by("id")
 
 
 def choose(candidates: list[HostRoom], memory_mib: int) -> HostRoom:
@@ -86,10 +88,12 @@ def choose(candidates: list[HostRoom], memory_mib: int) -> HostRoom:
     return max(candidates, key=lambda room: (room.free_memory_mib - memory_mib, -room.host.id))
 
 
-def place(vm: VM) -> Host | None:
-    """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now."""
+def place(vm: VM, avoid_host_ids=()) -> Host | None:
+    """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now.
+    avoid_host_ids: hosts it must not go to (it failed to start there again and again)."""
     with transaction.atomic():
-        hosts = [host for host in candidate_hosts().select_for_update() if not lacks_what_vms_need(host)]
+        hosts = [host for host in candidate_hosts().exclude(id__in=list(avoid_host_ids)).select_for_update()
+                 if not lacks_what_vms_need(host)]
         vm = VM.objects.select_for_update().get(pk=vm.pk)
         if vm.host_id is not None:
             return vm.host

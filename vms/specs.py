@@ -15,6 +15,7 @@ def vm_up_spec(vm: VM, disks: list[dict]) -> dict:
         "memory_mib": vm.memory_mib,
         "disks": disks,
         "nics": [nic_spec(nic, ingress) for nic in vm.nics.select_related("network").order_by("index")],
+        "generation": vm.generation,
     }
     if settings.UNCLOUD_VM_ACCEL != "auto":
         spec["accel"] = settings.UNCLOUD_VM_ACCEL

@@ -15,6 +15,8 @@ in "error" with the reason, so no VM stays "building".
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from accounts.units import format_mib
 from agents.hosts import agent_for, call_host, host_errors_as_step_errors
@@ -30,7 +32,8 @@ from vms.choices import DesiredState, VMStatus
 from vms.models import VM
 from vms.specs import vm_up_spec
 
-CAPACITY_KINDS = ["vm.create", "vm.start"]
+# Operations that may wait for room (or for a host to return) and are woken when some appears.
+CAPACITY_KINDS = ["vm.create", "vm.start", "vm.evacuate"]
 
 
 def vm_of(operation) -> VM:
@@ -56,7 +59,7 @@ def set_status(vm: VM, status: str, message: str = "") -> None:
 def step_place(operation):
     vm = vm_of(operation)
     try:
-        host = vm.host or scheduler.place(vm)
+        host = vm.host or scheduler.place(vm, avoid_host_ids=operation.payload.get("avoid_hosts", ()))
     except scheduler.NotWanted as reason:
         raise PermanentStepError(str(reason)) from None
     if host is None:
@@ -66,7 +69,13 @@ def step_place(operation):
         set_status(vm, VMStatus.WAITING_FOR_CAPACITY, message)
         raise StepWaiting(message)
     Operation.objects.filter(pk=operation.pk).update(host=host)
-    set_status(vm, VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING)
+    # A new start generation: a copy started by an earlier one (on a host that failed, or by a
+    # worker that lost its lease) is refused or killed by the host.
+    VM.objects.filter(pk=vm.pk).update(generation=F("generation") + 1)
+    if operation.kind == "vm.evacuate":
+        set_status(vm, VMStatus.STARTING, "Host failure: restarting it on another host.")
+    else:
+        set_status(vm, VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING)
     return {"host": host.name}
 
 
@@ -237,3 +246,39 @@ register_workflow(
      Step("release_networks", only_when(False, step_release_networks))],
     on_success=rebuilt, on_failure=failed,
 )
+
+
+# --- host failure (vms/failover.py) ----------------------------------------------------------
+#     vm.evacuate   place (another host) -> disks -> boot      an RBD VM whose host was fenced
+#     vm.cleanup    the host-side remains of a VM deleted while its host was down, once it is back
+
+def evacuated(operation):
+    vm = VM.objects.filter(uuid=operation.target_uuid).first()
+    if vm is not None:
+        set_status(vm, VMStatus.RUNNING,
+                   f"Host failure: restarted on another host at {timezone.now():%Y-%m-%d %H:%M} UTC.")
+
+
+register_workflow(
+    "vm.evacuate",
+    [Step("place", step_place), Step("disks", step_disks), Step("boot", step_networks_and_boot)],
+    on_success=evacuated, on_failure=failed,
+)
+
+
+def step_cleanup_on_host(operation):
+    from agents.choices import HostLiveness
+    from agents.models import Host
+
+    host = Host.objects.filter(pk=operation.host_id).first()
+    if host is None:
+        return {"skipped": "the host is gone"}
+    if host.liveness != HostLiveness.ALIVE:
+        raise StepWaiting(f"The VM is deleted; its host {host.name} cleans up its remains when it is back.")
+    with host_errors_as_step_errors():
+        agent_for(host).call_batch([(verb, spec) for verb, spec in operation.payload["calls"]],
+                                   timeout=settings.UNCLOUD_VM_STOP_TIMEOUT + 60)
+    return {"cleaned": len(operation.payload["calls"])}
+
+
+register_workflow("vm.cleanup", [Step("cleanup", step_cleanup_on_host)])

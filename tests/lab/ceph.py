@@ -44,6 +44,10 @@ class CephCluster:
     directory: Path
     netns: str
     fsid: str = ""
+    # Reachable from a lab's hosts: (the lab's switch namespace, this cluster's underlay address).
+    # Then the mon and OSD listen on that address and each host is a Ceph client with its own
+    # underlay address (what a storage fence blocklists); otherwise everything is on 127.0.0.1.
+    underlay: tuple[str, str] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -68,9 +72,33 @@ class CephCluster:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def mon_address(self) -> str:
+        return f"[{self.underlay[1]}]" if self.underlay else "127.0.0.1"
+
+    def _attach_to_underlay(self) -> None:
+        switch_netns, address = self.underlay
+        port = f"ceph{self.netns[-6:]}"[:15]
+        subprocess.run(["ip", "link", "add", "ceph0", "netns", self.netns, "type", "veth", "peer", "name", port,
+                        "netns", switch_netns], check=True)
+        subprocess.run(["ip", "-n", switch_netns, "link", "set", port, "master", "switch", "up"], check=True)
+        subprocess.run(["ip", "-n", self.netns, "-6", "addr", "add", f"{address}/64", "dev", "ceph0", "nodad"],
+                       check=True)
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "ceph0", "up"], check=True)
+
+    def client_conf(self) -> str:
+        """A ceph.conf for clients elsewhere (the lab's hosts): where the mon is and the admin key."""
+        return (f"[global]\nfsid = {self.fsid}\nmon host = v2:{self.mon_address}:3300/0\n"
+                f"ms bind ipv6 = {'true' if self.underlay else 'false'}\n"
+                f"[client]\nkeyring = {self.conf.parent / 'client.admin.keyring'}\n")
+
     def up(self) -> CephCluster:
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
+        if self.underlay:
+            self._attach_to_underlay()
+        network = "fd00:1::/64" if self.underlay else "127.0.0.0/8"
+        ipv6 = "ms bind ipv6 = true\nms bind ipv4 = false\n" if self.underlay else ""
         ceph_dir = self.conf.parent
         for sub in (ceph_dir, self.directory / "run", self.directory / "log", self.directory / "mon",
                     self.directory / "osd"):
@@ -79,10 +107,10 @@ class CephCluster:
         work = self.directory
         self.conf.write_text(f"""[global]
 fsid = {self.fsid}
-mon host = v2:127.0.0.1:3300/0
+mon host = v2:{self.mon_address}:3300/0
 mon initial members = a
-public network = 127.0.0.0/8
-auth cluster required = cephx
+public network = {network}
+{ipv6}auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
 run dir = {work}/run
@@ -117,7 +145,8 @@ keyring = {ceph_dir}/client.admin.keyring
               "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
         _run(["ceph-authtool", str(mon_keyring), "--import-keyring", str(admin_keyring)])
         monmap = work / "monmap"
-        _run(["monmaptool", "--create", "--addv", "a", "[v2:127.0.0.1:3300]", "--fsid", self.fsid, str(monmap)])
+        _run(["monmaptool", "--create", "--addv", "a", f"[v2:{self.mon_address}:3300]", "--fsid", self.fsid,
+              str(monmap)])
         self.run(["ceph-mon", "--conf", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap),
                   "--keyring", str(mon_keyring)])
         self.run(["ceph-mon", "--conf", str(self.conf), "-i", "a"])
@@ -214,3 +243,16 @@ def ceph_cluster():
         yield cluster
     finally:
         cluster.down()
+
+
+def ceph_on_underlay(lab, address: str = "fd00:1::ce") -> CephCluster:
+    """A cluster of its own that the lab's hosts reach over their underlay (call .down() after)."""
+    token = secrets.token_hex(3)
+    directory = Path(f"/tmp/ucceph{token}")
+    directory.mkdir()
+    cluster = CephCluster(directory=directory, netns=f"ucceph{token}", underlay=(lab.switch_netns, address))
+    try:
+        return cluster.up()
+    except BaseException:
+        cluster.down()
+        raise

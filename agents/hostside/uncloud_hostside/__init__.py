@@ -23,4 +23,5 @@ argument list; no shell is ever involved. Where to find what:
     hostinfo   host-info                                 kvm       whether KVM really runs guests
     hostdown   host-down (everything of a state dir down)
     migration  live migration: vm-incoming, migrate-send, the SSH relay and tunnel between hosts
+    ha         heartbeat, the fence guard, peer-probe, start generations, ceph-blocklist
 """

@@ -69,6 +69,11 @@ def main():
         # The relay is sshd's forced command for a source host's migration key (destination side);
         # the tunnel is the source side's daemon. Neither reads a spec from stdin.
         return (migration_relay if argv[0] == "migration-relay" else migration_tunnel)(argv[1])
+    if len(argv) == 2 and argv[0] == "guard":  # the fence guard (ha.py), started by heartbeat
+        from .checks import check_state_dir
+        from .ha import run_guard
+
+        return run_guard(check_state_dir(argv[1]))
     if len(argv) != 1:
         write_answer({"ok": False, "error": bad_spec(
             f"usage: uncloud_hostside.py VERB < spec.json, or serve; verbs: {', '.join(VERBS)}"

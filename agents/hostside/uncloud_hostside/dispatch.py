@@ -5,6 +5,7 @@ import time
 
 from .checks import check_fields, check_list, check_state_dir
 from .errors import HostsideError, bad_spec
+from .ha import verb_ceph_blocklist, verb_heartbeat, verb_peer_probe
 from .hostdown import verb_host_down
 from .hostinfo import verb_host_info
 from .hotplug import verb_disk_attach, verb_disk_detach, verb_nic_attach, verb_nic_detach, verb_vm_firewall
@@ -111,6 +112,10 @@ VERBS = {
     "rbd-inventory": verb_rbd_inventory,
     # live migration (migration.py)
     **MIGRATION_VERBS,
+    # high availability (ha.py)
+    "heartbeat": verb_heartbeat,
+    "peer-probe": verb_peer_probe,
+    "ceph-blocklist": verb_ceph_blocklist,
 }
 
 

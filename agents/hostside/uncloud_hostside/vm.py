@@ -10,6 +10,7 @@ from .addressing import bridge_name
 from .checks import check_bool, check_fields, check_number, check_state_dir, check_uuid
 from .errors import HostsideError
 from .guests import running_qemu, vm_status
+from .ha import refuse_stale_start
 from .nft import apply_ruleset, load_port_states
 from .paths import port_state_path, ports_dir, vm_paths
 from .qmp import qmp_execute, qmp_run, qmp_status
@@ -194,7 +195,7 @@ def continue_guest(vm):
 
 def spec_for_disk(vm, accel):
     return {key: vm[key] for key in ("uuid", "name", "cores", "memory_mib", "disks", "nics",
-                                     "kernel", "initrd", "cmdline")} | {"accel": accel}
+                                     "kernel", "initrd", "cmdline", "generation")} | {"accel": accel}
 
 
 def remove_ports_of_failed_start(vm):
@@ -221,6 +222,7 @@ def verb_vm_up(spec):
     # start two; the host lock covers only ports, taps and rules, and the host's other verbs go
     # on while this qemu initialises.
     with file_lock(os.path.join(paths["dir"], "vm-up.lock"), f"another vm-up of {vm_uuid} runs"):
+        refuse_stale_start(state_dir, vm_uuid, vm["generation"])
         with host_lock(state_dir):
             require_networks_up(vm)
             pid = running_qemu(state_dir, vm_uuid)
@@ -228,6 +230,11 @@ def verb_vm_up(spec):
             already_running = pid is not None
             if not already_running:
                 write_json_file(paths["spec"], spec_for_disk(vm, accel))
+            elif vm["generation"] is not None:
+                # The same guest, now owned by a newer start: it is no stale copy.
+                recorded = read_json_file(paths["spec"]) or {}
+                if (recorded.get("generation") or 0) < vm["generation"]:
+                    write_json_file(paths["spec"], {**recorded, "generation": vm["generation"]})
             # Port files, taps, then qemu paused while the rules go in; `cont` only after both, so
             # the guest's first frame already meets its guard.
             record_ports(vm)
@@ -309,7 +316,12 @@ def verb_vm_down(spec):
     require_binaries("ip", "nft")
     ensure_directory(state_dir)
     # Waiting for the guest happens outside the host lock so other verbs are not held up.
-    stopped_by = shut_down_qemu(state_dir, vm_uuid, timeout_s, hard, discard=purge)
+    # A Ceph disk outlives its VM's qemu by a watch that only a clean close ends (a SIGKILLed qemu
+    # leaves it for the OSD's 30 s watch timeout, and `rbd rm` refuses the image until then): a
+    # VM with rbd disks gets SIGTERM even when it is being deleted.
+    recorded = read_json_file(vm_paths(state_dir, vm_uuid)["spec"]) or {}
+    on_ceph = any(str(disk.get("path", "")).startswith("rbd:") for disk in recorded.get("disks", []))
+    stopped_by = shut_down_qemu(state_dir, vm_uuid, timeout_s, hard, discard=purge and not on_ceph)
     changes = []
     with host_lock(state_dir):
         for tap in vm_taps(state_dir, vm_uuid):

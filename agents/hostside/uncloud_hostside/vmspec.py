@@ -33,6 +33,8 @@ from .rbd import parse_rbd_disk
 from .state import read_json_file
 from .system import QEMU_BINARY
 
+MAX_GENERATION = 2**62
+
 # Every NIC sits on a PCIe root port of its own, and spare ports wait for disks, so both can be
 # plugged into and out of a running guest (q35's root bus pcie.0 takes no hot-plug).
 MAX_NICS = 8
@@ -79,7 +81,7 @@ def parse_nic(nic, index, vm_uuid, state_dir):
 
 def parse_vm_up_spec(spec):
     check_fields(spec, ["state_dir", "uuid", "name", "cores", "memory_mib", "disks", "nics"],
-                 ["kernel", "initrd", "cmdline", "accel"])
+                 ["kernel", "initrd", "cmdline", "accel", "generation"])
     state_dir = check_state_dir(spec["state_dir"])
     vm_uuid = check_uuid(spec["uuid"])
     disks = check_list(spec["disks"], "disks", 16)
@@ -95,6 +97,9 @@ def parse_vm_up_spec(spec):
         "nics": [parse_nic(nic, index, vm_uuid, state_dir) for index, nic in enumerate(nics)],
         "kernel": None, "initrd": None, "cmdline": None,
         "accel": spec.get("accel", "auto"),
+        # The start's generation (HA, see ha.py): a host refuses an older one and kills a copy it outlived.
+        "generation": None if spec.get("generation") is None
+        else check_int(spec["generation"], "generation", 0, MAX_GENERATION),
     }
     for field in ("kernel", "initrd"):
         if spec.get(field) is not None:

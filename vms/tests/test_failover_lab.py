@@ -1,0 +1,339 @@
+"""Host failure end to end: the heartbeat watcher (`manage.py watch_hosts`), a real Celery worker and
+beat, lab hosts over SSH with their guards, faults injected from outside.
+
+- Partition (the control plane's TCP 22 dropped inside the host's namespace; underlay untouched):
+  the host fences itself (its qemu gone) before the control plane counts it as fenced, a create
+  that fits only the healthy host runs there meanwhile, and when the partition heals the local-disk
+  VM starts again in place, exactly once.
+- Every host cut off at once: an alarm, nothing fenced, the guests keep running.
+- Kill a host outright (every process of its namespace, its links down) while its VM's disk is in
+  a real Ceph cluster on the underlay: the host is dead (its peer cannot reach it either), its Ceph
+  client address is blocklisted, the VM runs on the other host exactly once, and the image never
+  has two watchers. Staff return the host: the blocklist is lifted.
+"""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from accounts.actions import do_set_quota
+from agents.choices import HostLiveness
+from agents.hosts import do_return_host
+from agents.models import Alarm, Host
+from images.choices import StorageBackend
+from images.models import Disk
+from tests.lab.ceph import POOL, ceph_on_underlay
+from tests.lab.ceph import unavailable_reason as ceph_unavailable
+from tests.lab.hosts import MANAGEMENT_DEVICE, UNDERLAY_DEVICE, processes_in_netns
+from tests.workers import wait_for
+from vms.actions import do_create_vm, do_delete_vm
+from vms.models import VM
+from vms.tests.lab_support import (
+    apply_lab_settings,
+    demo_image,
+    lab_settings,
+    operations_of,
+    public_network,
+    qemu_pids,
+    register_lab_hosts,
+    wait_for_status,
+)
+
+pytestmark = [pytest.mark.lab, pytest.mark.worker]
+
+PARTITION_TABLE = "uncloud_ha_partition"
+LEASE_S, MARGIN_S = 6, 2
+
+
+def ha_settings(lab, **extra):
+    return lab_settings(
+        lab, **extra, UNCLOUD_RECONCILE_INTERVAL=2, UNCLOUD_RESUME_INTERVAL=2, UNCLOUD_FENCE_LEASE_SECONDS=LEASE_S,
+        UNCLOUD_FENCE_MARGIN_SECONDS=MARGIN_S, UNCLOUD_HEARTBEAT_SUSPECT_AFTER_MS=3000,
+        UNCLOUD_HEARTBEAT_INTERVAL_MS=1000, UNCLOUD_HEARTBEAT_CALL_TIMEOUT_MS=2000,
+    )
+
+
+@pytest.fixture(autouse=True)
+def guards_stopped_after(lab):
+    """The session lab outlives this module: its hosts' guards and leases go with each test, so later
+    tests meet hosts as they were (a guard is a host's own process, found by its pid file)."""
+    yield
+    for lab_host in lab.hosts:
+        heal(lab_host)
+        ha_dir = Path(lab_host.state_dir) / "ha"
+        pid_file = ha_dir / "guard.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        for name in ("lease.json", "fenced.json", "guard.pid"):
+            (ha_dir / name).unlink(missing_ok=True)
+
+
+def cut_from_control_plane(lab_host) -> None:
+    """Drop the control plane's SSH inside the host's namespace; its underlay stays up."""
+    lab_host.run(["nft", "-f", "-"], input=f"""table inet {PARTITION_TABLE} {{
+  chain input {{ type filter hook input priority -10; policy accept;
+    iifname "{MANAGEMENT_DEVICE}" tcp dport 22 drop
+  }}
+}}
+""")
+
+
+def heal(lab_host) -> None:
+    lab_host.run(["nft", "delete", "table", "inet", PARTITION_TABLE], check=False)
+
+
+def lab_host_of(lab, host: Host):
+    return next(lab_host for lab_host in lab.hosts if lab_host.name == host.name)
+
+
+def liveness(host: Host) -> str:
+    return Host.objects.get(pk=host.pk).liveness
+
+
+def test_a_partitioned_host_fences_itself_first_and_its_vm_restarts_in_place(lab, celery_processes, settings,
+                                                                             alice, alice_project):
+    values = ha_settings(lab)
+    apply_lab_settings(settings, values)
+    hosts = register_lab_hosts(lab, memory_mib=1024)
+    public_network()
+    image = demo_image()
+    do_set_quota(None, alice_project, quota_vms=10)
+    processes = celery_processes(**values)
+    processes.worker()
+    processes.beat()
+    processes.watcher()
+
+    vm, _ = do_create_vm(alice, alice_project, name="local-1", cores=1, memory_mib=768, disk_mib=1024, image=image)
+    wait_for_status(vm, "running", processes, timeout=180)
+    vm.refresh_from_db()
+    failing = vm.host
+    healthy = next(host for host in hosts if host.pk != failing.pk)
+    (first_pid,) = qemu_pids(vm)
+    lab_host = lab_host_of(lab, failing)
+
+    cut_from_control_plane(lab_host)
+    try:
+        cut_at = time.monotonic()
+        wait_for(lambda: liveness(failing) == HostLiveness.PARTITIONED, timeout=30, log_paths=processes.logs,
+                 message=lambda: f"{failing.name} is {liveness(failing)}, not partitioned")
+        detected_s = time.monotonic() - cut_at
+        wait_for_status(vm, "host_down", processes, timeout=10)
+
+        # A create that fits only the healthy host (the failing one is full anyway) runs there
+        # while the failing host is cut off: nothing waits for the silent host.
+        other, _ = do_create_vm(alice, alice_project, name="elsewhere", cores=1, memory_mib=512, disk_mib=1024,
+                                image=image)
+
+        qemu_gone_at = fenced_at = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and fenced_at is None:
+            if qemu_gone_at is None and not qemu_pids(vm):
+                qemu_gone_at = time.monotonic()
+            if liveness(failing) == HostLiveness.FENCED:
+                fenced_at = time.monotonic()
+            time.sleep(0.1)
+        assert fenced_at is not None, f"{failing.name} never fenced: {Host.objects.get(pk=failing.pk).fence_log}"
+        assert qemu_gone_at is not None and qemu_gone_at <= fenced_at, "the control plane counted on a fence " \
+            "before the host's guard had killed its guest"
+        print(f"partition: detected in {detected_s:.1f} s, guest killed by its guard after "
+              f"{qemu_gone_at - cut_at:.1f} s, fenced after {fenced_at - cut_at:.1f} s")
+        steps = [entry["step"] for entry in Host.objects.get(pk=failing.pk).fence_log]
+        assert "second opinion" in steps and "lease" in steps
+
+        vm.refresh_from_db()
+        assert vm.status == "host_down" and "starts again there when the host is back" in vm.status_message
+        wait_for_status(other, "running", processes, timeout=180)
+        other.refresh_from_db()
+        assert other.host == healthy
+    finally:
+        heal(lab_host)
+
+    wait_for(lambda: liveness(failing) == HostLiveness.ALIVE, timeout=30, log_paths=processes.logs)
+    # The guard's report arrives with the first heartbeat after the partition.
+    wait_for(lambda: "guard" in [e["step"] for e in Host.objects.get(pk=failing.pk).fence_log], timeout=10)
+    wait_for_status(vm, "running", processes, timeout=180)
+    vm.refresh_from_db()
+    assert vm.host == failing and len(qemu_pids(vm)) == 1 and first_pid not in qemu_pids(vm)
+    assert ("vm.start", "succeeded") in [(kind, state) for kind, state, *_ in operations_of(vm)]
+
+    for each in (vm, other):
+        do_delete_vm(alice, each)
+    for each in (vm, other):
+        wait_for_status(each, "deleted", processes)
+
+
+def test_every_host_cut_off_at_once_raises_an_alarm_and_fences_nothing(lab, celery_processes, settings, alice,
+                                                                       alice_project):
+    values = ha_settings(lab)
+    apply_lab_settings(settings, values)
+    register_lab_hosts(lab)
+    public_network()
+    image = demo_image()
+    processes = celery_processes(**values)
+    processes.worker()
+    processes.beat()
+    processes.watcher()
+    vm, _ = do_create_vm(alice, alice_project, name="through-outage", cores=1, memory_mib=128, disk_mib=1024,
+                         image=image)
+    wait_for_status(vm, "running", processes, timeout=180)
+    (pid,) = qemu_pids(vm)
+    for lab_host in lab.hosts:
+        cut_from_control_plane(lab_host)
+    try:
+        wait_for(lambda: Alarm.objects.filter(kind="hosts_silent", cleared__isnull=True).exists(), timeout=30,
+                 log_paths=processes.logs, message="no alarm")
+        # Well past lease + margin: the guards hold (their peers miss the control plane too).
+        time.sleep(LEASE_S + MARGIN_S + 4)
+        assert qemu_pids(vm) == [pid]
+        assert set(Host.objects.values_list("liveness", flat=True)) == {HostLiveness.SUSPECT}
+        vm.refresh_from_db()
+        assert vm.status == "running" and not [op for op in operations_of(vm) if op[0] == "vm.evacuate"]
+    finally:
+        for lab_host in lab.hosts:
+            heal(lab_host)
+    wait_for(lambda: Alarm.objects.filter(kind="hosts_silent", cleared__isnull=False).exists(), timeout=30)
+    wait_for(lambda: set(Host.objects.values_list("liveness", flat=True)) == {HostLiveness.ALIVE}, timeout=30)
+    assert qemu_pids(vm) == [pid]
+    do_delete_vm(alice, VM.objects.get(pk=vm.pk))
+    wait_for_status(vm, "deleted", processes)
+
+
+@pytest.fixture
+def lab_ceph(lab):
+    """A Ceph cluster on the lab's underlay, and a client ceph.conf the hosts can use. The host-side
+    program takes a ceph.conf only below its state dir or /etc/ceph: lab hosts have separate state
+    dirs, so the file goes to /etc/ceph under a name of this cluster's own, removed afterwards."""
+    reason = ceph_unavailable()
+    if reason:
+        pytest.fail(f"Ceph is needed for this test: {reason}")
+    cluster = ceph_on_underlay(lab)
+    conf = Path(f"/etc/ceph/uncloud-lab-{cluster.netns}.conf")
+    try:
+        conf.parent.mkdir(exist_ok=True)
+        conf.write_text(cluster.client_conf())
+        yield cluster, conf
+    finally:
+        conf.unlink(missing_ok=True)
+        cluster.down()
+
+
+def create_ceph_vm(alice, project, name, image) -> VM:
+    """A VM whose root disk is in Ceph (set before the create operation is enqueued on commit)."""
+    with transaction.atomic():
+        vm, _ = do_create_vm(alice, project, name=name, cores=1, memory_mib=128, disk_mib=1024, image=image)
+        Disk.objects.filter(vm=vm).update(storage=StorageBackend.RBD)
+    return vm
+
+
+def kill_host(lab_host) -> None:
+    """Every process of the host's namespace (sshd, guard, qemu, ...) SIGKILLed, then its links down."""
+    for pid in processes_in_netns(lab_host.netns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for device in (UNDERLAY_DEVICE, MANAGEMENT_DEVICE):
+        lab_host.run(["ip", "link", "set", device, "down"])
+
+
+def revive_host(lab_host) -> None:
+    """Links up with their addresses again (a link going down drops its IPv6 addresses), then sshd."""
+    for device, address in ((UNDERLAY_DEVICE, lab_host.underlay_address), (MANAGEMENT_DEVICE, lab_host.ssh_address)):
+        lab_host.run(["ip", "-6", "addr", "replace", f"{address}/64", "dev", device, "nodad"])
+        lab_host.run(["ip", "link", "set", device, "up"])
+    lab_host.start_sshd()
+
+
+class WatcherCount:
+    """Polls `rbd status` of an image and keeps the most watchers (qemu holding it open) seen."""
+
+    def __init__(self, cluster, image):
+        self.cluster, self.image, self.most, self.samples = cluster, image, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import json
+        while not self.stop.is_set():
+            status = json.loads(self.cluster.rbd("status", "--format", "json", self.image) or "{}")
+            self.most = max(self.most, len(status.get("watchers", [])))
+            self.samples += 1
+            self.stop.wait(0.2)
+
+    def finish(self) -> int:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        return self.most
+
+
+def test_a_killed_host_s_ceph_vm_runs_on_another_host_exactly_once(lab, lab_ceph, celery_processes, settings,
+                                                                    alice, alice_project):
+    cluster, conf = lab_ceph
+    values = ha_settings(lab, UNCLOUD_RBD_CEPH_CONF=str(conf), UNCLOUD_RBD_POOL=POOL)
+    apply_lab_settings(settings, values)
+    hosts = register_lab_hosts(lab)
+    public_network()
+    image = demo_image()
+    processes = celery_processes(**values)
+    processes.worker()
+    processes.beat()
+    processes.watcher()
+
+    vm = create_ceph_vm(alice, alice_project, "ceph-1", image)
+    wait_for_status(vm, "running", processes, timeout=240)
+    vm.refresh_from_db()
+    victim = vm.host
+    survivor = next(host for host in hosts if host.pk != victim.pk)
+    root = Disk.objects.get(vm=vm)
+    watchers = WatcherCount(cluster, f"{POOL}/disk-{root.uuid}")
+    lab_host = lab_host_of(lab, victim)
+
+    kill_host(lab_host)
+    killed_at = time.monotonic()
+    try:
+        wait_for(lambda: liveness(victim) == HostLiveness.DEAD or liveness(victim) == HostLiveness.FENCED,
+                 timeout=30, log_paths=processes.logs, message=lambda: f"{victim.name} is {liveness(victim)}")
+        detected_s = time.monotonic() - killed_at
+        wait_for(lambda: liveness(victim) == HostLiveness.FENCED, timeout=30, log_paths=processes.logs)
+        fenced_s = time.monotonic() - killed_at
+        wait_for(lambda: VM.objects.get(pk=vm.pk).host_id == survivor.pk
+                 and VM.objects.get(pk=vm.pk).status == "running", timeout=180, log_paths=processes.logs,
+                 message=lambda: f"not running on {survivor.name}: {operations_of(vm)}")
+        running_s = time.monotonic() - killed_at
+        print(f"kill: dead after {detected_s:.1f} s, fenced after {fenced_s:.1f} s, "
+              f"running on {survivor.name} after {running_s:.1f} s")
+        time.sleep(2)  # a second copy, if any, would show up now
+        assert len(qemu_pids(vm)) == 1
+        assert watchers.finish() <= 1 and watchers.samples > 10
+        vm.refresh_from_db()
+        assert vm.status_message.startswith("Host failure: restarted on another host")
+        assert [op[:2] for op in operations_of(vm)][-1] == ("vm.evacuate", "succeeded")
+        fence_log = Host.objects.get(pk=victim.pk).fence_log
+        storage = [entry for entry in fence_log if entry["step"] == "storage"]
+        assert storage and storage[-1]["ok"], fence_log
+        assert victim.underlay_address in cluster.ceph("osd", "blocklist", "ls")
+    finally:
+        watchers.finish()
+        revive_host(lab_host)
+
+    # It answers again, but Ceph still refuses it: it stays fenced until staff return it.
+    wait_for(lambda: Host.objects.get(pk=victim.pk).last_heartbeat is not None and
+             time.monotonic() - killed_at > 0 and liveness(victim) == HostLiveness.FENCED, timeout=30)
+    time.sleep(3)
+    assert liveness(victim) == HostLiveness.FENCED
+    do_return_host(None, Host.objects.get(pk=victim.pk))
+    wait_for(lambda: liveness(victim) == HostLiveness.ALIVE, timeout=60, log_paths=processes.logs)
+    assert victim.underlay_address not in cluster.ceph("osd", "blocklist", "ls")
+    assert len(qemu_pids(vm)) == 1
+    do_delete_vm(alice, VM.objects.get(pk=vm.pk))
+    wait_for_status(vm, "deleted", processes)
+    assert f"disk-{root.uuid}" not in cluster.rbd_images()
