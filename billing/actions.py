@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.api.exceptions import Conflict
-from billing import ledger
+from billing import ledger, signals, stripe_payments
 from billing.choices import (
     UNPAID_BILL_STATES,
     BankEntryState,
@@ -272,9 +272,8 @@ def settle(account: BillingAccount, *, prefer_bill: Bill | None = None) -> list[
             paid.append(bill)
             audit.record(None, "bill.paid", target=bill, number=bill.number, total=str(bill.total))
     if paid:
-        from billing import dunning  # dunning imports vms; keep it out of module import time
-
-        transaction.on_commit(lambda: dunning.resume_if_settled(account.pk), robust=True)
+        # Dunning listens (it resumes what it suspended); it sits above actions and imports them.
+        transaction.on_commit(lambda: signals.bills_settled.send(sender=Bill, account_id=account.pk), robust=True)
     return paid
 
 
@@ -353,12 +352,12 @@ def do_redeem_coupon(actor, account: BillingAccount, code: str) -> Payment:
 def do_refund(actor, account: BillingAccount, amount: Decimal, *, via: str, note: str,
               payment: Payment | None = None) -> Refund:
     """Give money in the customer's favour back. Only what no bill has used can go back."""
-    from billing import stripe_payments
-
     account = BillingAccount.objects.select_for_update().get(pk=account.pk)
     amount = to_cents(amount)
     if amount <= 0:
         raise Conflict("A refund must be positive.")
+    if via not in (RefundVia.BANK_TRANSFER, RefundVia.CARD):
+        raise Conflict("Refunds go back by bank transfer or to the card.")
     available = ledger.available_credit(account)
     if amount > available:
         raise Conflict(f"Only {available} {account.currency} is unused in this account's favour.")
@@ -369,7 +368,13 @@ def do_refund(actor, account: BillingAccount, amount: Decimal, *, via: str, note
         refunded = sum((r.amount for r in payment.refunds.all()), Decimal("0.00"))
         if amount > payment.amount - refunded:
             raise Conflict(f"Only {payment.amount - refunded} of this payment is left to refund.")
-        stripe_refund_id = stripe_payments.refund_card_payment(payment, amount)
+        # The key makes a retried refund (a double click, a retry after a timeout) one refund at Stripe.
+        stripe_refund_id = stripe_payments.create_refund(
+            payment_intent=payment.stripe_payment_intent, amount=amount,
+            idempotency_key=f"refund-{payment.uuid}-{refunded}-{amount}")
+        existing = Refund.objects.filter(stripe_refund_id=stripe_refund_id).first()
+        if existing is not None:
+            return existing  # Stripe's webhook told us of this very refund first: booked already
     refund = Refund.objects.create(
         account=account, amount=amount, currency=account.currency, via=via, payment=payment,
         stripe_refund_id=stripe_refund_id, note=note[:300],
@@ -394,9 +399,7 @@ def do_cancel_bill(actor, bill: Bill, reason: str) -> Bill:
                                           for ledger_account, account, amount in ledger.bill_lines(bill)],
                 memo=f"Bill {bill.number} cancelled: {reason}", currency=bill.currency, bill=bill)
     audit.record(actor, "bill.cancel", target=bill, number=bill.number, reason=reason)
-    from billing import dunning
-
-    transaction.on_commit(lambda: dunning.resume_if_settled(bill.account_id), robust=True)
+    transaction.on_commit(lambda: signals.bills_settled.send(sender=Bill, account_id=bill.account_id), robust=True)
     return bill
 
 

@@ -6,10 +6,12 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and payments"
 
     def ready(self):
-        from billing import actions, checks  # noqa: F401  (checks registers billing's start-up checks)
+        from billing import actions, checks, dunning  # noqa: F401  (checks registers)
+        from billing import signals as billing_signals
         from vms import signals
         from vms.models import VM
 
+        billing_signals.bills_settled.connect(dunning.on_bills_settled, dispatch_uid="billing.resume_after_payment")
         # Orders are written in the VM's own transaction: no VM without its order, and back.
         signals.vm_created.connect(actions.on_vm_created, sender=VM, dispatch_uid="billing.vm_created")
         signals.vm_resized.connect(actions.on_vm_resized, sender=VM, dispatch_uid="billing.vm_resized")

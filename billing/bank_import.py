@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts import audit
 from billing import ledger
+from billing.actions import do_record_payment, unsettle
 from billing.camt import ParsedEntry, parse
 from billing.choices import BankEntryState, BillState, JournalKind, LedgerAccount, PaymentMethodKind
 from billing.models import BankEntry, BankStatement, Bill, Payment
@@ -120,8 +121,6 @@ def _new_entry(statement, parsed: ParsedEntry) -> BankEntry:
 
 def _book_credit(actor, entry: BankEntry, parsed: ParsedEntry) -> bool:
     """Matched to a bill by reference (True), or booked to suspense for staff (False)."""
-    from billing.actions import do_record_payment
-
     bill = (Bill.objects.filter(reference=parsed.reference).exclude(state=BillState.CANCELLED)
             .select_related("account").first() if parsed.reference else None)
     if bill is not None and bill.currency == parsed.currency:
@@ -190,8 +189,6 @@ def _book_debit(actor, entry: BankEntry, parsed: ParsedEntry, for_staff: list) -
 def reverse_credit(actor, original: BankEntry, reversal: BankEntry) -> None:
     """`reversal` (a debit) takes `original` (a credit) back: the payment it made is undone in the
     ledger, the bills it paid are open again."""
-    from billing.actions import unsettle
-
     original = BankEntry.objects.select_for_update().get(pk=original.pk)
     reversal.state, reversal.reverses = BankEntryState.REVERSAL, original
     reversal.account, reversal.bill = original.account, original.bill

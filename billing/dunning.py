@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts import audit
 from billing import ledger
+from billing.actions import settle
 from billing.choices import UNPAID_BILL_STATES, BillState, DunningStep
 from billing.models import Bill, BillingAccount, DunningEvent, SuspendedVM
 from billing.notify import tell_staff
@@ -87,8 +88,6 @@ def plan_dunning(today: date | None = None) -> DunningPlan:
 def apply_credit_everywhere() -> list[Bill]:
     """Credit that covers unpaid bills pays them (oldest first), for every customer: a payment or
     credit that arrived while a bill was not the one it named must not leave that bill overdue."""
-    from billing.actions import settle
-
     paid = []
     for account in BillingAccount.objects.filter(bills__state__in=UNPAID_BILL_STATES).distinct():
         if ledger.available_credit(account) > 0:
@@ -191,6 +190,11 @@ def resume_if_settled(account_id: int, today: date | None = None) -> list:
             audit.record(None, "billing.resume", target=None, account=account_id,
                          vms=[str(vm.uuid) for vm in resumed])
     return resumed
+
+
+def on_bills_settled(sender, account_id, **kwargs):
+    """actions.settle / do_cancel_bill committed: start what dunning stopped, if nothing is overdue now."""
+    resume_if_settled(account_id)
 
 
 def _ask_staff_to_terminate(account_id: int) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -21,6 +22,7 @@ from django.db.models import F, Q, Sum, Value
 from django.utils import timezone
 
 from billing import bulk, ledger
+from billing.actions import settle
 from billing.choices import UNPAID_BILL_STATES, LedgerAccount
 from billing.models import (
     Bill,
@@ -41,6 +43,7 @@ from billing.vat import VatRateMissing, VatRates
 logger = logging.getLogger(__name__)
 
 SEQUENCE = "bill"
+CHARGE_BILL_TASK = "billing.charge_bill"  # billing.tasks.charge_bill
 
 
 @dataclass
@@ -223,8 +226,6 @@ def _bill_address(account: dict) -> dict:
 
 def _settle_prepaid(bills):
     """Customers with money in their favour pay their new bills from it right away."""
-    from billing.actions import settle
-
     account_ids = [bill.account_id for bill in bills]
     # Money in a customer's favour = their unpaid bills minus what they owe (ledger.available_credit),
     # for the whole batch in one query; it finds nobody unless someone paid ahead.
@@ -253,9 +254,8 @@ def _charge_cards_on_commit(bills):
         return
 
     def enqueue():
-        from billing.tasks import charge_bill
-
+        # By name: billing.tasks sits on top of this module (it imports run_billing), not beside it.
         for bill_id in bill_ids:
-            charge_bill.delay(bill_id)
+            current_app.send_task(CHARGE_BILL_TASK, args=[bill_id])
 
     transaction.on_commit(enqueue)

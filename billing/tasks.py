@@ -1,9 +1,12 @@
-"""Celery tasks of billing: thin wrappers; the work is in run.py, dunning.py and stripe_payments.py."""
+"""Celery tasks of billing: thin wrappers; the work is in run.py, dunning.py and cards.py.
+
+Nothing below imports this module: work is enqueued by task name (run.py), so the tasks sit on top.
+"""
 
 import stripe
 from celery import shared_task
 
-from billing import dunning, stripe_payments
+from billing import cards, dunning, stripe_payments
 from billing.models import Bill
 from billing.run import run_billing
 
@@ -27,7 +30,7 @@ def charge_bill(self, bill_id: int):
     if bill is None or not stripe_payments.enabled():
         return None
     try:
-        charge = stripe_payments.charge_bill_off_session(bill)
+        charge = cards.charge_bill_off_session(bill)
     except (stripe.APIConnectionError, stripe.RateLimitError) as error:
         # Same idempotency key on the retry: Stripe never charges the bill twice.
         raise self.retry(exc=error, countdown=60 * (2 ** self.request.retries))

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.api.exceptions import Conflict
 from accounts.csp import uses_stripe_js
-from billing import actions, ledger, stripe_payments
+from billing import actions, cards, ledger, stripe_payments
 from billing.bank_import import import_statement
 from billing.camt import CamtError
 from billing.choices import BankEntryState, RefundVia
@@ -44,6 +44,7 @@ def overview(request):
         "balance": ledger.balance(account),
         "bills": account.bills.all()[:50],
         "payments": account.payments.all()[:20],
+        "refunds": account.refunds.all()[:20],
         "cards": account.cards.filter(removed_at__isnull=True),
         "coupon_form": CouponForm(),
         "stripe_enabled": stripe_payments.enabled(),
@@ -114,7 +115,7 @@ def bill_pay(request, uuid):
         if request.method != "POST":
             return render(request, "billing/stripe_pay.html", context)
         try:
-            intent = stripe_payments.pay_now_with_card(bill, card)
+            intent = cards.pay_now_with_card(bill, card)
         except stripe_payments.CardError as error:
             messages.error(request, str(error))
             return redirect("billing:bill", uuid=bill.uuid)
@@ -132,7 +133,7 @@ def bill_pay(request, uuid):
             messages.error(request, "The payment did not go through. Please try again or pay by bank transfer.")
         return redirect("billing:bill", uuid=bill.uuid)
     try:
-        intent = stripe_payments.start_pay_now(bill)
+        intent = cards.start_pay_now(bill)
     except stripe_payments.CardError as error:
         messages.error(request, str(error))
         return redirect("billing:bill", uuid=bill.uuid)
@@ -149,7 +150,7 @@ def bill_paid(request, uuid):
     if not intent_id.startswith("pi_"):
         return HttpResponseBadRequest("payment_intent missing")
     try:
-        stripe_payments.finish_pay_now(bill, intent_id)
+        cards.finish_pay_now(bill, intent_id)
         messages.success(request, "Thank you: your payment went through.")
     except stripe_payments.CardError as error:
         messages.error(request, str(error))
@@ -164,7 +165,7 @@ def bill_paid(request, uuid):
 def card_add(request):
     account = actions.account_of_user(request.user)
     try:
-        intent = stripe_payments.start_card_setup(account)
+        intent = cards.start_card_setup(account)
     except (stripe_payments.StripeUnavailable, stripe.StripeError) as error:
         messages.error(request, f"Cards cannot be added right now ({error}).")
         return redirect("billing:overview")
@@ -182,7 +183,7 @@ def card_added(request):
     if not setup_intent.startswith("seti_"):
         return HttpResponseBadRequest("setup_intent missing")
     try:
-        card = stripe_payments.finish_card_setup(account, setup_intent)
+        card = cards.finish_card_setup(account, setup_intent)
         messages.success(request, f"Card {card} saved. Bills are charged to it automatically.")
     except stripe_payments.CardError as error:
         messages.error(request, str(error))
@@ -196,7 +197,7 @@ def card_added(request):
 def card_remove(request, uuid):
     card = get_object_or_404(CardPaymentMethod, uuid=uuid, account__owner=request.user, removed_at__isnull=True)
     try:
-        stripe_payments.remove_card(request.user, card)
+        cards.remove_card(request.user, card)
         messages.success(request, f"Card {card} removed.")
     except (stripe_payments.StripeUnavailable, stripe.StripeError) as error:
         messages.error(request, f"We could not remove the card ({error}).")
@@ -225,15 +226,15 @@ def stripe_webhook(request):
     if not settings.STRIPE_WEBHOOK_SECRET:
         return HttpResponse("webhooks are not configured", status=404, content_type="text/plain")
     try:
-        event = stripe.Webhook.construct_event(
-            request.body.decode("utf-8"), request.headers.get("Stripe-Signature", ""), settings.STRIPE_WEBHOOK_SECRET
-        )
+        event = stripe_payments.verified_event(request.body, request.headers.get("Stripe-Signature", ""))
     except (ValueError, UnicodeDecodeError):
         return HttpResponseBadRequest("not a Stripe event")
     except stripe.SignatureVerificationError:
         return HttpResponseBadRequest("bad signature")
     try:
-        processed = stripe_payments.handle_event(event)
+        processed = cards.handle_event(event)
+    except cards.EventRefused as error:
+        return HttpResponseBadRequest(str(error))
     except (stripe.APIConnectionError, stripe_payments.StripeUnavailable):
         # Nothing was recorded; Stripe sends the event again later.
         return HttpResponse("try again later", status=503, content_type="text/plain")

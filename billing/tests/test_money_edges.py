@@ -67,14 +67,14 @@ def test_the_api_gives_the_open_amount(small_bill, api):
 
 
 def test_card_pays_what_is_open_after_credit(small_bill, local_stripe):
-    from billing import stripe_payments
+    from billing import cards
 
     do_record_payment(small_bill.account, PaymentMethodKind.CREDIT, D("1.00"), note="goodwill")
-    intent = stripe_payments.start_pay_now(small_bill)
+    intent = cards.start_pay_now(small_bill)
     assert intent.amount == 202  # 3.02 - 1.00, in cents
     do_record_payment(small_bill.account, PaymentMethodKind.CREDIT, D("1.80"), note="more")
-    with pytest.raises(stripe_payments.CardError, match="below"):
-        stripe_payments.start_pay_now(Bill.objects.get(pk=small_bill.pk))  # 0.22 left: below Stripe's minimum
+    with pytest.raises(cards.CardError, match="below"):
+        cards.start_pay_now(Bill.objects.get(pk=small_bill.pk))  # 0.22 left: below Stripe's minimum
 
 
 # 6. Credit pays overdue bills, oldest first, and what was suspended resumes ---------------------------

@@ -13,10 +13,10 @@ from django.test import Client
 from accounts.api.exceptions import Conflict
 from billing import ledger
 from billing.actions import do_add_credit, do_open_order, do_refund
+from billing.cards import charge_bill_off_session, save_card, start_card_setup
 from billing.choices import BillState, CardChargeState, PaymentMethodKind, RefundVia
-from billing.models import Bill, CardCharge, CardPaymentMethod, Payment, StripeEvent
+from billing.models import Bill, CardCharge, CardPaymentMethod, Payment, Refund, StripeEvent
 from billing.run import run_billing
-from billing.stripe_payments import charge_bill_off_session, save_card, start_card_setup
 from billing.tests.conftest import JAN, WEBHOOK_SECRET, at
 
 D = Decimal
@@ -210,3 +210,90 @@ def test_card_refund_goes_through_stripe(local_stripe, january_bill, staff):
     refund = do_refund(staff, january_bill.account, D("5.00"), via=RefundVia.CARD, note="goodwill", payment=payment)
     assert refund.stripe_refund_id.startswith("re_")
     assert ledger.balance(january_bill.account) == D("0.00")
+
+
+# Issue 14 point 4: refunds and disputes made at Stripe change the books; nothing answers 500 -----------
+
+def post_event(kind, obj: dict, event_id):
+    payload = json.dumps({"id": event_id, "object": "event", "type": kind, "api_version": "2024-06-20",
+                          "created": int(time.time()), "data": {"object": obj}})
+    return Client().post("/billing/stripe/webhook/", payload, content_type="application/json",
+                         HTTP_STRIPE_SIGNATURE=signed(payload))
+
+
+@pytest.fixture
+def paid_by_card(local_stripe, january_bill, settings):
+    settings.UNCLOUD_BILLING_STAFF_EMAILS = ["books@example.com"]
+    saved_card(local_stripe, january_bill.account, VISA)
+    charge_bill_off_session(january_bill)
+    january_bill.refresh_from_db()
+    assert january_bill.state == BillState.PAID
+    return january_bill, Payment.objects.get()
+
+
+def test_a_refund_made_in_the_stripe_dashboard_reopens_the_bill(paid_by_card, local_stripe,
+                                                                django_capture_on_commit_callbacks):
+    bill, payment = paid_by_card
+    refund = local_stripe.v1.refunds.create(params={"payment_intent": payment.stripe_payment_intent})
+    refund_object = {"id": refund.id, "object": "refund", "amount": 1838, "status": "succeeded",
+                     "payment_intent": payment.stripe_payment_intent}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_event("refund.created", refund_object, "evt_refund_1").status_code == 200
+    bill.refresh_from_db()
+    assert bill.state in (BillState.OPEN, BillState.OVERDUE)
+    assert ledger.balance(bill.account) == D("-18.38")
+    [recorded] = Refund.objects.all()
+    assert (recorded.stripe_refund_id, recorded.amount, recorded.payment) == (refund.id, D("18.38"), payment)
+    assert any(message.to == ["books@example.com"] and "Card refund" in message.subject for message in mail.outbox)
+    # Stripe also sends charge.refunded for the same refund: not a second one.
+    charge = {"id": "ch_1", "object": "charge", "payment_intent": payment.stripe_payment_intent,
+              "amount_refunded": 1838, "refunds": {"data": [refund_object]}}
+    assert post_event("charge.refunded", charge, "evt_refund_2").status_code == 200
+    assert Refund.objects.count() == 1
+    # The customer sees it.
+    page = portal(bill.account.owner).get("/billing/").content.decode()
+    assert "Card refund" in page and "18.38" in page
+
+
+def test_our_own_card_refund_reported_back_by_stripe_is_booked_once(paid_by_card, staff):
+    bill, payment = paid_by_card
+    do_add_credit(staff, bill.account, D("5.00"), "goodwill to refund")
+    refund = do_refund(staff, bill.account, D("5.00"), via=RefundVia.CARD, note="goodwill", payment=payment)
+    assert post_event("refund.created", {"id": refund.stripe_refund_id, "object": "refund", "amount": 500,
+                                         "status": "succeeded", "payment_intent": payment.stripe_payment_intent},
+                      "evt_own_refund").status_code == 200
+    assert Refund.objects.count() == 1 and ledger.balance(bill.account) == D("0.00")
+
+
+def test_a_dispute_takes_the_money_back_and_a_won_dispute_returns_it(paid_by_card):
+    bill, payment = paid_by_card
+    dispute = {"id": "dp_test_1", "object": "dispute", "amount": 1838, "currency": "chf", "status": "needs_response",
+               "payment_intent": payment.stripe_payment_intent, "charge": "ch_1"}
+    assert post_event("charge.dispute.created", dispute, "evt_dispute_1").status_code == 200
+    bill.refresh_from_db()
+    assert bill.state != BillState.PAID and ledger.balance(bill.account) == D("-18.38")
+    assert Refund.objects.get().via == RefundVia.DISPUTE
+    assert post_event("charge.dispute.closed", {**dispute, "status": "won"}, "evt_dispute_2").status_code == 200
+    bill.refresh_from_db()
+    assert bill.state == BillState.PAID and ledger.balance(bill.account) == D("0.00")
+
+
+@pytest.mark.parametrize("kind, obj", [
+    ("payment_intent.succeeded", {"id": "pi_not_at_stripe", "object": "payment_intent"}),
+    ("payment_intent.succeeded", {"object": "payment_intent"}),
+    ("refund.created", {"id": "re_x", "object": "refund", "amount": 100, "status": "succeeded",
+                        "payment_intent": "pi_someone_else"}),
+    ("charge.dispute.created", {"id": "dp_x", "object": "dispute", "amount": 100, "payment_intent": "pi_nope"}),
+    ("setup_intent.succeeded", {"id": "seti_x", "object": "setup_intent", "metadata": {"billing_account": "nope"},
+                                "payment_method": "pm_x"}),
+])
+def test_signed_events_about_things_not_ours_are_acknowledged_not_500(local_stripe, kind, obj):
+    assert post_event(kind, obj, f"evt_{kind}_{len(obj)}").status_code == 200
+    assert not Refund.objects.exists() and not Payment.objects.exists()
+
+
+def test_a_signed_event_without_id_is_a_400(local_stripe):
+    payload = json.dumps({"object": "event", "type": "payment_intent.succeeded", "data": {"object": {}}})
+    response = Client().post("/billing/stripe/webhook/", payload, content_type="application/json",
+                             HTTP_STRIPE_SIGNATURE=signed(payload))
+    assert response.status_code == 400
