@@ -27,7 +27,8 @@ def do_create_user(username: str, password: str | None, *, email: str = "", is_s
         user.set_unusable_password()
     user.save()
     # A sign-up is verified by its mail link; accounts staff make are trusted as they are.
-    Identity.objects.create(user=user, origin=UserOrigin.LOCAL, email_verified=timezone.now() if is_active else None)
+    Identity.objects.update_or_create(user=user, defaults={  # accounts.signals may have made it already
+        "origin": UserOrigin.LOCAL, "email_verified": timezone.now() if is_active else None})
     do_create_project(user, f"{username}'s project", actor=actor or user)
     audit.record(actor, "user.create", target=None, username=username)
     return user

@@ -35,3 +35,15 @@ def test_token_stores_only_hash(alice):
     actions.do_revoke_token(alice, stored)
     stored.refresh_from_db()
     assert not stored.is_active
+
+
+def test_users_made_outside_the_actions_are_local(db):
+    """Issue 23.1: every user knows their origin, also those made by the admin or createsuperuser."""
+    from django.contrib.auth import get_user_model
+
+    from accounts.choices import UserOrigin
+
+    admin_made = get_user_model().objects.create_superuser("root2", "root2@example.com", "a-long-passphrase-9")
+    assert admin_made.identity.origin == UserOrigin.LOCAL and admin_made.identity.email_verified is not None
+    signed_up = actions.do_create_user("dora", "a-long-passphrase-9", email="d@example.com", is_active=False)
+    assert signed_up.identity.origin == UserOrigin.LOCAL and signed_up.identity.email_verified is None
