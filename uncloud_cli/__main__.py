@@ -1,0 +1,3 @@
+from uncloud_cli.main import main
+
+main()
