@@ -67,8 +67,9 @@ def host_errors_as_step_errors():
 
 def _probe_host(operation):
     host = Host.objects.get(id=operation.host_id)
+    # A fresh KVM test guest at every check: a module or nesting setting changed since boot shows up.
     with host_errors_as_step_errors():  # staff may check a host the heartbeat watcher does not hear
-        facts = agent_for(host, even_if_silent=True).call("host-info", timeout=60)
+        facts = agent_for(host, even_if_silent=True).call("host-info", {"probe_kvm": True}, timeout=60)
     updates = {"facts": facts, "last_heartbeat": timezone.now(), "last_error": ""}
     # Staff may set capacity by hand; what the host reports fills in what was left empty.
     if not host.cores and facts.get("cores"):

@@ -24,3 +24,19 @@ def test_bootstrap_is_idempotent_and_makes_a_usable_installation(db, settings, t
     image = Image.objects.get()
     assert image.name == "uncloud-demo" and image.status == "available" and image.is_public
     assert len(image.checksum_sha256) == 64 and image.virtual_size_bytes > 0
+
+
+def test_the_underlay_is_the_default_route_device_ipv6_first(tmp_path):
+    from vms.management.commands.bootstrap import _default_route_device
+
+    ipv6, ipv4 = tmp_path / "ipv6_route", tmp_path / "route"
+    zeros = "0" * 32
+    ipv6.write_text(
+        f"fd000000000000000000000000000000 40 {zeros} 00 {zeros} 00000100 00000002 00000000 00000001 eth1\n"
+        f"{zeros} 00 {zeros} 00 {zeros} ffffffff 00000001 00000000 00200200       lo\n"
+        f"{zeros} 00 {zeros} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 uplink0\n")
+    ipv4.write_text("Iface\tDestination\tGateway\tFlags\nens3\t00000000\t0100000A\t0003\n")
+    assert _default_route_device(str(ipv6), str(ipv4)) == "uplink0"
+    ipv6.write_text(f"{zeros} 00 {zeros} 00 {zeros} ffffffff 00000001 00000000 00200200       lo\n")
+    assert _default_route_device(str(ipv6), str(ipv4)) == "ens3"  # no IPv6 default: the IPv4 one
+    assert _default_route_device(str(tmp_path / "none"), str(tmp_path / "none")) == "lo"

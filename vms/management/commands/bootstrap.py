@@ -82,9 +82,22 @@ def _local_state_dir() -> str:
     return preferred if len(preferred) <= 57 else "/var/lib/uncloud"
 
 
-def _default_route_device() -> str:
+RTF_REJECT = 0x0200
+
+
+def _default_route_device(ipv6_routes: str = "/proc/net/ipv6_route", ipv4_routes: str = "/proc/net/route") -> str:
+    """The interface of this machine's default route: the underlay VXLAN multicast goes out on.
+    IPv6 first (VXLAN runs over IPv6, and an IPv6-only machine has no IPv4 default), then IPv4."""
     try:
-        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        for line in Path(ipv6_routes).read_text().splitlines():
+            fields = line.split()
+            if (len(fields) == 10 and fields[0] == "0" * 32 and fields[1] == "00" and fields[9] != "lo"
+                    and not int(fields[8], 16) & RTF_REJECT):
+                return fields[9]
+    except OSError:
+        pass
+    try:
+        for line in Path(ipv4_routes).read_text().splitlines()[1:]:
             fields = line.split()
             if fields[1] == "00000000":
                 return fields[0]
