@@ -21,6 +21,7 @@ def test_host_down_takes_every_guest_and_network_down(hosts):
     first = ok(host, "vm-up", **vm_spec(VM_A, [nic("02:00:00:aa:0d:01", 110, PREFIX_A)], name="a"))
     second = ok(host, "vm-up", **vm_spec(VM_B, [nic("02:00:00:aa:0d:02", 111, PREFIX_B)], name="b"))
     ok(host, "metadata-up")
+    guard_pid = ok(host, "heartbeat", lease_s=600)["guard_pid"]  # as the control plane's heartbeat starts it
     disk = Path(host.state_dir) / "disks" / "keep.qcow2"
     disk.parent.mkdir(exist_ok=True)
     disk.write_bytes(b"customer data")
@@ -28,7 +29,7 @@ def test_host_down_takes_every_guest_and_network_down(hosts):
 
     answer = ok(host, "host-down", hard=True, underlay_device=host.underlay_device)
     assert sorted(answer["stopped_vms"]) == [VM_A, VM_B] and sorted(answer["networks_down"]) == [110, 111]
-    for pid in (first["pid"], second["pid"], network_b["radvd_pid"]):
+    for pid in (first["pid"], second["pid"], network_b["radvd_pid"], guard_pid):
         assert process_gone(pid)
     after = inventory(host)
     assert after["taps"] == [] and after["bridges"] == [] and after["vxlans"] == [] and after["networks"] == []

@@ -3,21 +3,22 @@
 import os
 
 from .checks import check_bool, check_fields, check_interface_name, check_number, check_state_dir
+from .ha import ha_paths, running_guard
 from .inventory import inventory_vms
 from .metadata import verb_metadata_down
 from .nat64 import remove_nat64_pool
 from .net import verb_net_down
 from .nft import NFT_FAMILY, NFT_TABLE, SG_FAMILY, SG_TABLE, load_network_states
 from .paths import nat64_dir, port_state_path
-from .state import host_lock, remove_file
+from .state import host_lock, remove_file, stop_process
 from .system import require_binaries, run_command
 from .vm import sysfs_link, verb_vm_down
 
 
 def verb_host_down(spec):
     """Stop every guest of this state dir (ACPI powerdown, hard after timeout_s, or at once with
-    hard), take every network down (radvd, bridge, VXLAN), stop the metadata service and the NAT64
-    translators, and drop this program's nft tables. Disks, images and config drives stay: a later
+    hard), take every network down (radvd, bridge, VXLAN), stop the metadata service, the NAT64
+    translators and the fence guard, and drop this program's nft tables. Disks, images and config drives stay: a later
     vm-up starts the same guests again. Each part is an existing verb, so running it twice is safe."""
     check_fields(spec, ["state_dir"], ["timeout_s", "hard", "underlay_device"])
     state_dir = check_state_dir(spec["state_dir"])
@@ -42,6 +43,12 @@ def verb_host_down(spec):
         changes += [f"vni {network['vni']}: {change}" for change in answer["changes"]]
     changes += verb_metadata_down({"state_dir": state_dir})["changes"]
     underlay_device = check_interface_name(spec.get("underlay_device", "lo"), "underlay_device")
+    guard = running_guard(state_dir)
+    if guard is not None:
+        # The fence guard (the heartbeat starts it) has nothing left to guard; it would outlive bin/run.
+        stop_process(guard, term_wait_s=2)
+        remove_file(ha_paths(state_dir)["pid"])
+        changes.append("stopped the fence guard")
     with host_lock(state_dir):
         if os.path.isdir(nat64_dir(state_dir)):
             for name in sorted(os.listdir(nat64_dir(state_dir))):
