@@ -132,7 +132,7 @@ def order_amount(product: Product, price: Price, *, quantity: Decimal, cores=Non
 
 
 def _vm_description(name, cores, memory_mib, disk_mib) -> str:
-    return f"VM {name}: {cores} cores, {Decimal(memory_mib) / MIB_PER_GIB:g} GiB memory, " \
+    return f"VM {name}: {cores} {'core' if cores == 1 else 'cores'}, {Decimal(memory_mib) / MIB_PER_GIB:g} GiB memory, " \
            f"{Decimal(disk_mib or 0) / MIB_PER_GIB:g} GiB disk"
 
 
@@ -228,7 +228,24 @@ def _root_disk_mib(vm) -> int:
     return disk.size_mib if disk is not None else 0
 
 
+def refuse_if_suspended(project, what: str) -> None:
+    """A customer whose account dunning suspends (a bill unpaid too long) gets no new billable resources:
+    refused in the creating transaction, with what to pay and where."""
+    account = account_of_project(project)
+    bill = ledger.bill_in_arrears(account)
+    if bill is None and account.suspended_at is None:
+        return
+    if bill is None:
+        bill = account.bills.filter(state__in=UNPAID_BILL_STATES).order_by("due_on").first()
+        if bill is None:
+            return
+    raise Conflict(f"The account of this project is suspended: bill {bill.number} ({ledger.open_amount(bill)} "
+                   f"{bill.currency} still to pay, due {bill.due_on:%Y-%m-%d}) is unpaid. No new {what} until it "
+                   f"is paid: {settings.SITE_URL}/billing/bills/{bill.uuid}/")
+
+
 def on_vm_created(sender, vm, **kwargs):
+    refuse_if_suspended(vm.project, "VMs")
     do_open_order(
         vm.project, settings.UNCLOUD_BILLING_VM_PRODUCT, resource_uuid=vm.uuid, resource_kind="vm",
         description=_vm_description(vm.name, vm.cores, vm.memory_mib, _root_disk_mib(vm)),
@@ -459,6 +476,7 @@ def accounts_matching(text: str):
 # What public IPv4 addresses cost: the receivers of networks' signals (connected in apps.py) ----------
 
 def on_ipv4_allocated(sender, address, **kwargs):
+    refuse_if_suspended(address.project, "IPv4 addresses")
     do_open_order(address.project, "ipv4", resource_uuid=address.uuid, resource_kind="ipv4",
                   description=f"IPv4 address {address.address}")
 

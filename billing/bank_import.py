@@ -18,15 +18,15 @@ from decimal import Decimal
 from itertools import combinations
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from accounts import audit
 from billing import ledger
 from billing.actions import do_record_payment, unsettle
-from billing.camt import ParsedEntry, parse
+from billing.camt import CamtError, ParsedEntry, parse
 from billing.choices import BankEntryState, BillState, JournalKind, LedgerAccount, PaymentMethodKind
-from billing.models import BankEntry, BankStatement, Bill, Payment
+from billing.models import BankEntry, BankImport, BankStatement, Bill, Payment
 from billing.notify import tell_staff
 from billing.periods import local_midnight
 
@@ -37,10 +37,9 @@ BOOKED_CREDIT_STATES = (BankEntryState.MATCHED, BankEntryState.ASSIGNED, BankEnt
 MAX_COMBINATION_CANDIDATES = 16
 
 
-def import_statement(actor, filename: str, data: bytes, *, progress=None) -> tuple[BankStatement, bool]:
+def import_statement(actor, filename: str, data: bytes) -> tuple[BankStatement, bool]:
     """Returns (statement, created). The same file again returns the first import and changes nothing.
-    Raises CamtError (nothing is written) for a file we cannot read. progress(done, total) is called
-    now and then (the background import shows it on the staff page)."""
+    Raises CamtError (nothing is written) for a file we cannot read. All in one transaction."""
     digest = hashlib.sha256(data).hexdigest()
     existing = BankStatement.objects.filter(sha256=digest).first()
     if existing is not None:
@@ -48,7 +47,9 @@ def import_statement(actor, filename: str, data: bytes, *, progress=None) -> tup
     message = parse(data)
     try:
         with transaction.atomic():
-            return _import(actor, filename, digest, message, progress), True
+            statement = _start(actor, filename, digest, message)
+            for_staff = _import_entries(actor, statement, message.entries)
+            return _finish(actor, statement, for_staff), True
     except IntegrityError:
         # Another upload of this very file won the race.
         existing = BankStatement.objects.filter(sha256=digest).first()
@@ -57,21 +58,75 @@ def import_statement(actor, filename: str, data: bytes, *, progress=None) -> tup
         return existing, False
 
 
-def _import(actor, filename, digest, message, progress) -> BankStatement:
-    statement = BankStatement.objects.create(kind=message.kind, message_id=message.message_id[:100],
-                                             filename=filename[:255], sha256=digest, imported_by=actor)
+CHUNK = 500
+
+
+def run_background_import(bank_import: BankImport) -> BankImport:
+    """A large file, imported by the worker in chunks of CHUNK entries, each in its own transaction, the
+    progress saved after each (the staff page shows it). A chunk that fails rolls back alone; running
+    the import again continues where it stopped (entries seen before are duplicates, never booked twice)."""
+    BankImport.objects.filter(pk=bank_import.pk).update(state=BankImport.State.RUNNING, error="")
+    try:
+        message = parse(bytes(bank_import.data))
+        BankImport.objects.filter(pk=bank_import.pk).update(total=len(message.entries))
+        with transaction.atomic():
+            statement = BankStatement.objects.filter(sha256=bank_import.sha256).first()
+            if statement is None:
+                statement = _start(bank_import.created_by, bank_import.filename, bank_import.sha256, message)
+            elif bank_import.statement_id != statement.pk and bank_import.done == 0:
+                # This very file was imported before (by hand or another job): nothing to do.
+                BankImport.objects.filter(pk=bank_import.pk).update(
+                    state=BankImport.State.DONE, statement=statement, done=len(message.entries),
+                    error="This file was imported before; nothing changed.", finished_at=timezone.now())
+                return BankImport.objects.get(pk=bank_import.pk)
+            BankImport.objects.filter(pk=bank_import.pk).update(statement=statement)
+        for_staff = []
+        for start in range(0, len(message.entries), CHUNK):
+            with transaction.atomic():
+                for_staff += _import_entries(bank_import.created_by, statement, message.entries[start:start + CHUNK])
+            BankImport.objects.filter(pk=bank_import.pk).update(done=min(start + CHUNK, len(message.entries)))
+        with transaction.atomic():
+            _finish(bank_import.created_by, statement, for_staff)
+        BankImport.objects.filter(pk=bank_import.pk).update(state=BankImport.State.DONE, finished_at=timezone.now())
+    except CamtError as error:
+        BankImport.objects.filter(pk=bank_import.pk).update(state=BankImport.State.FAILED, error=str(error)[:1000],
+                                                            finished_at=timezone.now())
+    except Exception as error:
+        logger.exception("bank import %s failed", bank_import.uuid)
+        BankImport.objects.filter(pk=bank_import.pk).update(
+            state=BankImport.State.FAILED, error=f"Failed at entry {bank_import.done}: {error}"[:1000],
+            finished_at=timezone.now())
+    return BankImport.objects.get(pk=bank_import.pk)
+
+
+def start_background_import(actor, filename: str, data: bytes) -> BankImport:
+    """Queue a file for the worker (billing.import_bank_file, enqueued by name once this commits)."""
+    from celery import current_app
+
+    bank_import = BankImport.objects.create(filename=filename[:255], sha256=hashlib.sha256(data).hexdigest(),
+                                           data=data, created_by=actor)
+    transaction.on_commit(lambda: current_app.send_task("billing.import_bank_file", args=[bank_import.pk]))
+    audit.record(actor, "bank_statement.queue", target=bank_import, filename=filename, size=len(data))
+    return bank_import
+
+
+def _start(actor, filename, digest, message) -> BankStatement:
+    return BankStatement.objects.create(kind=message.kind, message_id=message.message_id[:100],
+                                        filename=filename[:255], sha256=digest, imported_by=actor)
+
+
+def _import_entries(actor, statement, entries) -> list[str]:
+    """Book these entries of `statement` (counts added to it); returns what staff should hear."""
     counts = {"total": 0, "matched": 0, "unmatched": 0, "duplicate": 0}
-    keys = [e.key for e in message.entries]
-    fingerprints = [e.fingerprint for e in message.entries]
+    keys = [e.key for e in entries]
+    fingerprints = [e.fingerprint for e in entries]
     seen = set()
     for key, fingerprint in BankEntry.objects.filter(Q(entry_key__in=keys) | Q(fingerprint__in=fingerprints)
                                                      ).values_list("entry_key", "fingerprint"):
         seen.update((key, fingerprint))
     for_staff = []
-    for index, parsed in enumerate(message.entries):
+    for parsed in entries:
         counts["total"] += 1
-        if progress is not None and index % 500 == 0:
-            progress(index, len(message.entries))
         if parsed.key in seen or parsed.fingerprint in seen:
             counts["duplicate"] += 1
             continue
@@ -92,19 +147,26 @@ def _import(actor, filename, digest, message, progress) -> BankStatement:
             counts["unmatched"] += 1
             for_staff.append(f"Unmatched: {entry.amount} {entry.currency} from {entry.debtor_name or '?'} "
                              f"({entry.reference or entry.remittance_info[:60] or 'no reference'})")
+    BankStatement.objects.filter(pk=statement.pk).update(
+        entries_total=F("entries_total") + counts["total"], entries_matched=F("entries_matched") + counts["matched"],
+        entries_unmatched=F("entries_unmatched") + counts["unmatched"],
+        entries_duplicate=F("entries_duplicate") + counts["duplicate"],
+    )
+    return for_staff
+
+
+def _finish(actor, statement, for_staff) -> BankStatement:
     # Transactions that came after their collective booking complete it now.
     for collective in BankEntry.objects.filter(has_details=False, is_credit=True, collective__isnull=True,
                                                state__in=(BankEntryState.AWAITING_DETAILS, BankEntryState.UNMATCHED)):
         _reconcile_collective(collective)
-    BankStatement.objects.filter(pk=statement.pk).update(
-        entries_total=counts["total"], entries_matched=counts["matched"], entries_unmatched=counts["unmatched"],
-        entries_duplicate=counts["duplicate"],
-    )
-    audit.record(actor, "bank_statement.import", target=statement, filename=filename, **counts)
-    if for_staff:
-        tell_staff(f"Bank file {filename}: {len(for_staff)} entries need a look",
-                   "\n".join(for_staff[:200]) + "\n\nStaff page: /billing/staff/bank/")
     statement.refresh_from_db()
+    audit.record(actor, "bank_statement.import", target=statement, filename=statement.filename,
+                 total=statement.entries_total, matched=statement.entries_matched,
+                 unmatched=statement.entries_unmatched, duplicate=statement.entries_duplicate)
+    if for_staff:
+        tell_staff(f"Bank file {statement.filename}: {len(for_staff)} entries need a look",
+                   "\n".join(for_staff[:200]) + "\n\nStaff page: /billing/staff/bank/")
     return statement
 
 

@@ -4,9 +4,12 @@ A customer's RECEIVABLE is what they owe: bills raise it, payments and credits l
 raise it again. Their balance is its negative: positive means money in their favour.
 """
 
+from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Sum
+from django.utils import timezone
 
 from billing import bulk
 from billing.choices import UNPAID_BILL_STATES, JournalKind, LedgerAccount
@@ -132,6 +135,14 @@ def open_amount(bill) -> Decimal:
     if bill.state not in UNPAID_BILL_STATES:
         return ZERO
     return open_amounts(bill.account).get(bill.pk, bill.total)
+
+
+def bill_in_arrears(account, today=None):
+    """The oldest bill unpaid so long that dunning suspends the account (None: in good standing)."""
+    today = today or timezone.localdate()
+    limit = today - timedelta(days=settings.UNCLOUD_BILLING_SUSPEND_AFTER_DAYS)
+    return (Bill.objects.filter(account=account, state__in=UNPAID_BILL_STATES, due_on__lte=limit)
+            .order_by("due_on", "number").first())
 
 
 def ledger_sum() -> Decimal:

@@ -1,18 +1,21 @@
 """A bill as PDF (reportlab) with the Swiss QR-bill (qrbill, drawn from its SVG by svglib)."""
 
 import io
+from datetime import timedelta
 
 from django.conf import settings
 from qrbill import QRBill
 from reportlab.graphics import renderPDF
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
+from reportlab.lib.utils import simpleSplit
 from reportlab.pdfgen import canvas
 from svglib.svglib import svg2rlg
 
 from billing import ledger
 from billing.countries import ISO_3166_CODES
 from billing.models import Bill
+from billing.periods import format_period
 from billing.references import compact_iban, format_reference
 from billing.swiss_text import swiss_payment_text
 
@@ -20,6 +23,7 @@ from billing.swiss_text import swiss_payment_text
 OLD_COUNTRY_CODES = {"UK": "GB", "EL": "GR"}
 
 QR_BILL_HEIGHT = 105 * mm
+AMOUNT_WIDTH = 30 * mm
 LEFT = 20 * mm
 RIGHT = A4[0] - 20 * mm
 
@@ -84,9 +88,8 @@ def render_pdf(bill: Bill) -> bytes:
             page.showPage()
             page.setFont("Helvetica", 9)
             y = A4[1] - 25 * mm
-        page.drawString(LEFT, y, line.description[:70])
-        start, end = line.period_start, line.period_end
-        page.drawString(LEFT + 110 * mm, y, f"{start:%Y-%m-%d} – {end:%Y-%m-%d}" if end != start else f"{start:%Y-%m-%d}")
+        page.drawString(LEFT, y, swiss_payment_text(line.description, 70))
+        page.drawString(LEFT + 110 * mm, y, format_period(line.period_start, line.period_end))
         page.drawRightString(RIGHT, y, f"{line.amount:.2f}")
         y -= 5 * mm
     y -= 3 * mm
@@ -94,11 +97,17 @@ def render_pdf(bill: Bill) -> bytes:
     if y < 30 * mm + 6 * mm * len(totals):
         page.showPage()
         y = A4[1] - 25 * mm
+    label_width = RIGHT - AMOUNT_WIDTH - (LEFT + 60 * mm)
     for label, amount in totals:
-        page.setFont("Helvetica-Bold" if label == "Total" else "Helvetica", 9)
-        page.drawString(LEFT + 60 * mm, y, label[:80])
+        font = "Helvetica-Bold" if label == "Total" else "Helvetica"
+        page.setFont(font, 9)
+        # A long note (reverse charge) wraps left of the amount column instead of running into it.
+        rows = simpleSplit(swiss_payment_text(label, 200), font, 9, label_width) or [""]
         page.drawRightString(RIGHT, y, f"{amount:.2f}")
-        y -= 6 * mm
+        for row in rows:
+            page.drawString(LEFT + 60 * mm, y, row)
+            y -= 4 * mm
+        y -= 2 * mm
     page.setFont("Helvetica", 9)
     page.drawString(LEFT, y - 4 * mm, f"Please pay by {bill.due_on:%Y-%m-%d} with reference "
                                       f"{format_reference(bill.reference)}.")
@@ -131,11 +140,12 @@ def _header(page, bill: Bill) -> float:
     if address.get("vat_number"):
         rows.append(f"VAT {address['vat_number']}")
     for index, row in enumerate(row for row in rows if row):
-        page.drawString(x, top - 25 * mm - index * 5 * mm, row[:60])
+        page.drawString(x, top - 25 * mm - index * 5 * mm, swiss_payment_text(row, 60))
     y = top - 60 * mm
     page.setFont("Helvetica-Bold", 14)
     page.drawString(LEFT, y, f"Bill {bill.number}")
     page.setFont("Helvetica", 9)
-    page.drawString(LEFT, y - 7 * mm, f"Period {bill.period_start:%Y-%m-%d} to {bill.period_end:%Y-%m-%d} (exclusive)"
+    last_day = bill.period_end - timedelta(days=1)
+    page.drawString(LEFT, y - 7 * mm, f"Period {bill.period_start:%Y-%m-%d} – {last_day:%Y-%m-%d}"
                                       f" · issued {bill.issued_on:%Y-%m-%d} · due {bill.due_on:%Y-%m-%d}")
     return y - 17 * mm

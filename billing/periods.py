@@ -106,3 +106,16 @@ def charges_in_month(*, period: str, amount: Decimal, starts_at: datetime, ends_
     else:
         raise ValueError(f"unknown billing period {period!r}")
     return [Charge(active_start, active_end, quantity, to_cents(amount * quantity))]
+
+
+def format_period(start: datetime, end: datetime) -> str:
+    """A stretch of time as a customer reads it on a bill: days in the site's time zone, the last day
+    included ("2026-10-01 – 2026-10-20" for 1 October 00:00 to 21 October 00:00 in Zurich, not the UTC
+    "2026-09-30 – 2026-10-20")."""
+    local_start, local_end = timezone.localtime(start), timezone.localtime(end)
+    if local_end <= local_start:
+        return f"{local_start:%Y-%m-%d}"
+    last_day = (local_end - timedelta(microseconds=1)).date()
+    if last_day == local_start.date():
+        return f"{local_start:%Y-%m-%d}"
+    return f"{local_start:%Y-%m-%d} – {last_day:%Y-%m-%d}"

@@ -7,7 +7,8 @@ import stripe
 from celery import shared_task
 
 from billing import cards, dunning, stripe_payments
-from billing.models import Bill
+from billing.bank_import import run_background_import
+from billing.models import BankImport, Bill
 from billing.run import run_billing
 
 
@@ -35,3 +36,12 @@ def charge_bill(self, bill_id: int):
         # Same idempotency key on the retry: Stripe never charges the bill twice.
         raise self.retry(exc=error, countdown=60 * (2 ** self.request.retries))
     return charge.state if charge else None
+
+
+@shared_task(name="billing.import_bank_file", acks_late=True)
+def import_bank_file(bank_import_id: int):
+    """A large camt file, in chunks with progress (billing.bank_import.run_background_import)."""
+    bank_import = BankImport.objects.filter(pk=bank_import_id).first()
+    if bank_import is None or bank_import.state == BankImport.State.DONE:
+        return None
+    return run_background_import(bank_import).state

@@ -1,5 +1,7 @@
 """Portal pages of billing (customers see their own account only) and staff pages for bank files."""
 
+from datetime import timedelta
+
 import stripe
 from django.conf import settings
 from django.contrib import messages
@@ -8,13 +10,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from accounts.api.exceptions import Conflict
 from accounts.csp import uses_stripe_js
 from billing import actions, cards, ledger, stripe_payments
-from billing.bank_import import import_statement
+from billing.bank_import import import_statement, start_background_import
 from billing.camt import CamtError
 from billing.choices import BankEntryState, RefundVia
 from billing.forms import (
@@ -26,7 +29,7 @@ from billing.forms import (
     ReturnEntryForm,
     StatementUploadForm,
 )
-from billing.models import BankEntry, BankStatement, Bill, BillingAccount, CardPaymentMethod, Payment
+from billing.models import BankEntry, BankImport, BankStatement, Bill, BillingAccount, CardPaymentMethod, Payment
 from billing.pdf import qr_bill_svg, render_pdf
 from billing.references import compact_iban, format_reference
 
@@ -248,6 +251,12 @@ def staff_bank(request):
     form = StatementUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
+        if upload.size > settings.UNCLOUD_BILLING_INLINE_IMPORT_BYTES:
+            # A month of a busy account (20 MiB, 20k entries) takes longer than a web request may.
+            bank_import = start_background_import(request.user, upload.name, upload.read())
+            messages.info(request, f"{bank_import.filename} is being imported in the background; its progress "
+                                   "shows below.")
+            return redirect("billing:staff_bank")
         try:
             statement, created = import_statement(request.user, upload.name, upload.read())
         except CamtError as error:
@@ -262,6 +271,8 @@ def staff_bank(request):
             return redirect("billing:staff_bank")
     context = {
         "form": form, "statements": BankStatement.objects.all()[:20],
+        "imports": BankImport.objects.exclude(state=BankImport.State.DONE, finished_at__lt=timezone.now()
+                                              - timedelta(days=1)).defer("data")[:10],
         "unmatched": BankEntry.objects.filter(state=BankEntryState.UNMATCHED).order_by("created"),
         "assign_form": AssignEntryForm(), "return_form": ReturnEntryForm(),
     }

@@ -355,6 +355,8 @@ UNCLOUD_BILLING_TERMINATE_AFTER_DAYS = envint("UNCLOUD_BILLING_TERMINATE_AFTER_D
 UNCLOUD_BILLING_STAFF_EMAILS = envlist("UNCLOUD_BILLING_STAFF_EMAILS", "")
 # Bills below this are not issued: the amount is carried to the next bill (Stripe charges 0.50 CHF at least).
 UNCLOUD_BILLING_MINIMUM_BILL = envstr("UNCLOUD_BILLING_MINIMUM_BILL", "0.50")
+# Bank files larger than this are imported by the worker in the background, with progress on the staff page.
+UNCLOUD_BILLING_INLINE_IMPORT_BYTES = envint("UNCLOUD_BILLING_INLINE_IMPORT_BYTES", 1024 * 1024)
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY", "")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")

@@ -16,6 +16,7 @@ from billing.models import BankEntry, Bill, Payment, Posting
 from billing.references import scor_reference
 from billing.run import run_billing
 from billing.tests.conftest import JAN, at
+from billing.tests.test_views import staff_portal
 
 D = Decimal
 
@@ -259,3 +260,50 @@ def test_a_utf16_file_without_dtd_is_read():
     data = document("054", "U16", [ntry("1.00", details=tx("1.00", "", "E", "Zoë", "CH93"))])
     utf16 = data.decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
     assert parse(utf16).entries[0].debtor_name == "Zoë"
+
+
+def test_a_large_file_is_imported_in_the_background_with_progress(customers, staff, settings, monkeypatch):
+    """Issue 14 point 17. The task body runs here as the worker runs it (the worker itself is exercised by
+    the worker-marked tests); chunks of 2 entries stand for chunks of 500."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from billing import bank_import
+    from billing.models import BankImport, BankStatement
+    from billing.tasks import import_bank_file
+
+    settings.UNCLOUD_BILLING_INLINE_IMPORT_BYTES = 100
+    monkeypatch.setattr(bank_import, "CHUNK", 2)
+    bills = [bill for _, bill in customers.values()]
+    data = document("054", "BIG", [ntry(f"{bill.total}", bank_ref=f"BIG-{index}", details=tx(
+        f"{bill.total}", bill.reference, f"E-{index}", "Payer", "CH93")) for index, bill in enumerate(bills)])
+    client = staff_portal(staff)
+    response = client.post("/billing/staff/bank/", {"file": SimpleUploadedFile("big.xml", data)})
+    assert response.status_code == 302
+    job = BankImport.objects.get()
+    assert job.state == BankImport.State.QUEUED and not BankEntry.objects.exists()
+    assert "Queued" in client.get("/billing/staff/bank/").content.decode()
+    assert import_bank_file.run(job.pk) == BankImport.State.DONE
+    job.refresh_from_db()
+    assert (job.done, job.total, job.percent) == (5, 5, 100)
+    statement = BankStatement.objects.get()
+    assert (statement.entries_total, statement.entries_matched) == (5, 5)
+    assert all(Bill.objects.get(pk=bill.pk).state == BillState.PAID for bill in bills)
+    assert "5 of 5 entries" in client.get("/billing/staff/bank/").content.decode()
+    # The same job again (a redelivered task) changes nothing.
+    import_bank_file.run(job.pk)
+    assert Payment.objects.count() == 5
+
+
+def test_a_background_import_of_a_bad_file_fails_visibly(staff, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from billing.models import BankImport
+    from billing.tasks import import_bank_file
+
+    settings.UNCLOUD_BILLING_INLINE_IMPORT_BYTES = 10
+    client = staff_portal(staff)
+    response = client.post("/billing/staff/bank/", {"file": SimpleUploadedFile("bad.xml", b"<Document>not closed")})
+    assert response.status_code == 302
+    job = BankImport.objects.get()
+    assert import_bank_file.run(job.pk) == BankImport.State.FAILED
+    assert "well-formed" in client.get("/billing/staff/bank/").content.decode()

@@ -133,3 +133,27 @@ def test_suspension_and_resume_through_vms_actions(overdue, staff, django_captur
     assert vm.desired_state == "running" and vm.suspended_reason == ""
     assert bill.account.suspended_vms.get().resumed_at is not None
     assert DunningEvent.objects.filter(step=DunningStep.RESUMED).count() == 1
+
+
+def test_a_suspended_account_cannot_create_vms_or_addresses_until_it_pays(overdue, api, alice, alice_project, staff,
+                                                                         settings):
+    """Issue 14 point 8: an 8-core VM made while suspended ran until the next dunning run."""
+    from accounts.api.exceptions import Conflict
+    from images.models import Image
+
+    Image.objects.create(name="uncloud-demo", status="available", virtual_size_bytes=64 * 1024**2)
+    settings.UNCLOUD_DEFAULT_IMAGE = "uncloud-demo"
+    bill, _ = overdue
+    dunning.run_dunning(DUE + timedelta(days=30))
+    with pytest.raises(Conflict, match=f"bill {bill.number}"):
+        vm_actions.do_create_vm(alice, alice_project, name="big", cores=8, memory_mib=16384, disk_mib=10240)
+    response = api["alice"].post("/api/v1/vms/", {"project": str(alice_project.uuid), "name": "big", "cores": 8,
+                                                 "memory": "16GiB", "disk": "10GiB"}, format="json")
+    assert response.status_code == 409, response.content
+    assert f"/billing/bills/{bill.uuid}/" in response.content.decode()
+    assert not VM.objects.filter(name="big").exists()
+    assert Order.objects.filter(description__contains="big").count() == 0
+    do_add_credit(staff, bill.account, bill.total, "paid by phone")
+    vm, created = vm_actions.do_create_vm(alice, alice_project, name="big", cores=8, memory_mib=16384,
+                                          disk_mib=10240)
+    assert created and Order.objects.filter(resource_uuid=vm.uuid).exists()
