@@ -111,6 +111,15 @@ class Operation(models.Model):
     def __str__(self):
         return f"{self.kind} {self.uuid} ({self.state})"
 
+    # Figures an operation may publish from its result (a migration's downtime, time and bytes);
+    # the rest of a result is for its steps.
+    PUBLISHED_FIGURES = ("total_time_ms", "downtime_ms", "ram_transferred_bytes", "mirror_bytes",
+                         "downtime_limit_ms", "elapsed_ms")
+
+    @property
+    def figures(self) -> dict:
+        return {key: self.result[key] for key in self.PUBLISHED_FIGURES if self.result.get(key) is not None}
+
     @property
     def progress(self) -> int:
         """Percent of steps done."""

@@ -325,20 +325,25 @@ def do_resume_vm(actor, vm: VM):
 
 @transaction.atomic
 def do_migrate_vm(actor, vm: VM, *, destination=None, live: bool = True, bandwidth_mib: int | None = None):
-    """Staff move a running VM to another host (`destination`, a Host, or the scheduler's choice)
-    while it runs; the vm.migrate operation is returned. One move per VM at a time."""
+    """Staff move a VM to another host (`destination`, a Host, or the scheduler's choice): a
+    running one live (vm.migrate), or cold (vm.move): a stopped VM's disks move, a running one is
+    stopped, moved and started there. The operation is returned. One move per VM at a time."""
     vm = _locked(vm)
     _refuse_if_busy(vm)
-    if not live:
-        raise Conflict("Cold migration (stop, move, start) is not available yet; move the VM live.")
-    if vm.status != VMStatus.RUNNING or vm.host_id is None:
-        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM moves live.")
+    if vm.host_id is None:
+        raise Conflict(f"{vm.name} has no host yet: there is nothing to move.")
+    movable = {VMStatus.RUNNING} if live else {VMStatus.RUNNING, VMStatus.STOPPED}
+    if vm.status not in movable:
+        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; "
+                       + ("only a running VM moves live (a stopped one moves cold: live=false)." if live
+                          else "only a running or stopped VM moves."))
     if destination is not None and destination.pk == vm.host_id:
         raise Conflict(f"{vm.name} already runs on {destination.name}.")
-    audit.record(actor, "vm.migrate", project=vm.project, target=vm, source=vm.host.name,
+    kind = "vm.migrate" if live else "vm.move"
+    audit.record(actor, kind, project=vm.project, target=vm, source=vm.host.name,
                  destination=destination.name if destination else "")
-    return start_operation("vm.migrate", project=vm.project, target=vm, host=vm.host, created_by=actor,
-                           payload={"destination": destination.name if destination else None, "live": True,
+    return start_operation(kind, project=vm.project, target=vm, host=vm.host, created_by=actor,
+                           payload={"destination": destination.name if destination else None, "live": live,
                                     "bandwidth_mib": bandwidth_mib})
 
 

@@ -3,7 +3,7 @@
     host.drain   move_away -> maintenance
 
 move_away   the host takes no new VMs (it is `draining`); every running VM on it gets a
-            vm.migrate to the scheduler's choice. The per-host migration slots
+            vm.migrate to the scheduler's choice, every stopped one a vm.move (cold: its disks). The per-host migration slots
             (UNCLOUD_MIGRATION_MAX_OUTGOING/_INCOMING) limit how many move at once. The step parks
             (WAITING) while moves are under way and is woken when one ends (and by the
             reconciler's beat, so a lost wake-up or a restarted worker only delays it). A VM
@@ -61,12 +61,12 @@ def step_move_away(operation):
             reason = (ended.error.splitlines() or ["the move failed"])[0] if ended and ended.error else "the move failed"
             cannot_move[key] = f"{vm.name}: {reason}"
             continue
-        if vm.status != VMStatus.RUNNING:
-            cannot_move[key] = (f"{vm.name} is {vm.get_status_display().lower()}: only running VMs move "
-                                "(cold migration of stopped VMs is not built yet)")
+        if vm.status not in (VMStatus.RUNNING, VMStatus.STOPPED):
+            cannot_move[key] = f"{vm.name} is {vm.get_status_display().lower()}: it cannot move now"
             continue
         try:
-            migration = do_migrate_vm(None, vm)
+            # Running VMs move live; stopped ones move cold (their disks), and stay stopped.
+            migration = do_migrate_vm(None, vm, live=vm.status == VMStatus.RUNNING)
         except Conflict as refused:
             cannot_move[key] = f"{vm.name}: {refused.detail}"
             continue

@@ -31,7 +31,7 @@ from django.db import transaction
 
 from agents.choices import TERMINAL_OPERATION_STATES
 from agents.hostagent import HostError
-from agents.hosts import agent_for, host_errors_as_step_errors
+from agents.hosts import agent_for, call_host, host_errors_as_step_errors
 from agents.models import Host, Operation
 from agents.operations import PermanentStepError, Step, StepWaiting, register_workflow, start_operation, wake_waiting
 from images import hostwork
@@ -44,9 +44,10 @@ from vms import scheduler
 from vms.choices import VMStatus
 from vms.models import VM
 from vms.specs import vm_up_spec
-from vms.workflows import set_status, vm_networks, vm_of
+from vms.workflows import set_status, step_disks, step_networks_and_boot, vm_networks, vm_of
 
 MIGRATE = "vm.migrate"
+COLD = "vm.move"  # a stopped VM (or one staff stop for it) moves with its disks
 ABORT = "vm.migrate_abort"
 DRAIN = "host.drain"  # vms/drain.py: waits for the migrations it started
 # What the API and the portal show of a migration (the rest of the result is for the steps).
@@ -63,8 +64,8 @@ def hosts_of(operation) -> tuple[Host, Host]:
 
 
 def migrations_in_flight(*, exclude_id: int):
-    """vm.migrate operations past planning that have not finished (they hold a slot)."""
-    return Operation.objects.filter(kind=MIGRATE).exclude(state__in=TERMINAL_OPERATION_STATES).exclude(
+    """Moves past planning that have not finished (they hold a slot)."""
+    return Operation.objects.filter(kind__in=[MIGRATE, COLD]).exclude(state__in=TERMINAL_OPERATION_STATES).exclude(
         id=exclude_id).exclude(step="plan")
 
 
@@ -72,6 +73,18 @@ def step_plan(operation):
     vm = vm_of(operation)
     if vm.status not in (VMStatus.RUNNING, VMStatus.MIGRATING) or vm.host is None:
         raise PermanentStepError(f"{vm.name} is {vm.get_status_display().lower()}; only a running VM moves live.")
+    return plan_destination(operation, vm)
+
+
+def step_plan_cold(operation):
+    vm = vm_of(operation)
+    if vm.status not in (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.MIGRATING) or vm.host is None:
+        raise PermanentStepError(f"{vm.name} is {vm.get_status_display().lower()}; it cannot move now.")
+    was_running = operation.result.get("was_running", vm.status == VMStatus.RUNNING)
+    return {**plan_destination(operation, vm), "was_running": was_running}
+
+
+def plan_destination(operation, vm: VM) -> dict:
     source = vm.host
     with transaction.atomic():
         named = operation.payload.get("destination")
@@ -86,7 +99,7 @@ def step_plan(operation):
             destination = scheduler.destination_for(vm)
             if destination is None:
                 raise PermanentStepError(f"No other host has room for {vm.name}.")
-        busy = migrations_in_flight(exclude_id=operation.id)
+        busy = migrations_in_flight(exclude_id=operation.id)  # live and cold moves share the slots
         outgoing = busy.filter(host=source).count()
         incoming = busy.filter(result__destination=destination.name).count()
         if outgoing >= settings.UNCLOUD_MIGRATION_MAX_OUTGOING or incoming >= settings.UNCLOUD_MIGRATION_MAX_INCOMING:
@@ -103,8 +116,9 @@ def step_prepare(operation):
         raise PermanentStepError(f"{vm.name} is no longer on {source.name}.")
     with host_errors_as_step_errors():
         facts = agent_for(source).call("migrate-source-prepare", {"uuid": str(vm.uuid)})
-        if facts.get("status") != "running":
-            raise PermanentStepError(f"{vm.name} is {facts.get('status')} on {source.name}, not running.")
+        wanted = ("running",) if operation.kind == MIGRATE else ("prelaunch", "paused")
+        if facts.get("status") not in wanted:
+            raise PermanentStepError(f"{vm.name} is {facts.get('status')} on {source.name}, not {wanted[0]}.")
         target = agent_for(destination)
         target.call("migration-authorize", {"source": source.name, "public_key": facts["public_key"],
                                             **({"source_address": source.underlay_address}
@@ -148,7 +162,8 @@ def migration_parameters(operation) -> dict:
             "bandwidth_mib": operation.payload.get("bandwidth_mib") or settings.UNCLOUD_MIGRATION_BANDWIDTH_MIB,
             "auto_converge": settings.UNCLOUD_MIGRATION_AUTO_CONVERGE,
             "timeout_s": settings.UNCLOUD_MIGRATION_TIMEOUT,
-            "step_s": settings.UNCLOUD_MIGRATION_DOWNTIME_STEP_S}
+            "step_s": settings.UNCLOUD_MIGRATION_DOWNTIME_STEP_S,
+            "disks_only": operation.kind == COLD}
 
 
 def step_transfer(operation):
@@ -177,8 +192,15 @@ def step_switch(operation):
     with host_errors_as_step_errors():
         if vm.host_id == source.id:
             agent_for(source).call("migrate-source-release", {"uuid": str(vm.uuid)})
-        answer = agent_for(destination).call("migrate-finish", {"uuid": str(vm.uuid)})
-    if answer.get("status") != "running":
+        cold = operation.kind == COLD
+        if cold:
+            # The mirrors were in step and are cancelled: the disks are here now. The waiting qemu
+            # never received a guest; stopping it (SIGTERM) closes the disks cleanly.
+            agent_for(destination).call("vm-down", {"uuid": str(vm.uuid), "hard": True})
+            answer = {}
+        else:
+            answer = agent_for(destination).call("migrate-finish", {"uuid": str(vm.uuid)})
+    if not cold and answer.get("status") != "running":
         raise PermanentStepError(f"The guest is {answer.get('status')} on {destination.name} after the move.")
     move_rows(vm, destination)
     return {}
@@ -218,7 +240,7 @@ def remove_from_host(agent, vm: VM, host: Host) -> None:
 
 def wake_movers():
     """A migration slot is free and a VM has settled: parked migrations and drains go on."""
-    transaction.on_commit(lambda: wake_waiting([MIGRATE, DRAIN]))
+    transaction.on_commit(lambda: wake_waiting([MIGRATE, COLD, DRAIN]))
 
 
 def migrated(operation):
@@ -234,8 +256,9 @@ def migration_failed(operation):
     if vm is None:
         return
     start_operation(ABORT, project=vm.project, target=vm, host=vm.host,
-                    payload={**operation.result, "migration": str(operation.uuid), "error": operation.error[:2000]})
-    transaction.on_commit(lambda: wake_waiting([MIGRATE]))  # its slot is free; a drain waits for the abort
+                    payload={**operation.result, "migration": str(operation.uuid), "kind": operation.kind,
+                             "error": operation.error[:2000]})
+    transaction.on_commit(lambda: wake_waiting([MIGRATE, COLD]))  # its slot is free; a drain waits for the abort
 
 
 def step_abort(operation):
@@ -255,7 +278,10 @@ def step_abort(operation):
             for network in vm_networks(vm):
                 release_network_if_unused(source, network)
             return {"outcome": f"finished the move to {destination.name}"}
-        answer = agent_for(source).call("migrate-abort", {"uuid": str(vm.uuid)})
+        cold = operation.payload.get("kind") == COLD
+        answer = agent_for(source).call("migrate-abort", {"uuid": str(vm.uuid), "resume": not cold})
+        if cold:
+            agent_for(source).call("vm-down", {"uuid": str(vm.uuid), "hard": True})  # the paused copy
         remove_from_host(agent_for(destination), vm, destination)
     for network in vm_networks(vm):
         release_network_if_unused(destination, network)
@@ -264,8 +290,16 @@ def step_abort(operation):
 
 def aborted(operation):
     vm = VM.objects.filter(uuid=operation.target_uuid).first()
-    if vm is not None:
-        set_status(vm, VMStatus.RUNNING, f"The move failed and was undone: {operation.payload.get('error', '')}"[:2000])
+    if vm is None:
+        return
+    message = f"The move failed and was undone: {operation.payload.get('error', '')}"[:2000]
+    if operation.payload.get("kind") != COLD:
+        set_status(vm, VMStatus.RUNNING, message)
+    elif operation.payload.get("was_running"):
+        set_status(vm, VMStatus.STARTING, message)  # staff stopped it for the move: it runs again
+        start_operation("vm.start", project=vm.project, target=vm, host=vm.host, payload={"by": "vm.move abort"})
+    else:
+        set_status(vm, VMStatus.STOPPED, message)
     wake_movers()
 
 
@@ -283,4 +317,66 @@ register_workflow(
     on_success=migrated, on_failure=migration_failed,
 )
 register_workflow(ABORT, [Step("abort", step_abort)], on_success=aborted, on_failure=abort_failed)
+
+
+# --- cold: a stopped VM's disks move (a running one is stopped first, and started again there) ---
+#
+#     vm.move   plan -> stop -> boot_paused -> prepare -> transfer -> switch -> clean_source -> disks -> boot
+#
+# The disks travel the live path: the source starts the guest paused (-S: it runs no instruction)
+# and mirrors its local disks into the NBD exports of a qemu waiting on the destination, through
+# the SSH tunnel, until they are in step; nothing writes to them, so cancelling the mirrors leaves
+# two equal copies, and both qemu stop. Same encryption, same cleanup on failure, no second copy
+# mechanism, and no memory sent.
+
+def was_running(operation) -> bool:
+    return bool(operation.result.get("was_running"))
+
+
+def step_stop_for_move(operation):
+    if not was_running(operation):
+        return {}
+    vm = vm_of(operation)
+    source, _ = hosts_of(operation)
+    answer = call_host(source, "vm-down", {"uuid": str(vm.uuid), "timeout_s": settings.UNCLOUD_VM_STOP_TIMEOUT},
+                       timeout=settings.UNCLOUD_VM_STOP_TIMEOUT + 60)
+    return {"stopped_by": answer.get("stopped_by")}
+
+
+def step_boot_paused(operation):
+    vm = vm_of(operation)
+    source, _ = hosts_of(operation)
+    with host_errors_as_step_errors():
+        agent = agent_for(source)
+        disks = hostwork.ensure_vm_disks(agent, vm)
+        calls = [("net-up", net_up_spec(network, source)) for network in vm_networks(vm)]
+        calls.append(("vm-up", {**vm_up_spec(vm, disks), "paused": True}))
+        answer = agent.call_batch(calls, timeout=120)[-1]
+    if answer.get("status") not in ("prelaunch", "paused"):
+        raise PermanentStepError(f"The guest is {answer.get('status')} on {source.name}; a cold move needs it "
+                                 "stopped.")
+    return {}
+
+
+def when_it_was_running(step):
+    def run(operation):
+        return step(operation) if was_running(operation) else {}
+    return run
+
+
+def moved_cold(operation):
+    vm = VM.objects.filter(uuid=operation.target_uuid).first()
+    if vm is not None:
+        set_status(vm, VMStatus.RUNNING if was_running(operation) else VMStatus.STOPPED)
+    wake_movers()
+
+
+register_workflow(
+    COLD,
+    [Step("plan", step_plan_cold), Step("stop", step_stop_for_move), Step("boot_paused", step_boot_paused),
+     Step("prepare", step_prepare), Step("transfer", step_transfer), Step("switch", step_switch),
+     Step("clean_source", step_clean_source), Step("disks", when_it_was_running(step_disks)),
+     Step("boot", when_it_was_running(step_networks_and_boot))],
+    on_success=moved_cold, on_failure=migration_failed,
+)
 

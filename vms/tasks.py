@@ -6,7 +6,7 @@ from agents.models import Host
 from agents.operations import wake_waiting
 from vms import reconciler
 from vms.drain import DRAIN
-from vms.migration import MIGRATE
+from vms.migration import COLD, MIGRATE
 from vms.workflows import CAPACITY_KINDS
 
 
@@ -19,7 +19,7 @@ def reconcile_all() -> int:
         reconcile_host.delay(host_id)
     # Capacity can appear without any event we see (staff raise a host's cores in the admin); a
     # migration slot or a drain's wake-up may have been lost with a worker.
-    wake_waiting([*CAPACITY_KINDS, MIGRATE, DRAIN])
+    wake_waiting([*CAPACITY_KINDS, MIGRATE, COLD, DRAIN])
     return len(hosts)
 
 

@@ -29,12 +29,6 @@ class HostSerializer(serializers.ModelSerializer):
         return attrs
 
 
-# Figures an operation may publish from its result (a migration's downtime, time and bytes); the
-# rest of a result is for its steps.
-PUBLISHED_FIGURES = ("total_time_ms", "downtime_ms", "ram_transferred_bytes", "mirror_bytes", "downtime_limit_ms",
-                     "elapsed_ms")
-
-
 class OperationSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)  # null: host work
     progress = serializers.IntegerField(read_only=True)
@@ -42,7 +36,7 @@ class OperationSerializer(serializers.ModelSerializer):
                                                 "downtime_ms as QEMU reports it, total_time_ms, bytes sent).")
 
     def get_figures(self, operation) -> dict:
-        return {key: operation.result[key] for key in PUBLISHED_FIGURES if operation.result.get(key) is not None}
+        return operation.figures
 
     class Meta:
         model = Operation

@@ -73,9 +73,10 @@ class EchoClient:
 
 
 class Pinger:
-    def __init__(self, netns: str, address: str):
+    def __init__(self, netns: str, address: str, interval_s: float = PING_INTERVAL_S):
+        self.interval_s = interval_s
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "ping", "-n", "-i", str(PING_INTERVAL_S), "-W", "1", address],
+            ["ip", "netns", "exec", netns, "ping", "-n", "-i", str(interval_s), "-W", "1", address],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def stop(self) -> dict:
@@ -89,7 +90,7 @@ class Pinger:
             run = run + 1 if previous == seq - 1 else 1
             longest, previous = max(longest, run), seq
         return {"sent": sent, "answered": len(answered), "lost": len(lost),
-                "longest_gap_ms": round((longest + 1) * PING_INTERVAL_S * 1000) if longest else 0}
+                "longest_gap_ms": round((longest + 1) * self.interval_s * 1000) if longest else 0}
 
 
 def rx_bytes(lab_host) -> int:
@@ -215,12 +216,41 @@ def test_live_migration_keeps_the_guest_and_a_failed_one_leaves_it_at_home(
         client.close()
     assert VM.objects.get(pk=vm.pk).host == hv3
 
+    # A guest that arrived by migration moves on (its qemu also reports the incoming migration as
+    # "completed": that must not pass for a finished outgoing one).
+    onward = migrate(admin, vm, host="hv1")
+    assert wait_for_operation(onward, processes, timeout=300).state == "succeeded", operations_of(vm)
+    vm.refresh_from_db()
+    assert (vm.host, vm.status) == (hv1, "running") and len(qemu_on(vm, lab.hosts[0])) == 1
+    nothing_of_vm_on(vm, lab.hosts[2], hv3)
+
+    # Cold, as staff may choose for a running VM: stopped, its disk moved, started on hv2.
+    cold = migrate(admin, vm, host="hv2", live=False)
+    assert cold.kind == "vm.move"
+    assert wait_for_operation(cold, processes, timeout=300).state == "succeeded", operations_of(vm)
+    vm.refresh_from_db()
+    assert (vm.host, vm.status) == (hv2, "running"), vm.status_message
+    assert len(qemu_on(vm, lab.hosts[1])) == 1 and len(qemu_pids(vm)) == 1
+    nothing_of_vm_on(vm, lab.hosts[0], hv1)
+    assert guest_line(vm, "UNCLOUD-ECHO-LISTEN", timeout=180) == f"UNCLOUD-ECHO-LISTEN {ECHO_PORT}"
+    wait_for(lambda: pinger_ns.run(["ping", "-c", "1", "-W", "1", address], check=False).returncode == 0,
+             timeout=60, message=f"{address} does not answer after the cold move")
+    after_cold = EchoClient(pinger_ns.netns, address)
+    try:
+        assert after_cold.greeting.split()[1] != boot_id  # a new boot: it was stopped and started
+        assert after_cold.ask("read") == "MARK moved-with-me"  # the disk came along
+    finally:
+        after_cold.close()
+    print(f"cold move hv1 -> hv2 (stop, move, start): operation "
+          f"{(cold.finished - cold.started).total_seconds():.1f} s, disk mirrored {cold.result.get('mirror_bytes')} B")
+
 
 def test_a_drained_host_ends_empty_in_maintenance_even_when_the_worker_dies_midway(
         lab_factory, celery_processes, settings, api, staff, client_for, alice_project):
-    """Three VMs on hv1; staff put hv1 into maintenance through the API. Its VMs move away (two at
-    a time at most), the worker is killed while they move and another one takes over; hv1 ends
-    empty and in `maintenance`, every VM runs elsewhere with its address unchanged."""
+    """Three VMs on hv1, one of them stopped; staff put hv1 into maintenance through the API. The
+    running ones move live, the stopped one cold (its disk), two at a time at most; the worker is
+    killed while they move and another one takes over; hv1 ends empty and in `maintenance`, every
+    VM is elsewhere with its address unchanged, the stopped one starts there."""
     lab = lab_factory(n_hosts=3)
     values = lab_settings(lab, UNCLOUD_OPERATION_LEASE_SECONDS=60, UNCLOUD_RESUME_INTERVAL=2,
                           UNCLOUD_RECONCILE_INTERVAL=5, UNCLOUD_MIGRATION_MAX_OUTGOING=2)
@@ -237,6 +267,10 @@ def test_a_drained_host_ends_empty_in_maintenance_even_when_the_worker_dies_midw
     for vm in vms:
         wait_for_status(vm, "running", processes, timeout=240)
     addresses = {vm.pk: vm.nics.get().ipv6_address for vm in vms}
+    # One of them is stopped: it moves cold (its disk) and stays stopped.
+    stopped = vms[2]
+    assert alice.post(f"/api/v1/vms/{stopped.uuid}/stop/", {"hard": True}, format="json").status_code == 202
+    wait_for_status(stopped, "stopped", processes)
     assert alice.post(f"/api/v1/hosts/{hv1.uuid}/maintenance/").status_code == 403
 
     response = admin.post(f"/api/v1/hosts/{hv1.uuid}/maintenance/")
@@ -263,11 +297,19 @@ def test_a_drained_host_ends_empty_in_maintenance_even_when_the_worker_dies_midw
     assert not VM.objects.filter(host=hv1).exists()
     for vm in vms:
         vm.refresh_from_db()
-        assert vm.status == "running" and vm.host in (hv2, hv3), (vm.name, vm.status, vm.status_message)
+        wanted = "stopped" if vm == stopped else "running"
+        assert vm.status == wanted and vm.host in (hv2, hv3), (vm.name, vm.status, vm.status_message)
         assert vm.nics.get().ipv6_address == addresses[vm.pk]
-        assert agent_for(vm.host).call("vm-status", {"uuid": str(vm.uuid)})["status"] == "running"
-        assert len(qemu_pids(vm)) == 1
+        assert agent_for(vm.host).call("vm-status", {"uuid": str(vm.uuid)})["status"] == wanted
+        assert len(qemu_pids(vm)) == (0 if vm == stopped else 1)
         assert not (Path(lab.hosts[0].state_dir) / "vms" / str(vm.uuid)).exists()
+        for disk in vm.disks.all():
+            assert disk.host_id == vm.host_id
+            assert (Path(vm.host.state_dir) / "disks" / f"{disk.uuid}.qcow2").exists()
+            assert not (Path(lab.hosts[0].state_dir) / "disks" / f"{disk.uuid}.qcow2").exists()
+    # The stopped one starts where its disk went.
+    assert alice.post(f"/api/v1/vms/{stopped.uuid}/start/").status_code == 202
+    wait_for_status(stopped, "running", processes)
     assert agent_for(hv1).call("inventory")["vms"] == []
     print(f"\ndrain of {len(vms)} VMs (worker killed midway): {drain_seconds:.1f} s after the kill; "
           f"result {drain.result.get('moved')} moved")

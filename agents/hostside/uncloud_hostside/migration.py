@@ -48,6 +48,7 @@ from .checks import (
 )
 from .errors import EXIT_BAD_SPEC, EXIT_FAILURE, EXIT_OK, HostsideError, bad_spec
 from .guests import running_qemu
+from .ha import refuse_stale_start
 from .metadata import SSH_PUBLIC_KEY_RE
 from .nft import apply_ruleset
 from .paths import disks_dir, vm_dir, vm_paths
@@ -401,6 +402,8 @@ def verb_vm_incoming(spec):
     ensure_directory(paths["dir"])
     incoming = {kind: os.path.join(paths["dir"], names[0]) for kind, names in MIGRATION_SOCKETS.items()}
     with file_lock(os.path.join(paths["dir"], "vm-up.lock"), f"another vm-up of {vm_uuid} runs"):
+        # As vm-up: a host that fenced itself takes no guest, nor a stale generation of one.
+        refuse_stale_start(state_dir, vm_uuid, vm["generation"])
         pid = running_qemu(state_dir, vm_uuid)
         if pid is not None:
             status, qmp_error = qmp_status(paths["qmp"])
@@ -453,14 +456,16 @@ def verb_vm_incoming(spec):
 
 def parse_migration_parameters(value):
     check_fields(value, [], ["downtime_ms", "max_downtime_ms", "bandwidth_mib", "auto_converge", "timeout_s",
-                             "step_s", "mirror_timeout_s"])
+                             "step_s", "mirror_timeout_s", "disks_only"])
     return {"downtime_ms": check_int(value.get("downtime_ms", 100), "downtime_ms", 1, 60000),
             "max_downtime_ms": check_int(value.get("max_downtime_ms", 2000), "max_downtime_ms", 1, 600000),
             "bandwidth_mib": check_int(value.get("bandwidth_mib", 0), "bandwidth_mib", 0, 1024 * 1024),
             "auto_converge": check_bool(value.get("auto_converge", True), "auto_converge"),
             "timeout_s": check_number(value.get("timeout_s", 240), "timeout_s", 1, 86400),
             "step_s": check_number(value.get("step_s", 10), "step_s", 0.5, 3600),
-            "mirror_timeout_s": check_number(value.get("mirror_timeout_s", 120), "mirror_timeout_s", 1, 86400)}
+            "mirror_timeout_s": check_number(value.get("mirror_timeout_s", 120), "mirror_timeout_s", 1, 86400),
+            # A cold move: the guest never ran, so its disks are all there is to send.
+            "disks_only": check_bool(value.get("disks_only", False), "disks_only")}
 
 
 def mirror_jobs(qmp):
@@ -547,7 +552,10 @@ def verb_migrate_send(spec):
             QmpSession(paths["qmp"], timeout_s=60) as qmp:
         info = qmp.execute("query-migrate")
         mirror_bytes = sum(int(job.get("offset", 0)) for job in mirror_jobs(qmp).values())
-        if info.get("status") == "completed":
+        # A guest that arrived here by migration also says "completed" (its incoming one) while it
+        # runs: only a guest stopped by its own outgoing migration (postmigrate) has been sent.
+        sent = info.get("status") == "completed" and qmp.execute("query-status")["status"] == "postmigrate"
+        if sent:
             return {**migration_figures(info, mirror_bytes), "changes": changes}
         if info.get("status") not in ("active", "setup", "pre-switchover", "device"):
             if start_tunnel(state_dir, vm_uuid, destination):
@@ -556,8 +564,15 @@ def verb_migrate_send(spec):
                 start_mirrors(qmp, tunnel, drives, changes)
                 mirror_bytes = wait_for_mirrors(qmp, drives, parameters["mirror_timeout_s"])
             except HostsideError:
-                abort_source(qmp, state_dir, vm_uuid, changes)
+                abort_source(qmp, state_dir, vm_uuid, changes, resume=not parameters["disks_only"])
                 raise
+            if parameters["disks_only"]:
+                if qmp.execute("query-status")["status"] == "running":
+                    raise HostsideError("in_use", f"VM {vm_uuid} runs: only a guest that never ran moves its "
+                                        "disks alone")
+                # In step and nothing writes (the guest never ran): the copies are the same now.
+                return {"migration_status": "disks-copied", "mirror_bytes": mirror_bytes,
+                        "total_time_ms": round((time.monotonic() - started) * 1000), "changes": changes}
             capabilities = [{"capability": "auto-converge", "state": parameters["auto_converge"]},
                             {"capability": "events", "state": True}]
             qmp.execute("migrate-set-capabilities", {"capabilities": capabilities})
@@ -596,9 +611,10 @@ def verb_migrate_send(spec):
             time.sleep(MIGRATION_POLL_S)
 
 
-def abort_source(qmp, state_dir, vm_uuid, changes):
+def abort_source(qmp, state_dir, vm_uuid, changes, resume=True):
     """Undo a migration on the source: cancel it, cancel the mirrors, stop the tunnel, and let the
-    guest run again if the migration had stopped it."""
+    guest run again if the migration had stopped it (unless `resume` is false: a cold move's
+    guest never ran and must not start now)."""
     info = qmp.execute("query-migrate")
     if info.get("status") in ("active", "setup", "pre-switchover", "device"):
         qmp.execute("migrate_cancel", allow_error=True)
@@ -610,20 +626,21 @@ def abort_source(qmp, state_dir, vm_uuid, changes):
     release_mirrors(qmp, [], changes)
     stop_tunnel(state_dir, vm_uuid, changes)
     status = qmp.execute("query-status")["status"]
-    if status in ("postmigrate", "paused", "finish-migrate"):
+    if resume and status in ("postmigrate", "paused", "finish-migrate"):
         qmp.execute("cont")
         changes.append(f"the guest runs again (was {status})")
     return qmp.execute("query-status")["status"]
 
 
 def verb_migrate_abort(spec):
-    state_dir, vm_uuid, paths = migration_vm(spec)
+    state_dir, vm_uuid, paths = migration_vm(spec, optional=["resume"])
+    resume = check_bool(spec.get("resume", True), "resume")
     changes = []
     if running_qemu(state_dir, vm_uuid) is None:
         stop_tunnel(state_dir, vm_uuid, changes)
         return {"uuid": vm_uuid, "status": "stopped", "changes": changes}
     with QmpSession(paths["qmp"]) as qmp:
-        status = abort_source(qmp, state_dir, vm_uuid, changes)
+        status = abort_source(qmp, state_dir, vm_uuid, changes, resume=resume)
     return {"uuid": vm_uuid, "status": status, "changes": changes}
 
 
@@ -644,8 +661,10 @@ def verb_migrate_source_release(spec):
 
 def verb_migrate_finish(spec):
     """Destination, after the source reported `completed`: stop the NBD server, run the guest, and
-    announce it (RARP + the guest's own announcement) so the VXLAN fabric learns where it is now."""
-    state_dir, vm_uuid, paths = migration_vm(spec)
+    announce it (RARP + the guest's own announcement) so the VXLAN fabric learns where it is now.
+    `run: false` (a cold move) leaves the guest paused: its disks are here now, it never ran."""
+    state_dir, vm_uuid, paths = migration_vm(spec, optional=["run"])
+    run = check_bool(spec.get("run", True), "run")
     running_migration_vm(state_dir, vm_uuid)
     changes = []
     with QmpSession(paths["qmp"]) as qmp:
@@ -654,10 +673,11 @@ def verb_migrate_finish(spec):
             raise HostsideError("busy", f"VM {vm_uuid} is still receiving its state")
         if qmp.execute("nbd-server-stop", allow_error=True) == {}:
             changes.append("stopped the NBD server")
-        if status in ("paused", "prelaunch"):
+        if run and status in ("paused", "prelaunch"):
             qmp.execute("cont")
             changes.append("the guest runs here")
-        qmp.execute("announce-self", ANNOUNCE)
+        if run:
+            qmp.execute("announce-self", ANNOUNCE)
         status = qmp.execute("query-status")["status"]
     recorded = read_json_file(paths["spec"])
     if recorded and recorded.pop("incoming", None):

@@ -256,7 +256,7 @@ def verb_vm_up(spec):
                     remove_ports_of_failed_start(vm)
                 raise
             changes.append("started qemu")
-        status, qmp_error = continue_guest(vm)
+        status, qmp_error = qmp_status(paths["qmp"]) if vm["paused"] else continue_guest(vm)
     recorded = read_json_file(paths["spec"]) or {}
     return {"uuid": vm_uuid, "name": vm["name"], "pid": pid, "status": status,
             "qmp_error": qmp_error, "already_running": already_running,

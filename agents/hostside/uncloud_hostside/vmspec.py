@@ -81,7 +81,7 @@ def parse_nic(nic, index, vm_uuid, state_dir):
 
 def parse_vm_up_spec(spec):
     check_fields(spec, ["state_dir", "uuid", "name", "cores", "memory_mib", "disks", "nics"],
-                 ["kernel", "initrd", "cmdline", "accel", "generation"])
+                 ["kernel", "initrd", "cmdline", "accel", "generation", "paused"])
     state_dir = check_state_dir(spec["state_dir"])
     vm_uuid = check_uuid(spec["uuid"])
     disks = check_list(spec["disks"], "disks", 16)
@@ -100,6 +100,8 @@ def parse_vm_up_spec(spec):
         # The start's generation (HA, see ha.py): a host refuses an older one and kills a copy it outlived.
         "generation": None if spec.get("generation") is None
         else check_int(spec["generation"], "generation", 0, MAX_GENERATION),
+        # Started but never run (a stopped VM's cold move sends it paused to another host).
+        "paused": check_bool(spec.get("paused", False), "paused"),
     }
     for field in ("kernel", "initrd"):
         if spec.get(field) is not None:

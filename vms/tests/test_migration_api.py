@@ -1,0 +1,103 @@
+"""Moving VMs through the API and the scheduler's choice of a destination, without hosts that run
+anything (the lab test, test_migration_lab.py, moves real guests)."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from agents.models import Host, Operation
+from vms.drain import DRAIN
+from vms.migration import step_plan
+from vms.models import VM
+from vms.scheduler import cannot_take, destination_for
+
+FACTS = {"binaries": {"qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "ip": "/sbin/ip", "nft": "/sbin/nft",
+                      "radvd": "/sbin/radvd"}}
+
+
+def host(name, **extra):
+    return Host.objects.create(name=name, ssh_address=f"{name}.example", cores=8, memory_mib=8192, disk_gib=100,
+                               facts=FACTS, last_heartbeat=timezone.now(), **extra)
+
+
+@pytest.fixture
+def placed_vm(alice_project):
+    source = host("hv1")
+    return VM.objects.create(project=alice_project, name="web", cores=1, memory_mib=1024, status="running",
+                             host=source)
+
+
+@pytest.fixture
+def admin(staff, client_for):
+    return client_for(staff)
+
+
+def test_only_staff_move_vms_and_refusals_say_why(api, admin, placed_vm):
+    url = f"/api/v1/vms/{placed_vm.uuid}/migrate/"
+    assert api["alice"].post(url, {}, format="json").status_code == 403  # the owner is no staff
+    assert api["charlie"].post(url, {}, format="json").status_code == 403
+    assert admin.post(url, {"host": "nowhere"}, format="json").status_code == 400
+    assert admin.post(url, {"host": "hv1"}, format="json").status_code == 409  # its own host
+    assert not Operation.objects.filter(kind__in=["vm.migrate", "vm.move"]).exists()
+
+    VM.objects.filter(pk=placed_vm.pk).update(status="stopped")
+    refused = admin.post(url, {}, format="json")
+    assert refused.status_code == 409 and "live=false" in refused.json()["detail"]
+    cold = admin.post(url, {"live": False}, format="json")
+    assert cold.status_code == 202, cold.content
+    assert cold.json()["operation"]["kind"] == "vm.move"
+    again = admin.post(url, {"live": False}, format="json")
+    assert again.status_code == 409  # one move per VM at a time
+
+
+def test_the_scheduler_picks_another_enabled_host_with_room(placed_vm):
+    assert destination_for(placed_vm) is None  # nowhere else to go
+    full = host("hv2", memory_overbooking=Decimal("0.1"))
+    stale = host("hv3")
+    Host.objects.filter(pk=stale.pk).update(last_heartbeat=timezone.now() - timedelta(days=1))
+    draining = host("hv4", status="draining")
+    assert destination_for(placed_vm) is None
+    assert cannot_take(placed_vm, full) == "it has no room for it"
+    assert cannot_take(placed_vm, Host.objects.get(pk=stale.pk)) == "it has not answered recently"
+    assert "draining" in cannot_take(placed_vm, draining).lower()
+    assert cannot_take(placed_vm, placed_vm.host) == "it is the VM's own host"
+    free = host("hv5")
+    assert destination_for(placed_vm) == free and cannot_take(placed_vm, free) == ""
+
+
+def test_migration_slots_park_a_move_until_one_is_free(placed_vm, alice_project, settings):
+    settings.UNCLOUD_MIGRATION_MAX_OUTGOING = 1
+    host("hv2")
+    other = VM.objects.create(project=alice_project, name="other", cores=1, memory_mib=1024, status="running",
+                              host=placed_vm.host)
+    Operation.objects.create(kind="vm.migrate", target_uuid=other.uuid, host=placed_vm.host, state="running",
+                             step="transfer", steps_total=5, result={"destination": "hv2"})
+    waiting = Operation.objects.create(kind="vm.migrate", target_uuid=placed_vm.uuid, host=placed_vm.host,
+                                       step="plan", steps_total=5, payload={"destination": None})
+    from agents.operations import StepWaiting
+
+    with pytest.raises(StepWaiting, match="migration slot"):
+        step_plan(waiting)
+    Operation.objects.filter(kind="vm.migrate", target_uuid=other.uuid).update(state="succeeded")
+    assert step_plan(waiting)["destination"] == "hv2"
+    assert VM.objects.get(pk=placed_vm.pk).status == "migrating"
+
+
+def test_maintenance_is_staff_only_and_marks_the_host_draining(api, admin, placed_vm):
+    hv1 = placed_vm.host
+    url = f"/api/v1/hosts/{hv1.uuid}/maintenance/"
+    assert api["alice"].post(url).status_code == 403
+    response = admin.post(url)
+    assert response.status_code == 202 and response.json()["kind"] == DRAIN
+    assert admin.post(url).json()["uuid"] == response.json()["uuid"]  # the drain under way
+    assert Host.objects.get(pk=hv1.pk).status == "draining"
+
+
+def test_operations_publish_only_their_figures(api, alice_project):
+    operation = Operation.objects.create(kind="vm.migrate", project=alice_project, result={
+        "downtime_ms": 26, "total_time_ms": 3231, "ram_transferred_bytes": 101665653, "source": "hv1",
+        "destination_pid": 4242})
+    body = api["alice"].get(f"/api/v1/operations/{operation.uuid}/").json()
+    assert body["figures"] == {"downtime_ms": 26, "total_time_ms": 3231, "ram_transferred_bytes": 101665653}
