@@ -32,6 +32,7 @@ from billing.forms import (
 from billing.models import BankEntry, BankImport, BankStatement, Bill, BillingAccount, CardPaymentMethod, Payment
 from billing.pdf import qr_bill_svg, render_pdf
 from billing.references import compact_iban, format_reference
+from billing.spending import spending
 
 
 def _own_bill(request, uuid) -> Bill:
@@ -48,6 +49,7 @@ def overview(request):
         "bills": account.bills.all()[:50],
         "payments": account.payments.all()[:20],
         "refunds": account.refunds.all()[:20],
+        "spending": spending(account),
         "cards": account.cards.filter(removed_at__isnull=True),
         "coupon_form": CouponForm(),
         "stripe_enabled": stripe_payments.enabled(),

@@ -109,3 +109,47 @@ class VMPriceQuerySerializer(serializers.Serializer):
     cores = _vm_create_field("cores")
     memory_mib = _vm_create_field("memory")
     disk_mib = _vm_create_field("disk")
+
+
+class ResourceSpendingSerializer(serializers.Serializer):
+    description = serializers.CharField()
+    resource_kind = serializers.CharField()
+    resource_uuid = serializers.CharField(allow_blank=True)
+    project = serializers.CharField(allow_blank=True)
+    so_far = serializers.DecimalField(max_digits=14, decimal_places=2)
+    forecast = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+class OpenBillSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField()
+    number = serializers.IntegerField()
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
+    open_amount = serializers.DecimalField(max_digits=14, decimal_places=2)
+    due_on = serializers.DateField()
+    state = serializers.CharField()
+
+
+class BilledMonthSerializer(serializers.Serializer):
+    month = serializers.DateField()
+    number = serializers.IntegerField()
+    subtotal = serializers.DecimalField(max_digits=14, decimal_places=2)
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
+    state = serializers.CharField()
+
+
+class SpendingSerializer(serializers.Serializer):
+    """This month so far and forecast per resource (before VAT), the estimated VAT, credit, open bills and
+    the last twelve bills."""
+
+    currency = serializers.CharField()
+    month = serializers.DateField()
+    so_far = serializers.DecimalField(max_digits=14, decimal_places=2)
+    forecast = serializers.DecimalField(max_digits=14, decimal_places=2)
+    carried = serializers.DecimalField(max_digits=14, decimal_places=2,
+                                       help_text="Earlier months below the minimum bill, billed with this month")
+    forecast_vat = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    forecast_total = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    credit = serializers.DecimalField(max_digits=14, decimal_places=2)
+    open_bills = OpenBillSerializer(many=True)
+    resources = ResourceSpendingSerializer(many=True)
+    history = BilledMonthSerializer(many=True)

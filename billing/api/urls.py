@@ -12,5 +12,6 @@ router.register("products", views.ProductViewSet, basename="product")
 
 urlpatterns = [
     path("billing/account/", views.BillingAccountView.as_view(), name="billing-account"),
+    path("billing/spending/", views.SpendingView.as_view(), name="billing-spending"),
     path("prices/vm/", views.VMPriceView.as_view(), name="price-vm"),
 ] + router.urls

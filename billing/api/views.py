@@ -19,11 +19,23 @@ from billing.api.serializers import (
     OrderSerializer,
     PaymentSerializer,
     ProductSerializer,
+    SpendingSerializer,
     VMPriceQuerySerializer,
 )
 from billing.models import Bill, Order, Payment, Price, Product
 from billing.pdf import render_pdf
 from billing.pricing import monthly_vm_price
+from billing.spending import spending
+
+
+class SpendingView(APIView):
+    """What you spend: this month so far and its forecast per resource, credit, open bills, history."""
+
+    serializer_class = SpendingSerializer
+
+    @extend_schema(responses=SpendingSerializer)
+    def get(self, request):
+        return Response(SpendingSerializer(spending(actions.account_of_user(request.user))).data)
 
 
 class BillingAccountView(APIView):
