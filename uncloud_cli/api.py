@@ -92,4 +92,5 @@ class API:
                                f"after {timeout:.0f} s; follow it with: uncloud operations show {operation['uuid']}",
                                EXIT_TIMEOUT)
             time.sleep(interval)
-            operation = self.get(f"operations/{operation['uuid']}/")
+            # all=1: staff follow operations outside their projects too (a host check); others ignore it.
+            operation = self.get(f"operations/{operation['uuid']}/", params={"all": "1"})

@@ -394,11 +394,26 @@ def projects_create(name, show):
 
 @projects.command("invite")
 @click.argument("project_uuid", metavar="PROJECT_UUID")
-@click.argument("username")
+@click.argument("who", metavar="USERNAME_OR_EMAIL")
 @output_options()
-def projects_invite(project_uuid, username, show):
-    """Invite a user to a project (they accept it themselves)."""
-    show(api().send("POST", f"projects/{project_uuid}/members/", {"username": username}))
+def projects_invite(project_uuid, who, show):
+    """Invite a user (by username or e-mail address); they join when they accept it."""
+    show(api().send("POST", f"projects/{project_uuid}/members/", {"email" if "@" in who else "username": who}))
+
+
+@projects.command("invitations")
+@click.argument("project_uuid", metavar="PROJECT_UUID")
+@output_options(["uuid", "invitee", "created", "expires"])
+def projects_invitations(project_uuid, show):
+    """Open invitations of a project (owner)."""
+    show(api().get(f"projects/{project_uuid}/invitations/"))
+
+
+@projects.command("cancel-invitation")
+@click.argument("project_uuid", metavar="PROJECT_UUID")
+@click.argument("invitation_uuid", metavar="INVITATION_UUID")
+def projects_cancel_invitation(project_uuid, invitation_uuid):
+    api().send("DELETE", f"projects/{project_uuid}/invitations/{invitation_uuid}/")
 
 
 @projects.command("remove-member")
@@ -408,7 +423,7 @@ def projects_remove_member(project_uuid, username):
     api().send("DELETE", f"projects/{project_uuid}/members/{username}/")
 
 
-invitations = resource("invitations", "invitations/", "invitation", ["uuid", "project", "invited_by", "state"],
+invitations = resource("invitations", "invitations/", "invitation", ["uuid", "project_name", "invited_by", "expires"],
                        deletable=False, by_name=False, help_text="Invitations to projects you received.")
 for _verb in ("accept", "decline"):
     def _make_invitation(verb):
@@ -582,7 +597,7 @@ operations = resource("operations", "operations/", "operation",
 @output_options()
 def operations_wait(uuid, wait_timeout, show):
     """Follow an operation to its end (exit 3 if it fails, 4 on timeout)."""
-    show(api().follow(api().get(f"operations/{uuid}/"), wait_timeout))
+    show(api().follow(api().get(f"operations/{uuid}/", params={"all": "1"}), wait_timeout))
 
 
 tokens = resource("tokens", "tokens/", "token", ["uuid", "name", "key_prefix", "scope", "expires", "last_used"],

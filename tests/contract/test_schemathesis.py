@@ -29,7 +29,7 @@ from networks.models import PrefixPool
 from vms import actions as vm_actions
 from vms.tests.test_api import ED25519
 
-EXAMPLES = int(os.environ.get("UNCLOUD_CONTRACT_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("UNCLOUD_CONTRACT_EXAMPLES", "3"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True))

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from click.testing import CliRunner
 
 from accounts import actions as account_actions
 from accounts.tests.conftest import enrol_totp, totp_code
-from agents.models import Operation
+from agents.choices import HostTransport
+from agents.models import Host, Operation
 from uncloud_cli.errors import EXIT_API, EXIT_CONNECTION, EXIT_OPERATION_FAILED, EXIT_TIMEOUT, EXIT_USAGE
 from uncloud_cli.main import cli
 
@@ -160,3 +162,53 @@ def test_no_server_and_no_context_are_exit_code_5(config_file):
 def test_completion_script():
     result = run("completion", "bash")
     assert result.exit_code == 0 and "_UNCLOUD_COMPLETE" in result.output
+
+
+@pytest.mark.worker
+def test_wait_follows_a_real_operation_run_by_a_real_worker(celery_processes, live_server, config_file):
+    """A staff host check, run by a Celery worker through Redis: --wait shows it to its end."""
+    processes = celery_processes()
+    processes.worker()
+    staff = account_actions.do_create_user("ops", "ops-password-1", is_staff=True)
+    _, token = account_actions.do_create_token(staff, "cli")
+    assert run("context", "set", "ops", "--url", live_server.url, "--token", token).exit_code == 0
+    with tempfile.TemporaryDirectory(prefix="uc-", dir="/tmp") as state_dir:  # short: unix socket paths
+        good = Host.objects.create(name="local", transport=HostTransport.LOCAL, state_dir=state_dir)
+        checked = run("hosts", "check", good.uuid, "--wait", "--wait-timeout", 120, "-o", "json")
+        assert checked.exit_code == 0, checked.output
+        assert json.loads(checked.stdout)["state"] == "succeeded"
+        assert "host.check" in checked.stderr  # the progress lines
+    # An SSH host nobody listens for: the check fails, and --wait says so with exit code 3.
+    bad = Host.objects.create(name="nowhere", transport=HostTransport.SSH, ssh_address="127.0.0.1", ssh_port=9,
+                              state_dir="/tmp/uc-nowhere")
+    failed = run("hosts", "check", bad.uuid, "--wait", "--wait-timeout", 300)
+    assert failed.exit_code == EXIT_OPERATION_FAILED, failed.output
+    assert "failed" in failed.stderr
+
+
+def test_a_member_is_invited_and_accepts(alice_cli, live_server, monkeypatch):
+    bob = account_actions.do_create_user("bob", "bob-password-1")
+    _, bob_token = account_actions.do_create_token(bob, "cli")
+    project = json.loads(run("projects", "list", "-o", "json").stdout)[0]
+    invited = run("projects", "invite", project["uuid"], "bob", "-o", "json")
+    assert invited.exit_code == 0, invited.output
+    assert [row["username"] for row in json.loads(run("projects", "invitations", project["uuid"],
+                                                         "-o", "json").stdout)] == ["bob"]
+    monkeypatch.setenv("UNCLOUD_TOKEN", bob_token)
+    invitation = json.loads(run("invitations", "list", "-o", "json").stdout)[0]
+    assert invitation["project"] == project["uuid"]
+    assert run("invitations", "accept", invitation["uuid"]).exit_code == 0
+    monkeypatch.delenv("UNCLOUD_TOKEN")
+    assert "bob" in json.loads(run("projects", "show", project["uuid"], "-o", "json").stdout)["members"]
+
+
+def test_image_upload_streams_with_progress(alice_cli, tmp_path, settings):
+    settings.UNCLOUD_IMAGE_UPLOAD_DIR = tmp_path / "uploads"
+    settings.UNCLOUD_IMAGE_STORE_DIR = tmp_path / "store"
+    image = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    uploaded = run("images", "upload", "mine", image, "-o", "json")
+    assert uploaded.exit_code == 0, uploaded.output
+    body = json.loads(uploaded.stdout)
+    assert body["name"] == "mine" and body["status"] == "validating"
+    assert "100% of" in uploaded.stderr
