@@ -233,6 +233,8 @@ class HostWatcher:
 
     def _heard(self, host: Host) -> None:
         if host.liveness == HostLiveness.ALIVE:
+            # Returned by staff (host.return) or never gone: the next failure is fenced afresh.
+            self.fencing.pop(host.id, None)
             return
         if host.liveness == HostLiveness.FENCED:
             if host.storage_fenced_address:
@@ -249,6 +251,7 @@ class HostWatcher:
 
     def _silent(self, host: Host, silent_s: float, mass: bool, hosts: list[Host], silence: dict) -> None:
         if host.liveness == HostLiveness.ALIVE:
+            self.fencing.pop(host.id, None)  # a new failure: no fence of an earlier one counts
             self._transition(host, HostLiveness.SUSPECT)
         if mass or host.liveness == HostLiveness.FENCED:
             return

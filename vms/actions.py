@@ -373,3 +373,28 @@ def _delete_vm_of_a_down_host(actor, vm: VM):
         return None
     return start_operation("vm.cleanup", project=vm.project, target=vm, host=host, created_by=actor,
                            payload={"calls": calls})
+
+
+@transaction.atomic
+def do_rebuild_vm_elsewhere(actor, vm: VM):
+    """Staff: a VM with local disks whose host failed and was fenced starts on another host with new
+    disks (the root disk from its image again, data volumes empty): what its disks held is lost.
+    The failed host's remains go when it is back (vm.cleanup). Returns the vm.evacuate operation."""
+    vm = _locked(vm)
+    host = vm.host
+    if vm.status != VMStatus.HOST_DOWN or host is None or host.liveness != HostLiveness.FENCED:
+        raise Conflict(f"{vm.name} is not waiting for a fenced host: only such a VM is rebuilt elsewhere.")
+    _cancel_host_failure_work(vm, "Staff rebuild the VM on another host.")
+    local = list(Disk.objects.filter(vm=vm).exclude(storage=StorageBackend.RBD).order_by("id"))
+    calls = [("vm-down", {"uuid": str(vm.uuid), "hard": True, "purge": True, "timeout_s": 5})]
+    calls += [("disk-delete", {"disk_uuid": str(disk.uuid)}) for disk in local]
+    calls.append(("vm-metadata-delete", {"uuid": str(vm.uuid)}))
+    Disk.objects.filter(pk__in=[disk.pk for disk in local]).update(host=None, location="")
+    VM.objects.filter(pk=vm.pk).update(host=None, desired_state=DesiredState.RUNNING, status_message=(
+        "Host failure: staff rebuild it on another host with new disks; the data on the failed host is lost."))
+    audit.record(actor, "vm.rebuild_elsewhere", project=vm.project, target=vm, from_host=host.name,
+                 disks_lost=[str(disk.uuid) for disk in local])
+    start_operation("vm.cleanup", target=host, host=host, created_by=actor, payload={"calls": calls})
+    return start_operation("vm.evacuate", project=vm.project, target=vm, created_by=actor, payload={
+        "reason": "host failure: rebuilt on another host (its data lost)", "from_host": host.name,
+        "avoid_hosts": [host.id]})

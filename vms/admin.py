@@ -15,7 +15,19 @@ class VMAdmin(admin.ModelAdmin):
     list_filter = ["status", "desired_state", "host"]
     search_fields = ["name", "uuid", "nics__ipv6_address", "nics__mac", "project__name", "project__owner__username"]
     readonly_fields = ["uuid", "created", "updated", "idempotency_key", "last_migration"]
-    actions = ["stop_vms", "migrate_vms"]
+    actions = ["stop_vms", "migrate_vms", "rebuild_elsewhere"]
+
+    @admin.action(description="Rebuild the selected VMs of a fenced host on another host (their disks' data is lost)")
+    def rebuild_elsewhere(self, request, queryset):
+        failed = []
+        for vm in queryset:
+            try:
+                actions.do_rebuild_vm_elsewhere(request.user, vm)
+            except Exception as error:  # one VM's refusal must not hide the others'
+                failed.append(f"{vm.name}: {getattr(error, 'detail', error)}")
+        messages.info(request, f"Rebuild elsewhere started for {queryset.count() - len(failed)} VM(s).")
+        for line in failed:
+            messages.error(request, line)
 
     @admin.display(description="Last move (live migration)")
     def last_migration(self, vm):

@@ -13,6 +13,8 @@ A failure that is not worth retrying ends the operation, and the on_failure hook
 in "error" with the reason, so no VM stays "building".
 """
 
+import time
+
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -255,13 +257,39 @@ register_workflow(
 def evacuated(operation):
     vm = VM.objects.filter(uuid=operation.target_uuid).first()
     if vm is not None:
-        set_status(vm, VMStatus.RUNNING,
-                   f"Host failure: restarted on another host at {timezone.now():%Y-%m-%d %H:%M} UTC.")
+        reason = operation.payload.get("reason") or "host failure: restarted on another host"
+        set_status(vm, VMStatus.RUNNING, f"{reason[:1].upper()}{reason[1:]} at {timezone.now():%Y-%m-%d %H:%M} UTC.")
+
+
+STORAGE_RELEASE_WAIT_S = 15
+
+
+def step_storage_released(operation):
+    """No qemu anywhere may hold the VM's Ceph disks before it starts here: the failed host's watch
+    goes once the OSDs apply its blocklist (a moment after the monitors listed it), or after the
+    OSDs' watch timeout (30 s) for a host fenced otherwise."""
+    from images import rbd
+    from images.choices import StorageBackend
+
+    vm = placed_vm(operation)
+    names = [rbd.disk_name(disk) for disk in Disk.objects.filter(vm=vm, storage=StorageBackend.RBD)]
+    if not names:
+        return {}
+    deadline = time.monotonic() + STORAGE_RELEASE_WAIT_S
+    while True:
+        answer = call_host(vm.host, "rbd-watchers", {**rbd.pool_spec(), "images": names}, timeout=30)
+        held = {name: watchers for name, watchers in answer["watchers"].items() if watchers}
+        if not held:
+            return {"storage_released_after_s": round(STORAGE_RELEASE_WAIT_S - (deadline - time.monotonic()), 2)}
+        if time.monotonic() > deadline:
+            raise TransientStepError(f"Its disks are still open elsewhere: {held}")
+        time.sleep(0.25)
 
 
 register_workflow(
     "vm.evacuate",
-    [Step("place", step_place), Step("disks", step_disks), Step("boot", step_networks_and_boot)],
+    [Step("place", step_place), Step("disks", step_disks), Step("storage_released", step_storage_released),
+     Step("boot", step_networks_and_boot)],
     on_success=evacuated, on_failure=failed,
 )
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from accounts.api.exceptions import Conflict
 from agents.choices import HostLiveness, OperationState
 from agents.hosts import agent_for, call_host
 from agents.models import Operation
@@ -15,7 +16,7 @@ from agents.transport import TransportError
 from images.choices import StorageBackend
 from images.models import Disk
 from vms import failover, reconciler, scheduler
-from vms.actions import do_delete_vm, do_stop_vm, project_usage
+from vms.actions import do_delete_vm, do_rebuild_vm_elsewhere, do_stop_vm, project_usage
 from vms.choices import DesiredState, VMStatus
 from vms.models import VM
 from vms.tests.test_actions import create, make_host
@@ -151,3 +152,26 @@ def test_starts_that_keep_failing_on_a_host_move_the_vm_or_stop_retrying(alice, 
     assert ceph.host is None
     move = Operation.objects.filter(kind="vm.start", target_uuid=ceph.uuid, state=OperationState.PENDING).get()
     assert move.payload["avoid_hosts"] == [host.id]
+
+
+def test_staff_rebuild_a_local_vm_of_a_fenced_host_elsewhere(alice, alice_project):
+    failed = make_host("hv-failed")
+    make_host("hv-ok")
+    vm = placed(create(alice, alice_project, "local"), failed)
+    Disk.objects.filter(vm=vm).update(host=failed, location="/srv/disk.qcow2")
+    failover.host_failed(failed)
+    vm.refresh_from_db()
+    with pytest.raises(Conflict):  # not fenced yet: its copy may still run
+        do_rebuild_vm_elsewhere(alice, vm)
+    type(failed).objects.filter(pk=failed.pk).update(liveness=HostLiveness.FENCED)
+    vm.refresh_from_db()
+    evacuation = do_rebuild_vm_elsewhere(alice, vm)
+    vm.refresh_from_db()
+    assert vm.host is None and "data on the failed host is lost" in vm.status_message
+    assert evacuation.kind == "vm.evacuate" and evacuation.payload["avoid_hosts"] == [failed.id]
+    assert "its data lost" in evacuation.payload["reason"]
+    (disk,) = Disk.objects.filter(vm=vm)
+    assert disk.host is None and disk.location == ""  # made again, empty of old data, on the new host
+    cleanup = Operation.objects.get(kind="vm.cleanup")
+    assert cleanup.host == failed and cleanup.target_uuid == failed.uuid  # not the VM's: it stays usable
+    assert [verb for verb, _ in cleanup.payload["calls"]] == ["vm-down", "disk-delete", "vm-metadata-delete"]

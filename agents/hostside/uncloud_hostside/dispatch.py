@@ -5,7 +5,7 @@ import time
 
 from .checks import check_fields, check_list, check_state_dir
 from .errors import HostsideError, bad_spec
-from .ha import verb_ceph_blocklist, verb_heartbeat, verb_peer_probe
+from .ha import verb_ceph_blocklist, verb_heartbeat, verb_peer_probe, verb_rbd_watchers
 from .hostdown import verb_host_down
 from .hostinfo import verb_host_info
 from .hotplug import verb_disk_attach, verb_disk_detach, verb_nic_attach, verb_nic_detach, verb_vm_firewall
@@ -116,6 +116,7 @@ VERBS = {
     "heartbeat": verb_heartbeat,
     "peer-probe": verb_peer_probe,
     "ceph-blocklist": verb_ceph_blocklist,
+    "rbd-watchers": verb_rbd_watchers,
 }
 
 

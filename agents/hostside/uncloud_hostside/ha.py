@@ -40,7 +40,7 @@ from .errors import HostsideError, bad_spec
 from .guests import processes_under_state_dir, running_qemu
 from .paths import vm_dir, vm_paths, vms_dir
 from .program import program_path
-from .rbd import check_ceph_conf
+from .rbd import check_ceph_conf, parse_rbd_target, rbd_command, rbd_spec_of
 from .state import (
     ensure_directory,
     process_cmdline,
@@ -397,3 +397,19 @@ def verb_ceph_blocklist(spec):
     addresses = [entry.get("addr", "") for entry in entries if isinstance(entry, dict)]
     found = any(entry.split("/")[0].rsplit(":", 1)[0].strip("[]") == address for entry in addresses)
     return {"address": address, "listed": found, "entries": addresses}
+
+
+def verb_rbd_watchers(spec):
+    """Who holds each RBD image open (`rbd status`): {"watchers": {image: [client addresses]}}. A VM
+    restarted after a host failure starts only once its disks have no watcher left (the failed
+    host's watch goes when the OSDs apply its blocklist, a moment after the monitors listed it)."""
+    check_fields(spec, ["state_dir", "pool", "images", "ceph_conf"], ["user"])
+    state_dir = check_state_dir(spec["state_dir"])
+    require_binaries("rbd")
+    watchers = {}
+    for image in check_list(spec["images"], "images", 16):
+        target = parse_rbd_target({**spec, "image": image}, state_dir, "image")
+        completed = rbd_command(target, "status", "--format", "json", rbd_spec_of(target))
+        status, _ = json.JSONDecoder().raw_decode(completed.stdout.strip() or "{}")
+        watchers[target["name"]] = [entry.get("address", "") for entry in status.get("watchers", [])]
+    return {"watchers": watchers}
