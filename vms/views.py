@@ -14,7 +14,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException
 
-from accounts.api.exceptions import Conflict
+from accounts.api.exceptions import Conflict, Unprocessable
 from accounts.scoping import default_project, projects_of, scoped
 from accounts.units import UnitError, format_mib, parse_mib
 from agents.models import Operation
@@ -26,7 +26,7 @@ from vms import actions
 from vms.choices import VMStatus
 from vms.models import MIN_MEMORY_MIB, VM, SSHKey
 from vms.sshkeys import SSHKeyError, parse_public_key
-from vms.validators import VM_NAME
+from vms.validators import VM_NAME, user_data_size_error
 
 # Portal action name -> vms.actions function (the lifecycle ones arrive with the VM lifecycle issue).
 VM_ACTIONS = {"start": "do_start_vm", "stop": "do_stop_vm", "reboot": "do_reboot_vm", "delete": "do_delete_vm",
@@ -78,7 +78,15 @@ class VMForm(forms.Form):
     ssh_keys = forms.ModelMultipleChoiceField(
         queryset=None, to_field_name="uuid", required=False, widget=forms.CheckboxSelectMultiple, label="SSH keys",
     )
-    user_data = forms.CharField(required=False, widget=forms.Textarea, max_length=64 * 1024, label="User data (cloud-init)")
+    # Byte for byte to the guest (no stripping), limited in UTF-8 bytes like the API.
+    user_data = forms.CharField(required=False, widget=forms.Textarea, strip=False, label="User data (cloud-init)")
+
+    def clean_user_data(self):
+        value = self.cleaned_data.get("user_data", "")
+        error = user_data_size_error(value)
+        if error:
+            raise forms.ValidationError(error)
+        return value
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -175,7 +183,7 @@ def vm_create(request):
                 ssh_keys=list(data["ssh_keys"]), user_data=data.get("user_data", ""),
                 idempotency_key=request.POST.get("idempotency_key") or None,
             )
-        except (Conflict, ValidationError, APIException) as error:
+        except (Conflict, Unprocessable, ValidationError, APIException) as error:
             form.add_error(None, error_text(error))
         else:
             messages.success(request, f"VM {vm.name} is being created.")
@@ -266,7 +274,7 @@ def ssh_keys(request):
         data = form.cleaned_data
         try:
             key = actions.do_add_ssh_key(request.user, data["project"], data["name"], data["public_key"])
-        except (Conflict, ValidationError, APIException) as error:
+        except (Conflict, Unprocessable, ValidationError, APIException) as error:
             form.add_error(None, error_text(error))
         else:
             messages.success(request, f"Key {key.name} added.")

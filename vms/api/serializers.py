@@ -9,9 +9,7 @@ from networks.visibility import networks_visible_to
 from vms.choices import DesiredState
 from vms.models import MIN_MEMORY_MIB, VM, SSHKey
 from vms.sshkeys import SSHKeyError, parse_public_key
-from vms.validators import VM_NAME
-
-MAX_USER_DATA_BYTES = 64 * 1024
+from vms.validators import MAX_USER_DATA_BYTES, VM_NAME, user_data_size_error
 
 
 class SSHKeySerializer(serializers.ModelSerializer):
@@ -93,10 +91,9 @@ class VMCreateSerializer(serializers.Serializer):
         help_text="running (default): create and start; stopped: create it without starting it (start it later).")
 
     def validate_user_data(self, value):
-        size = len(value.encode())
-        if size > MAX_USER_DATA_BYTES:
-            raise serializers.ValidationError(
-                f"User data is {size} bytes (UTF-8); the limit is {MAX_USER_DATA_BYTES} bytes.")
+        error = user_data_size_error(value)
+        if error:
+            raise serializers.ValidationError(error)
         return value
 
     def validate(self, attrs):

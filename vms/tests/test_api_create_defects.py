@@ -76,3 +76,24 @@ def test_user_data_reaches_the_guest_config_drive_byte_for_byte(api, local_host)
     user_data = subprocess.run(["isoinfo", "-R", "-i", iso, "-x", "/user-data"], capture_output=True,
                                check=True).stdout
     assert user_data == USER_DATA.encode()
+
+
+def test_the_portal_form_keeps_user_data_byte_for_byte_and_counts_bytes(client, alice, alice_project):
+    client.force_login(alice)
+    form = {"project": str(alice_project.uuid), "name": "web1", "cores": 1, "memory": "1GiB", "disk": "10G",
+            "image": ""}
+    refused = client.post("/vms/new/", {**form, "user_data": "é" * 40_000})
+    assert refused.status_code == 200 and "the limit is 65536 bytes" in refused.content.decode()
+    assert VM.objects.count() == 0
+    created = client.post("/vms/new/", {**form, "user_data": USER_DATA})
+    assert created.status_code == 302, created.content.decode()[-2000:]
+    assert VM.objects.get().user_data == USER_DATA
+
+
+def test_the_portal_answers_a_reused_idempotency_key_with_a_message(client, alice, alice_project):
+    client.force_login(alice)
+    form = {"project": str(alice_project.uuid), "name": "web1", "cores": 1, "memory": "1GiB", "disk": "10G",
+            "image": "", "idempotency_key": "form-1"}
+    assert client.post("/vms/new/", form).status_code == 302
+    again = client.post("/vms/new/", {**form, "cores": 2})
+    assert again.status_code == 200 and "Idempotency-Key" in again.content.decode()
