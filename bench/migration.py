@@ -4,7 +4,8 @@
     .venv/bin/python bench/migration.py --runs 6 --drain 6      # root: the lab uses namespaces
 
 A three-host lab (tests/lab), PostgreSQL (database `<DATABASE_URL's>_bench`, made afresh) and Redis.
-- live: one demo guest (256 MiB, 1 core, 1 GiB local qcow2 disk) moves hv1 -> hv2 -> hv1 ...
+- live: one demo guest (256 MiB, 1 core, 1 GiB local qcow2 disk holding --disk-data-mib of data)
+  moves hv1 -> hv2 -> hv1 ...
   `--runs` times while a namespace on hv3's bridge pings it every 20 ms. Per move: QEMU's
   reported downtime, the longest ping gap, QEMU's total time, RAM bytes sent, disk bytes mirrored,
   and the whole operation (API call to the VM running on the destination, source cleaned).
@@ -43,10 +44,29 @@ def wait_for(predicate, timeout, what):
     raise SystemExit(f"timed out: {what}")
 
 
+def monitor(socket_path, command, arguments):
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(120)
+        connection.connect(str(socket_path))
+        answers = connection.makefile("rb")
+        answers.readline()
+        for request in ({"execute": "qmp_capabilities"}, {"execute": command, "arguments": arguments}):
+            connection.sendall(json.dumps(request).encode() + b"\n")
+            while "event" in (answer := json.loads(answers.readline())):
+                pass
+        answers.close()
+    return answer
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=6, help="live moves of the 256 MiB guest")
     parser.add_argument("--drain", type=int, default=6, help="guests on the drained host")
+    parser.add_argument("--disk-data-mib", type=int, default=256,
+                        help="data written into the moving guest's disk (past its boot filesystem) before the moves")
     args = parser.parse_args()
 
     from tests.lab import Lab, lab_unavailable_reason
@@ -137,6 +157,12 @@ def run(lab, args) -> int:
     # --- live moves ----------------------------------------------------------------------------
     vm = running(create_on(hv1, "mover", "256M"))
     address = vm.nics.get().ipv6_address
+    if args.disk_data_mib:
+        # Real data in the overlay for the mirror to carry: qemu-io through the monitor writes it at
+        # 512 MiB in, past the guest's boot filesystem (setup, not timed).
+        qmp_socket = Path(vm.host.state_dir) / "vms" / str(vm.uuid) / "qmp.sock"
+        write = f"qemu-io disk0 \"write -P 0x5a 512M {args.disk_data_mib}M\""
+        monitor(qmp_socket, "human-monitor-command", {"command-line": write})
     agent_for(hv3).call("net-up", net_up_spec(network, hv3))
     pinger_ns = lab.add_guest_namespace(lab.hosts[2], f"br{network.vni}",
                                         addresses=[network.prefix.replace("::/64", "::b3/64")])
@@ -169,6 +195,17 @@ def run(lab, args) -> int:
               f"{move['operation']:.0f} ms", file=sys.stderr)
 
     # --- drain ---------------------------------------------------------------------------------
+    report_moves(moves, args)
+    if args.drain:
+        drain_host(args, hv1, create_on, running, admin)
+    print("RBD: not measured (the lab's Ceph lives in a namespace of its own that the lab hosts cannot reach)")
+    return 0
+
+
+def drain_host(args, hv1, create_on, running, admin):
+    from agents.models import Operation
+    from vms.models import VM
+
     tenants = [create_on(hv1, f"tenant-{index}", "128M") for index in range(args.drain)]
     for tenant in tenants:
         running(tenant)
@@ -183,12 +220,18 @@ def run(lab, args) -> int:
     left = VM.objects.filter(host=hv1).count()
     elsewhere = VM.objects.filter(pk__in=[t.pk for t in tenants], status="running").exclude(host=hv1).count()
 
+    print(f"drain of {len(tenants)} guests (128 MiB) off hv1: {drain_s:.1f} s to 'maintenance'; left on hv1: {left}, "
+          f"running elsewhere: {elsewhere}")
+
+
+def report_moves(moves, args):
     def row(label, values, unit="ms"):
         print(f"{label:44} {percentile(values, 0.5):9.0f} {percentile(values, 0.95):9.0f} {unit}")
 
     print()
     print(f"Live migration through the API, real Celery worker, 3 lab hosts (namespaces), SSH-tunnelled stream on "
-          f"the underlay, TCG; demo guest 256 MiB / 1 core / 1 GiB local qcow2 disk, {len(moves)} moves; "
+          f"the underlay, TCG; demo guest 256 MiB / 1 core / 1 GiB local qcow2 disk with {args.disk_data_mib} MiB "
+          f"of data, {len(moves)} moves; "
           f"ping every {PING_INTERVAL_S * 1000:.0f} ms from a third host across the VXLAN")
     print(f"{'':44} {'p50':>9} {'p95':>9}")
     row("downtime, QEMU's figure", [m["downtime"] for m in moves])
@@ -199,10 +242,6 @@ def run(lab, args) -> int:
     row("disk mirrored", [m["disk"] / 2**20 for m in moves], "MiB")
     print(f"targets: QEMU's default downtime limit {QEMU_DEFAULT_DOWNTIME_MS} ms; Proxmox {PROXMOX_DOWNTIME_MS} ms "
           f"(auto-raised), uncloud starts at its UNCLOUD_MIGRATION_DOWNTIME_MS and doubles it while not converging")
-    print(f"drain of {len(tenants)} guests (128 MiB) off hv1: {drain_s:.1f} s to 'maintenance'; left on hv1: {left}, "
-          f"running elsewhere: {elsewhere}")
-    print("RBD: not measured (the lab's Ceph lives in a namespace of its own that the lab hosts cannot reach)")
-    return 0
 
 
 if __name__ == "__main__":

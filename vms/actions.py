@@ -398,3 +398,48 @@ def do_rebuild_vm_elsewhere(actor, vm: VM):
     return start_operation("vm.evacuate", project=vm.project, target=vm, created_by=actor, payload={
         "reason": "host failure: rebuilt on another host (its data lost)", "from_host": host.name,
         "avoid_hosts": [host.id]})
+
+
+@transaction.atomic
+def do_resize_vm(actor, vm: VM, *, cores: int | None = None, memory_mib: int | None = None,
+                 disk_mib: int | None = None):
+    """Change a VM's cores, memory and root disk size (disks only grow). The quota is checked and
+    billing replaces the VM's order (vm_resized, in this transaction). A running VM with new cores
+    or memory is stopped, changed and started again (vm.resize); a disk that only grows grows
+    online. A stopped VM takes the new size at its next start. Returns the operation or None."""
+    vm = _locked(vm)
+    _refuse_if_busy(vm)
+    if vm.status not in (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PENDING, VMStatus.WAITING_FOR_CAPACITY):
+        raise Conflict(f"{vm.name} is {vm.get_status_display().lower()}; it can be resized when running or stopped.")
+    root = Disk.objects.filter(vm=vm, role=DiskRole.ROOT).first()
+    old_disk = root.size_mib if root else 0
+    cores, memory_mib = cores or vm.cores, memory_mib or vm.memory_mib
+    disk_mib = disk_mib or old_disk
+    if root is not None and disk_mib < old_disk:
+        raise Conflict(f"Disks only grow: {vm.name}'s disk has {old_disk} MiB.")
+    if (cores, memory_mib, disk_mib) == (vm.cores, vm.memory_mib, old_disk):
+        return None
+    project = lock_project(vm.project)
+    check_quota(project, project_usage(project), Usage(cores=cores - vm.cores, memory_mib=memory_mib - vm.memory_mib,
+                                                       disk_mib=disk_mib - old_disk))
+    restart = vm.status == VMStatus.RUNNING and (cores, memory_mib) != (vm.cores, vm.memory_mib)
+    if restart and vm.host is not None:
+        from vms import scheduler
+
+        room = scheduler.rooms([vm.host])[0]
+        if not room.fits(cores - vm.cores, memory_mib - vm.memory_mib, disk_mib - old_disk):
+            raise Conflict(f"{vm.host.name} has no room for {vm.name} at the new size; staff can move it first.")
+    old_cores, old_memory = vm.cores, vm.memory_mib
+    VM.objects.filter(pk=vm.pk).update(cores=cores, memory_mib=memory_mib)
+    if root is not None:
+        Disk.objects.filter(pk=root.pk).update(size_mib=disk_mib)
+    vm.refresh_from_db()
+    audit.record(actor, "vm.resize", project=vm.project, target=vm, cores=cores, memory_mib=memory_mib,
+                 disk_mib=disk_mib, old_cores=old_cores, old_memory_mib=old_memory, old_disk_mib=old_disk)
+    signals.vm_resized.send(sender=VM, vm=vm, old_cores=old_cores, old_memory_mib=old_memory)
+    if vm.host_id is None or vm.status != VMStatus.RUNNING:
+        return None  # the next start builds it at the new size
+    if restart:
+        VM.objects.filter(pk=vm.pk).update(status=VMStatus.STOPPING, status_message="Resizing: stop, change, start.")
+    return start_operation("vm.resize", project=vm.project, target=vm, host=vm.host, created_by=actor,
+                           payload={"restart": restart})

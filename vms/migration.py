@@ -162,6 +162,7 @@ def migration_parameters(operation) -> dict:
             "bandwidth_mib": operation.payload.get("bandwidth_mib") or settings.UNCLOUD_MIGRATION_BANDWIDTH_MIB,
             "auto_converge": settings.UNCLOUD_MIGRATION_AUTO_CONVERGE,
             "timeout_s": settings.UNCLOUD_MIGRATION_TIMEOUT,
+            "mirror_timeout_s": settings.UNCLOUD_MIGRATION_TIMEOUT,  # both inside the one limit
             "step_s": settings.UNCLOUD_MIGRATION_DOWNTIME_STEP_S,
             "disks_only": operation.kind == COLD}
 

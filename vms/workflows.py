@@ -229,6 +229,12 @@ def step_rebuild_disk(operation):
     return {"root_disk": entry}
 
 
+def only_when_payload(key: str, step):
+    def run(operation):
+        return step(operation) if operation.payload.get(key) else {}
+    return run
+
+
 def only_when(start: bool, step):
     def run(operation):
         if bool(operation.payload.get("start")) != start:
@@ -310,3 +316,15 @@ def step_cleanup_on_host(operation):
 
 
 register_workflow("vm.cleanup", [Step("cleanup", step_cleanup_on_host)])
+
+
+# --- resize: do_resize_vm has written the new size ------------------------------------------------
+#     shutdown -> disks -> boot      new cores/memory: stop, start at the new size (disks grow offline)
+#     disks                          only the disk grew: it grows online (QMP block_resize)
+
+register_workflow(
+    "vm.resize",
+    [Step("shutdown", only_when_payload("restart", step_shutdown)), Step("disks", step_disks),
+     Step("boot", only_when_payload("restart", step_networks_and_boot))],
+    on_success=started, on_failure=failed,
+)

@@ -6,6 +6,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.api.fields import SizeField
 from accounts.api.mixins import ProjectScopedViewSet, ScopedRelatedField
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
@@ -21,7 +22,7 @@ from vms.api.serializers import (
 )
 from vms.choices import DesiredState, VMStatus
 from vms.drain import do_drain_host
-from vms.models import VM, SSHKey
+from vms.models import MIN_MEMORY_MIB, VM, SSHKey
 
 
 class StopSerializer(serializers.Serializer):
@@ -46,6 +47,14 @@ class MigrateSerializer(serializers.Serializer):
     bandwidth_mib = serializers.IntegerField(required=False, min_value=1, max_value=1024 * 1024,
                                              help_text="Bandwidth limit of this move in MiB/s (default: the "
                                              "UNCLOUD_MIGRATION_BANDWIDTH_MIB setting).")
+
+
+class ResizeSerializer(serializers.Serializer):
+    cores = serializers.IntegerField(min_value=1, max_value=256, required=False)
+    memory = SizeField(min_value=MIN_MEMORY_MIB, max_value=4 * 1024 * 1024, required=False,
+                       help_text='e.g. "4GiB" or 4096 (MiB)')
+    disk = SizeField(min_value=1024, max_value=64 * 1024 * 1024, required=False,
+                     help_text='root disk, only larger: e.g. "40G"')
 
 
 class VMActionResultSerializer(serializers.Serializer):
@@ -117,6 +126,20 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         serializer = RebuildSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         return self._accepted(vm, actions.do_rebuild_vm(request.user, vm, serializer.validated_data["image"]))
+
+    @extend_schema(request=ResizeSerializer, responses={202: VMActionResultSerializer, 400: ERROR, 404: ERROR,
+                                                        409: ERROR})
+    @action(detail=True, methods=["post"])
+    def resize(self, request, uuid=None):
+        """New cores, memory or a larger root disk. The quota is checked and the VM's order replaced
+        (billing, prorated). A running VM with new cores or memory is stopped and started again; a
+        disk that only grows grows online; a stopped VM takes the size at its next start."""
+        vm = self.get_object()
+        serializer = ResizeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return self._accepted(vm, actions.do_resize_vm(request.user, vm, cores=data.get("cores"),
+                                                       memory_mib=data.get("memory"), disk_mib=data.get("disk")))
 
     @extend_schema(request=MigrateSerializer, responses={202: VMActionResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR,
                                                          409: ERROR})

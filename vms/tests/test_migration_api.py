@@ -101,3 +101,37 @@ def test_operations_publish_only_their_figures(api, alice_project):
         "destination_pid": 4242})
     body = api["alice"].get(f"/api/v1/operations/{operation.uuid}/").json()
     assert body["figures"] == {"downtime_ms": 26, "total_time_ms": 3231, "ram_transferred_bytes": 101665653}
+
+
+def test_resize_checks_quota_grows_disks_only_and_replaces_the_order(api, alice, alice_project):
+    from accounts.actions import do_set_quota
+    from billing.models import Order
+    from images.models import Disk
+    from vms.actions import do_create_vm
+
+    vm, _ = do_create_vm(alice, alice_project, name="grow", cores=1, memory_mib=1024, disk_mib=10240)
+    VM.objects.filter(pk=vm.pk).update(status="stopped", host=host("hv1"))
+    Operation.objects.filter(target_uuid=vm.uuid).update(state="succeeded")  # no worker here: as if it ran
+    url = f"/api/v1/vms/{vm.uuid}/resize/"
+    assert api["charlie"].post(url, {"cores": 2}, format="json").status_code == 404
+    shrink = api["alice"].post(url, {"disk": "5G"}, format="json")
+    assert shrink.status_code == 409 and "only grow" in shrink.json()["detail"]
+    do_set_quota(None, alice_project, quota_cores=2)
+    refused = api["alice"].post(url, {"cores": 4}, format="json")
+    assert refused.status_code in (403, 409, 422) and "cores" in str(refused.json()), refused.content
+    assert VM.objects.get(pk=vm.pk).cores == 1
+
+    response = api["bob"].post(url, {"cores": 2, "memory": "2GiB", "disk": "20G"}, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["operation"] is None  # stopped: the next start builds it at the new size
+    vm.refresh_from_db()
+    assert (vm.cores, vm.memory_mib, Disk.objects.get(vm=vm, role="root").size_mib) == (2, 2048, 20480)
+    old, new = Order.objects.filter(resource_uuid=vm.uuid).order_by("id")
+    assert new.replaces_id == old.pk and old.ends_at == new.starts_at
+    assert (new.cores, new.memory_mib, new.disk_mib) == (2, 2048, 20480)
+
+    VM.objects.filter(pk=vm.pk).update(status="running")
+    running = api["alice"].post(url, {"memory": "1GiB"}, format="json")
+    assert running.status_code == 202 and running.json()["operation"]["kind"] == "vm.resize"
+    assert Operation.objects.get(kind="vm.resize").payload == {"restart": True}
+    assert Order.objects.filter(resource_uuid=vm.uuid).count() == 3  # down is a replacing order too
