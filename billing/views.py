@@ -276,6 +276,7 @@ def staff_bank(request):
         "imports": BankImport.objects.exclude(state=BankImport.State.DONE, finished_at__lt=timezone.now()
                                               - timedelta(days=1)).defer("data")[:10],
         "unmatched": BankEntry.objects.filter(state=BankEntryState.UNMATCHED).order_by("created"),
+        "awaiting": BankEntry.objects.filter(state=BankEntryState.AWAITING_DETAILS).order_by("created"),
         "assign_form": AssignEntryForm(), "return_form": ReturnEntryForm(),
     }
     return render(request, "billing/staff_bank.html", context)

@@ -157,6 +157,8 @@ def test_statement_first_then_notification_counts_the_batch_once(customers, staf
     import_statement(staff, "statement.xml", document("053", "S1", [ntry("34.30", bank_ref="B-9", batch=2)]))
     waiting = BankEntry.objects.get(entry_key="B-9")
     assert waiting.state == BankEntryState.AWAITING_DETAILS and not waiting.journal.exists()
+    page = staff_portal(staff).get("/billing/staff/bank/").content.decode()
+    assert "Collective bookings waiting for their transactions (1)" in page and "B-9" in page
     import_statement(staff, "notification.xml", document("054", "N1", [ntry("34.30", bank_ref="B-9", details=(
         tx("20.00", anna_bill.reference, "E1", "Anna", "CH9300762011623852957")
         + tx("14.30", ben_bill.reference, "E2", "Ben", "CH1509000000123456789")))]))
