@@ -28,6 +28,8 @@ DEMO_POOL = "2001:db8:100::/48"
 
 class Command(BaseCommand):
     help = "Create the admin, a demo customer, a prefix pool and a public network if missing; register this machine."
+    # bin/run runs migrate first, which prints the system checks' warnings (no DNS server...): once is enough.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--local-host", action="store_true", help="register this machine as a local hypervisor")
