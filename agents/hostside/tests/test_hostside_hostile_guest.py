@@ -72,6 +72,12 @@ class Box:
         return nft_counters(self.host, f"guard_{self.taps[name]}")
 
 
+def underlay_address_of(host):
+    listing = json.loads(host.run(["ip", "-j", "-6", "addr", "show", "dev", host.underlay_device,
+                                   "scope", "global"]).stdout)
+    return listing[0]["addr_info"][0]["local"]
+
+
 @pytest.fixture
 def box(hosts):
     host = hosts[0]
@@ -82,9 +88,7 @@ def box(hosts):
         vm = ok(host, "vm-up", **vm_spec(vm_uuid, [nic(mac, vni, prefix, ingress=OPEN_TEST_PORT)], name=name))
         kill_and_wait(vm["pid"])
         taps[name] = vm["taps"][0]
-    listing = json.loads(host.run(["ip", "-j", "-6", "addr", "show", "dev", host.underlay_device,
-                                   "scope", "global"]).stdout)
-    underlay_address = listing[0]["addr_info"][0]["local"]
+    underlay_address = underlay_address_of(host)
     attacker = HostileGuest(host, taps["attacker"], mac_of("attacker"), address_of("attacker"), 100)
     try:
         yield Box(host, taps, attacker, underlay_address)
@@ -129,6 +133,39 @@ def test_vxlan_from_a_guest_reaches_no_network(box):
     assert not carries(at["neighbour"], b"UNCLOUD-VXLAN-INJECTED")
     assert not carries(at["stranger"], b"UNCLOUD-VXLAN-INJECTED")
     assert box.inet_counters("towards_host")["vxlan-not-underlay"] >= len(frames)
+
+
+def test_a_guest_is_not_routed_into_the_underlay(hosts):
+    """The other hosts take VXLAN from the underlay: a guest's VXLAN to another host's underlay
+    address, routed by its own host, would reach every network there. Nor may it reach their SSH."""
+    host, other = hosts
+    ok(host, "net-up", **net_spec(100, PREFIX_A, host))
+    ok(other, "net-up", **net_spec(200, PREFIX_B, other))
+    attacker_uuid, attacker_mac, _, _ = GUESTS["attacker"]
+    stranger_uuid, stranger_mac, _, _ = GUESTS["stranger"]
+    attacker_vm = ok(host, "vm-up", **vm_spec(attacker_uuid, [nic(attacker_mac, 100, PREFIX_A)], name="attacker"))
+    stranger_vm = ok(other, "vm-up", **vm_spec(stranger_uuid, [nic(stranger_mac, 200, PREFIX_B,
+                                                                   ingress=OPEN_TEST_PORT)], name="stranger"))
+    for vm in (attacker_vm, stranger_vm):
+        kill_and_wait(vm["pid"])
+    attacker = HostileGuest(host, attacker_vm["taps"][0], attacker_mac, address_of("attacker"), 100)
+    try:
+        target = underlay_address_of(other)
+        inner = (f"Ether(dst='{stranger_mac}', src='{FOREIGN_MAC}')/"
+                 f"IPv6(src='{ipaddress.IPv6Network(PREFIX_B)[1]}', dst='{address_of('stranger')}')/"
+                 "UDP(sport=40000, dport=40000)/Raw(b'UNCLOUD-VXLAN-ACROSS')")
+        frames = [f"Ether(dst='{ROUTER_MAC_A}', src='{attacker_mac}')/IPv6(src='{address_of('attacker')}', "
+                  f"dst='{target}')/UDP(sport=4789, dport=4789)/VXLAN(vni=200, flags=0x08)/{inner}"] * 3
+        stranger = start_tap_io(other, stranger_vm["taps"][0], seconds=4)
+        attacker.send(*frames)
+        assert not carries(received_frames(stranger), b"UNCLOUD-VXLAN-ACROSS")
+        assert connect_results(attacker, [[target, 22]]) == {f"[{target}]:22": "timeout"}
+        counters = nft_counters(host, "towards_guests", family="inet", table="uncloud_sg")
+        assert counters["guest-to-underlay"] >= len(frames) + 1
+    finally:
+        attacker.close()
+        ok(host, "vm-down", uuid=attacker_uuid, hard=True)
+        ok(other, "vm-down", uuid=stranger_uuid, hard=True)
 
 
 def test_the_host_answers_a_guest_only_as_router_and_metadata_service(box):
@@ -217,10 +254,11 @@ def test_a_forged_source_mac_does_not_move_the_fdb(box):
     to_neighbour = scapy_frames(
         f"Ether(dst='{neighbour_mac}', src='{mac_of('third')}')/IPv6(src='{address_of('third')}', "
         f"dst='{address_of('neighbour')}')/UDP(sport=40000, dport=40000)/Raw(b'UNCLOUD-FOR-THE-NEIGHBOUR')")
-    neighbour = listen(box, "neighbour", seconds=5)
-    stolen = box.attacker.sniff(seconds=4)
+    stolen = box.attacker.sniff(seconds=10)
     box.attacker.send(*forged)
     assert fdb_ports(box.host, neighbour_mac) == {box.taps["neighbour"]: "static"}
+    # The sniffer still runs: the third guest now sends to the neighbour's MAC.
+    neighbour = listen(box, "neighbour", seconds=3)
     received_frames(start_tap_io(box.host, box.taps["third"], seconds=1, frames=to_neighbour * 3))
     assert not carries(sniffed(stolen), b"UNCLOUD-FOR-THE-NEIGHBOUR")
     assert carries(heard(neighbour)["neighbour"], b"UNCLOUD-FOR-THE-NEIGHBOUR")

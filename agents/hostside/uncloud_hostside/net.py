@@ -80,17 +80,20 @@ def check_unicast_address(value, field):
     return address
 
 
-def underlay_source_address(underlay_device, wanted=None):
-    """The address the VXLAN devices send from: the one the control plane names (it must be on the
-    underlay device), else the device's first global address, else None (a lone host with no
-    peers: the device binding and the input filter still keep VXLAN to the underlay)."""
-    addresses = [info.get("local") for link in ip_json("-6", "addr", "show", "dev", underlay_device, "scope", "global") or []
-                 for info in link.get("addr_info", [])]
-    if wanted is not None:
-        if wanted not in addresses:
-            raise HostsideError("not_found", f"underlay address {wanted} is not on {underlay_device}")
-        return wanted
-    return addresses[0] if addresses else None
+def underlay_addressing(underlay_device, wanted=None):
+    """(source address, on-link prefixes) of the underlay. The VXLAN devices send from the address
+    the control plane names (it must be on the underlay device), else from the device's first global
+    address, else from none (a lone host with no peers: the device binding and the input filter
+    still keep VXLAN to the underlay). Guests are never routed into the prefixes: other hosts accept
+    VXLAN and SSH from there."""
+    infos = [info for link in ip_json("-6", "addr", "show", "dev", underlay_device, "scope", "global") or []
+             for info in link.get("addr_info", []) if info.get("local")]
+    addresses = [info["local"] for info in infos]
+    prefixes = sorted({str(ipaddress.IPv6Network(f"{info['local']}/{info.get('prefixlen', 128)}", strict=False))
+                       for info in infos})
+    if wanted is not None and wanted not in addresses:
+        raise HostsideError("not_found", f"underlay address {wanted} is not on {underlay_device}")
+    return wanted or (addresses[0] if addresses else None), prefixes
 
 
 def ensure_underlay_routes(routes, underlay_device, changes):
@@ -253,7 +256,7 @@ def verb_net_up(spec):
             raise HostsideError("not_found", f"underlay device {net['underlay_device']} does not exist")
         changes = []
         ensure_directory(network_dir(state_dir, vni))
-        underlay_address = underlay_source_address(net["underlay_device"], net["underlay_address"])
+        underlay_address, underlay_prefixes = underlay_addressing(net["underlay_device"], net["underlay_address"])
         ensure_vxlan(vni, net["underlay_device"], changes, underlay_address)
         ensure_bridge(vni, changes)
         ensure_port_of_bridge(vxlan_name(vni), bridge_name(vni), changes, mtu=net["mtu"])
@@ -262,7 +265,8 @@ def verb_net_up(spec):
         ensure_ipv6_forwarding()
         network_state = {
             "vni": vni, "prefix": str(net["prefix"]), "underlay_device": net["underlay_device"],
-            "underlay_address": underlay_address, "vxlan": vxlan_name(vni), "bridge": bridge_name(vni), "group": str(vxlan_group(vni)),
+            "underlay_address": underlay_address, "underlay_prefixes": underlay_prefixes,
+            "vxlan": vxlan_name(vni), "bridge": bridge_name(vni), "group": str(vxlan_group(vni)),
             "router_mac": router_mac(vni), "mtu": mtu,
             "router_link_local": str(link_local_address(router_mac(vni))),
             "dns_servers": net["dns_servers"], "dns_search": net["dns_search"],

@@ -210,8 +210,15 @@ def render_security_group_table(networks, ports, metadata_port=METADATA_PORT):
         "    chain towards_guests {",
         "        type filter hook forward priority 0; policy accept;",
     ]
+    # Guests are routed to the outside, never into the underlay, where the hosts take VXLAN (and SSH)
+    # from any address.
+    underlay_prefixes = sorted({prefix for network in networks for prefix in network.get("underlay_prefixes", [])})
+    if underlay_prefixes:
+        bridges = ", ".join(f"\"{network['bridge']}\"" for network in networks)
+        lines.append(f"        iifname {{ {bridges} }} ip6 daddr {{ {', '.join(underlay_prefixes)} }} counter drop "
+                     "comment \"guest-to-underlay\"")
     # Networks are isolated from each other: this host routes between a network and the outside
-    # (underlay, NAT64), never from one customer network into another.
+    # (NAT64, the uplink), never from one customer network into another.
     for network in networks:
         lines.append(f"        iifname \"{network['bridge']}\" oifname \"br*\" oifname != \"{network['bridge']}\" "
                      "counter drop comment \"between-networks\"")
