@@ -2,6 +2,7 @@
 a private network spanning two hosts, isolation from another network, DNS from the router
 advertisement, the stateful firewall, NIC hot-plug and public IPv4 through NAT64 (tayga)."""
 
+import json
 import subprocess
 
 import pytest
@@ -163,6 +164,13 @@ def test_private_network_isolation_dns_firewall_hotplug_and_nat64(lab, celery_pr
                                     f"{{\"execute\":\"qom-list\",\"arguments\":{{\"path\":\"/machine/peripheral\"}}}}'"
                                     f" | socat - UNIX-CONNECT:{hv1.state_dir}/vms/{a.uuid}/qmp.sock"]).stdout
     assert '"nic1"' in peripherals
+    # The hot-plugged port learns nothing either: the NIC's MAC is its only, static, FDB entry.
+    hot_tap = tap_of(a, 1)
+    assert lab.hosts[0].run(["cat", f"/sys/class/net/{hot_tap}/brport/learning"]).stdout.strip() == "0"
+    fdb = json.loads(lab.hosts[0].run(["bridge", "-j", "fdb", "show", "dev", hot_tap]).stdout)
+    # (Besides the tap's own MAC, which the bridge keeps as a permanent local entry.)
+    assert [(entry["mac"], entry.get("state")) for entry in fdb
+            if entry.get("master") and entry.get("state") != "permanent"] == [(nic.mac, "static")]
     detached = client.delete(f"/api/v1/nics/{nic.uuid}/")
     assert detached.status_code == 202, detached.content
     detach = wait_for_operation(Operation.objects.get(uuid=detached.json()["operation"]["uuid"]), processes)
@@ -204,9 +212,12 @@ def test_private_network_isolation_dns_firewall_hotplug_and_nat64(lab, celery_pr
         wait_for_status(vm, "deleted", processes)
 
 
-def counter_of(lab_host, vm) -> int:
-    """Packets the host sent down the VM's first tap, i.e. into the guest."""
+def tap_of(vm, index) -> str:
     from agents.hostside.uncloud_hostside.addressing import derived_tap_name
 
-    tap = derived_tap_name(str(vm.uuid), 0)
-    return int(lab_host.run(["cat", f"/sys/class/net/{tap}/statistics/tx_packets"]).stdout)
+    return derived_tap_name(str(vm.uuid), index)
+
+
+def counter_of(lab_host, vm) -> int:
+    """Packets the host sent down the VM's first tap, i.e. into the guest."""
+    return int(lab_host.run(["cat", f"/sys/class/net/{tap_of(vm, 0)}/statistics/tx_packets"]).stdout)
