@@ -98,7 +98,8 @@ def box(hosts):
             ok(host, "vm-down", uuid=vm_uuid, hard=True)
 
 
-def listen(box, *names, seconds=4):
+def listen(box, *names, seconds=8):
+    """Read the guests' taps; long enough for scapy to start in the attacker's namespace under load."""
     return {name: start_tap_io(box.host, box.taps[name], seconds=seconds) for name in names}
 
 
@@ -156,7 +157,7 @@ def test_a_guest_is_not_routed_into_the_underlay(hosts):
                  "UDP(sport=40000, dport=40000)/Raw(b'UNCLOUD-VXLAN-ACROSS')")
         frames = [f"Ether(dst='{ROUTER_MAC_A}', src='{attacker_mac}')/IPv6(src='{address_of('attacker')}', "
                   f"dst='{target}')/UDP(sport=4789, dport=4789)/VXLAN(vni=200, flags=0x08)/{inner}"] * 3
-        stranger = start_tap_io(other, stranger_vm["taps"][0], seconds=4)
+        stranger = start_tap_io(other, stranger_vm["taps"][0], seconds=8)
         attacker.send(*frames)
         assert not carries(received_frames(stranger), b"UNCLOUD-VXLAN-ACROSS")
         assert connect_results(attacker, [[target, 22]]) == {f"[{target}]:22": "timeout"}
@@ -185,7 +186,7 @@ def test_the_host_answers_a_guest_only_as_router_and_metadata_service(box):
     # The host is one more source for a guest's firewall: the neighbour opens UDP 40000 only.
     box.host.run(["ip", "-6", "neigh", "replace", address_of("neighbour"), "lladdr", mac_of("neighbour"),
                   "dev", "br100", "nud", "permanent"])
-    listeners = listen(box, "neighbour", seconds=4)
+    listeners = listen(box, "neighbour", seconds=6)
     probe = ("import socket\n"
              "try:\n"
              f"    socket.create_connection(('{address_of('neighbour')}', 22), timeout=2)\n"
@@ -284,7 +285,7 @@ def test_ipv4_and_arp_from_a_guest_go_nowhere(box):
                           "/DHCP(options=[('message-type', 'offer'), 'end'])"],
     }
     listeners = listen(box, "neighbour", "third")
-    replies = box.attacker.sniff(seconds=3)
+    replies = box.attacker.sniff(seconds=8)
     sent = box.attacker.send(*(expression for expressions in frames.values() for expression in expressions))
     at = heard(listeners)
     for frame in sent:
