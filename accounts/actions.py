@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
-from accounts.api.exceptions import Conflict
 from accounts.choices import TokenScope, UserOrigin
+from accounts.errors import Conflict
 from accounts.models import APIToken, Identity, Invitation, Membership, Project, hash_token, is_directory_user
 from accounts.quotas import default_quota
 

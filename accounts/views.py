@@ -25,7 +25,7 @@ from django_otp import login as otp_login
 from django_otp import user_has_device
 
 from accounts import actions
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from accounts.forms import InviteForm, LoginForm, OTPCodeForm, ProjectForm, SignupForm, TokenForm
 from accounts.models import APIToken, AuditEntry, Invitation
 from accounts.notify import send_invitation_mail

@@ -1,8 +1,7 @@
 from django.contrib import admin, messages
-from django.db import transaction
 
-from accounts import audit
-from agents.choices import HostLiveness, HostStatus
+from agents import actions as host_actions
+from agents.choices import HostLiveness
 from agents.hosts import do_check_host, do_return_host
 from agents.models import Alarm, Host, Operation
 
@@ -13,8 +12,9 @@ class HostAdmin(admin.ModelAdmin):
                     "memory_mib", "accelerator", "last_heartbeat"]
     list_filter = ["status", "liveness", "transport"]
     search_fields = ["name", "ssh_address"]
-    readonly_fields = ["uuid", "last_heartbeat", "last_error", "accelerator", "facts", "created", "liveness",
-                       "liveness_since", "fenced_at", "storage_fenced_address", "fence_log"]
+    # Status changes only through the actions below (agents/actions.py: conditional update + audit).
+    readonly_fields = ["uuid", "status", "last_heartbeat", "last_error", "accelerator", "facts", "created",
+                       "liveness", "liveness_since", "fenced_at", "storage_fenced_address", "fence_log"]
     actions = ["check_hosts", "drain_hosts", "disable_hosts", "enable_hosts", "return_hosts"]
 
     @admin.display(description="Accelerator")
@@ -40,31 +40,21 @@ class HostAdmin(admin.ModelAdmin):
         messages.info(request, f"Started a check of {queryset.count()} host(s).")
 
 
-    def _set_status(self, request, queryset, status):
-        changed = sum(1 for host in queryset if set_host_status(request.user, host, status))
-        messages.info(request, f"{changed} host(s) now {HostStatus(status).label.lower()}.")
+    def _transition(self, request, queryset, action, done):
+        changed = sum(1 for host in queryset if action(request.user, host))
+        messages.info(request, f"{changed} host(s) {done}.")
 
     @admin.action(description="Drain the selected hosts (no new VMs; running ones stay)")
     def drain_hosts(self, request, queryset):
-        self._set_status(request, queryset, HostStatus.DRAINING)
+        self._transition(request, queryset, host_actions.do_mark_host_draining, "now draining")
 
     @admin.action(description="Disable the selected hosts (mark down: no new VMs)")
     def disable_hosts(self, request, queryset):
-        self._set_status(request, queryset, HostStatus.DOWN)
+        self._transition(request, queryset, host_actions.do_disable_host, "now down")
 
     @admin.action(description="Enable the selected hosts")
     def enable_hosts(self, request, queryset):
-        self._set_status(request, queryset, HostStatus.ENABLED)
-
-
-@transaction.atomic
-def set_host_status(actor, host: Host, status: str) -> bool:
-    """Staff drain, disable or enable a host: a conditional update plus an audit row."""
-    old = host.status
-    updated = Host.objects.filter(pk=host.pk).exclude(status=status).update(status=status)
-    if updated:
-        audit.record(actor, "host.status", target=host, old=old, new=status)
-    return bool(updated)
+        self._transition(request, queryset, host_actions.do_enable_host, "now enabled")
 
 
 @admin.register(Operation)

@@ -7,7 +7,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
-from agents.choices import HostLiveness, HostStatus, HostTransport
+from agents.actions import do_mark_host_up
+from agents.choices import HostLiveness, HostTransport
 from agents.hostagent import HostAgent, HostError
 from agents.models import Host
 from agents.operations import PermanentStepError, Step, TransientStepError, register_workflow, start_operation
@@ -78,9 +79,8 @@ def _probe_host(operation):
         updates["memory_mib"] = facts["memory_mib"]["total"]
     if not host.disk_gib and facts.get("disk_free_bytes"):
         updates["disk_gib"] = facts["disk_free_bytes"] // 1024**3
-    if host.status == HostStatus.DOWN:
-        updates["status"] = HostStatus.ENABLED
     Host.objects.filter(id=host.id).update(**updates)
+    do_mark_host_up(host)  # a host that was down and answers is up again
     return {"host_info": facts}
 
 

@@ -143,8 +143,8 @@ def run(lab, cluster, args) -> int:
 
     from accounts.actions import do_create_user, do_set_quota
     from accounts.models import Project
-    from agents.admin import set_host_status
-    from agents.choices import HostLiveness, HostStatus
+    from agents.actions import do_enable_host, do_mark_host_draining
+    from agents.choices import HostLiveness
     from agents.hosts import do_return_host
     from agents.models import Host
     from images.choices import StorageBackend
@@ -168,7 +168,7 @@ def run(lab, cluster, args) -> int:
     def one_trial(size, trial):
         """Returns (detected, fenced, all running) seconds, VMs running twice, VMs lost."""
         victim, survivor = hosts[trial % 2], hosts[(trial + 1) % 2]
-        set_host_status(None, survivor, HostStatus.DRAINING)  # every VM of the trial lands on the victim
+        do_mark_host_draining(None, survivor)  # every VM of the trial lands on the victim
         vms = []
         for index in range(size):
             with transaction.atomic():
@@ -179,7 +179,7 @@ def run(lab, cluster, args) -> int:
         pks = [vm.pk for vm in vms]
         wait(lambda: VM.objects.filter(pk__in=pks, status="running").count() == size, 600,
              "VMs running before the fault")
-        set_host_status(None, survivor, HostStatus.ENABLED)
+        do_enable_host(None, survivor)
         lab_host = next(each for each in lab.hosts if each.name == victim.name)
         started = time.monotonic()
         (kill_host if args.mode == "kill" else cut_from_control_plane)(lab_host)

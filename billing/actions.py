@@ -14,7 +14,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from accounts import audit
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from billing import ledger, signals, stripe_payments
 from billing.choices import (
     UNPAID_BILL_STATES,

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from billing import actions, ledger
 from billing.models import (
     BankEntry,

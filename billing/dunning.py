@@ -20,6 +20,7 @@ from billing.actions import settle
 from billing.choices import UNPAID_BILL_STATES, BillState, DunningStep
 from billing.models import Bill, BillingAccount, DunningEvent, SuspendedVM
 from billing.notify import tell_staff
+from vms.actions import do_resume_vm, do_suspend_vm
 
 logger = logging.getLogger(__name__)
 
@@ -128,20 +129,9 @@ def _send_reminder(bill: Bill, level: int) -> None:
         )
 
 
-def _vm_actions():
-    from vms import actions
-
-    suspend = getattr(actions, "do_suspend_vm", None)
-    resume = getattr(actions, "do_resume_vm", None)
-    if suspend is None or resume is None:
-        raise NotImplementedError("vms.actions.do_suspend_vm / do_resume_vm are not there yet")
-    return suspend, resume
-
-
 def suspend_account(account_id: int, today: date | None = None) -> list:
     """Stop every VM of an account that has a bill unpaid too long. Returns the VMs suspended."""
     today = today or timezone.localdate()
-    do_suspend_vm, _ = _vm_actions()
     account = BillingAccount.objects.get(pk=account_id)
     limit = today - timezone.timedelta(days=settings.UNCLOUD_BILLING_SUSPEND_AFTER_DAYS)
     bill = account.bills.filter(state__in=UNPAID_BILL_STATES, due_on__lte=limit).order_by("due_on").first()
@@ -169,7 +159,6 @@ def resume_if_settled(account_id: int, today: date | None = None) -> list:
         return []
     if accounts_due_for_suspension(today).filter(pk=account_id).exists():
         return []
-    _, do_resume_vm = _vm_actions()
     resumed = []
     for suspension in SuspendedVM.objects.filter(account_id=account_id, resumed_at__isnull=True).select_related("vm"):
         try:

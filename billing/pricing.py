@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from billing.actions import order_amount, price_for
 from billing.models import BillingAccount, Product
 from billing.money import CENT, to_cents

@@ -14,8 +14,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.api.exceptions import Conflict
 from accounts.csp import uses_stripe_js
+from accounts.errors import Conflict
 from billing import actions, cards, ledger, stripe_payments
 from billing.bank_import import import_statement, start_background_import
 from billing.camt import CamtError

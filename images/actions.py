@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from accounts import audit
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.operations import active_operation, start_operation
 from images.choices import DiskRole, DiskStatus, ImageStatus, SnapshotStatus, StorageBackend, UploadFormat

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models import F
 
 from accounts import audit
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from agents.operations import active_operation, start_operation
 from networks import signals
 from networks.allocation import create_network_row, create_nic_row

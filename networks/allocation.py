@@ -5,7 +5,7 @@ import ipaddress
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from networks.addressing import eui64_address, random_local_mac
 from networks.models import NIC, Network, PrefixPool
 

@@ -14,7 +14,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from accounts.scoping import default_project, projects_of, scoped
 from networks import actions
 from networks.choices import IngressProtocol

@@ -9,7 +9,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from accounts import audit
-from accounts.api.exceptions import Conflict, Unprocessable
+from accounts.errors import Conflict, Unprocessable
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.choices import HostLiveness
 from agents.models import Host

@@ -9,25 +9,43 @@ from vms.migration import FIGURES, MIGRATE
 from vms.models import VM, SSHKey
 
 
+def run_action_on_each(request, queryset, action, done: str) -> None:
+    """Call one do_* action per selected row; one row's refusal (a Conflict, a quota) is reported
+    and does not hide the others'."""
+    failed = []
+    for row in queryset:
+        try:
+            action(request.user, row)
+        except Exception as error:
+            failed.append(f"{row.name}: {getattr(error, 'detail', error)}")
+    messages.info(request, f"{done} for {queryset.count() - len(failed)} of {queryset.count()}.")
+    for line in failed:
+        messages.error(request, line)
+
+
 @admin.register(VM)
 class VMAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "status", "desired_state", "cores", "memory_mib", "host", "created"]
     list_filter = ["status", "desired_state", "host"]
     search_fields = ["name", "uuid", "nics__ipv6_address", "nics__mac", "project__name", "project__owner__username"]
-    readonly_fields = ["uuid", "created", "updated", "idempotency_key", "last_migration"]
-    actions = ["stop_vms", "migrate_vms", "rebuild_elsewhere"]
+    """Read-only: a VM changes through its actions (the same do_* functions as the API), so every
+    change has its operation, its audit row and its order; a staff edit of cores or host could not."""
+
+    actions = ["start_vms", "stop_vms", "reboot_vms", "suspend_vms", "resume_vms", "delete_vms", "migrate_vms",
+               "rebuild_elsewhere"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in VM._meta.get_fields() if field.concrete] + ["last_migration"]
+
+    def has_add_permission(self, request):
+        return False  # VMs are ordered through the API or the portal, with quota and billing
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the "Delete" action below goes through do_delete_vm
 
     @admin.action(description="Rebuild the selected VMs of a fenced host on another host (their disks' data is lost)")
     def rebuild_elsewhere(self, request, queryset):
-        failed = []
-        for vm in queryset:
-            try:
-                actions.do_rebuild_vm_elsewhere(request.user, vm)
-            except Exception as error:  # one VM's refusal must not hide the others'
-                failed.append(f"{vm.name}: {getattr(error, 'detail', error)}")
-        messages.info(request, f"Rebuild elsewhere started for {queryset.count() - len(failed)} VM(s).")
-        for line in failed:
-            messages.error(request, line)
+        run_action_on_each(request, queryset, actions.do_rebuild_vm_elsewhere, "Rebuild elsewhere started")
 
     @admin.display(description="Last move (live migration)")
     def last_migration(self, vm):
@@ -40,31 +58,32 @@ class VMAdmin(admin.ModelAdmin):
 
     @admin.action(description="Move the selected running VMs to another host (live; the scheduler picks it)")
     def migrate_vms(self, request, queryset):
-        failed = []
-        for vm in queryset:
-            try:
-                actions.do_migrate_vm(request.user, vm)
-            except Exception as error:  # one VM's refusal must not hide the others'
-                failed.append(f"{vm.name}: {getattr(error, 'detail', error)}")
-        messages.info(request, f"Move started for {queryset.count() - len(failed)} VM(s).")
-        for line in failed:
-            messages.error(request, line)
+        run_action_on_each(request, queryset, actions.do_migrate_vm, "Move started")
+
+    @admin.action(description="Start the selected VMs")
+    def start_vms(self, request, queryset):
+        run_action_on_each(request, queryset, actions.do_start_vm, "Start requested")
 
     @admin.action(description="Stop the selected VMs")
     def stop_vms(self, request, queryset):
-        stop = getattr(actions, "do_stop_vm", None)
-        if stop is None:
-            messages.error(request, "Stopping VMs needs the VM lifecycle (vms.actions.do_stop_vm).")
-            return
-        failed = []
-        for vm in queryset:
-            try:
-                stop(request.user, vm)
-            except Exception as error:  # one VM's refusal (e.g. already stopping) must not hide the others'
-                failed.append(f"{vm.name}: {getattr(error, 'detail', error)}")
-        messages.info(request, f"Stop requested for {queryset.count() - len(failed)} VM(s).")
-        for line in failed:
-            messages.error(request, line)
+        run_action_on_each(request, queryset, actions.do_stop_vm, "Stop requested")
+
+    @admin.action(description="Reboot the selected VMs")
+    def reboot_vms(self, request, queryset):
+        run_action_on_each(request, queryset, actions.do_reboot_vm, "Reboot requested")
+
+    @admin.action(description="Suspend the selected VMs (stopped until staff resume them)")
+    def suspend_vms(self, request, queryset):
+        run_action_on_each(request, queryset, lambda actor, vm: actions.do_suspend_vm(actor, vm, "Suspended by staff."),
+                           "Suspended")
+
+    @admin.action(description="Resume the selected suspended VMs")
+    def resume_vms(self, request, queryset):
+        run_action_on_each(request, queryset, actions.do_resume_vm, "Resumed")
+
+    @admin.action(description="Delete the selected VMs")
+    def delete_vms(self, request, queryset):
+        run_action_on_each(request, queryset, actions.do_delete_vm, "Deletion requested")
 
 
 @admin.register(SSHKey)

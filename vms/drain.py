@@ -16,8 +16,8 @@ admin page shows.
 
 from django.db import transaction
 
-from accounts import audit
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
+from agents.actions import do_mark_host_draining, do_mark_host_maintenance
 from agents.choices import HostStatus
 from agents.models import Host, Operation
 from agents.operations import (
@@ -88,9 +88,7 @@ def step_maintenance(operation):
     host = drained_host(operation)
     if VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).exists():
         raise PermanentStepError(f"A VM came to {host.name} during the drain.")
-    with transaction.atomic():
-        if Host.objects.filter(pk=host.pk, status=HostStatus.DRAINING).update(status=HostStatus.MAINTENANCE):
-            audit.record(None, "host.status", target=host, old=HostStatus.DRAINING, new=HostStatus.MAINTENANCE)
+    do_mark_host_maintenance(None, host)
     return {"remaining": 0}
 
 
@@ -108,7 +106,5 @@ def do_drain_host(actor, host: Host):
         return unfinished
     if host.status == HostStatus.MAINTENANCE:
         raise Conflict(f"{host.name} is already in maintenance.")
-    old = host.status
-    Host.objects.filter(pk=host.pk).update(status=HostStatus.DRAINING)
-    audit.record(actor, "host.drain", target=host, old=old)
+    do_mark_host_draining(actor, host)  # a host still draining from an earlier drain stays so
     return start_operation(DRAIN, target=host, host=host, created_by=actor)

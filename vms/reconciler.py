@@ -21,15 +21,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts import audit
+from agents.actions import do_mark_host_down, do_mark_host_up
 from agents.choices import TERMINAL_OPERATION_STATES, HostLiveness, HostStatus, OperationState
 from agents.hostagent import HostError
 from agents.hosts import agent_for
 from agents.models import Host, Operation
-from agents.operations import start_operation, wake_waiting
+from agents.operations import start_operation
 from agents.transport import TransportError
 from vms.choices import DesiredState, VMStatus
 from vms.models import VM, UnknownGuest
-from vms.workflows import CAPACITY_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +105,15 @@ def reconcile_host(host: Host) -> Drift:
 
 
 def _host_answered(host: Host) -> None:
-    updates = {"last_heartbeat": timezone.now(), "last_error": ""}
-    came_back = host.status == HostStatus.DOWN
-    if came_back:
-        updates["status"] = HostStatus.ENABLED
-    Host.objects.filter(pk=host.pk).update(**updates)
-    if came_back:
-        audit.record(None, "host.up", target=host)
-        transaction.on_commit(lambda: wake_waiting(CAPACITY_KINDS))
+    Host.objects.filter(pk=host.pk).update(last_heartbeat=timezone.now(), last_error="")
+    do_mark_host_up(host)
 
 
 def _host_unreachable(host: Host, error: str) -> None:
     Host.objects.filter(pk=host.pk).update(last_error=error[:2000])
     limit = timezone.now() - timedelta(seconds=settings.UNCLOUD_HOST_HEARTBEAT_TIMEOUT)
     if host.status == HostStatus.ENABLED and (host.last_heartbeat is None or host.last_heartbeat < limit):
-        if Host.objects.filter(pk=host.pk, status=HostStatus.ENABLED).update(status=HostStatus.DOWN):
-            audit.record(None, "host.down", target=host, error=error[:500])
+        do_mark_host_down(host, error)
 
 
 START_KINDS = ("vm.create", "vm.start", "vm.evacuate")

@@ -14,7 +14,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException
 
-from accounts.api.exceptions import Conflict, Unprocessable
+from accounts.errors import Conflict, Unprocessable
 from accounts.scoping import default_project, projects_of, scoped
 from accounts.units import UnitError, format_mib, parse_mib
 from agents.models import Operation
@@ -28,9 +28,9 @@ from vms.models import MIN_MEMORY_MIB, VM, SSHKey
 from vms.sshkeys import SSHKeyError, parse_public_key
 from vms.validators import VM_NAME, user_data_size_error
 
-# Portal action name -> vms.actions function (the lifecycle ones arrive with the VM lifecycle issue).
-VM_ACTIONS = {"start": "do_start_vm", "stop": "do_stop_vm", "reboot": "do_reboot_vm", "delete": "do_delete_vm",
-              "rebuild": "do_rebuild_vm"}
+# Portal action name -> vms.actions function.
+VM_ACTIONS = {"start": actions.do_start_vm, "stop": actions.do_stop_vm, "reboot": actions.do_reboot_vm,
+              "delete": actions.do_delete_vm, "rebuild": actions.do_rebuild_vm}
 
 
 def error_text(error) -> str:
@@ -203,8 +203,7 @@ def vm_detail(request, uuid):
         uuid=uuid,
     )
     operations = scoped(Operation.objects.filter(target_uuid=vm.uuid), request.user)[:20]
-    available = {name: hasattr(actions, function) for name, function in VM_ACTIONS.items()}
-    return render(request, "vms/vm_detail.html", {"vm": vm, "operations": operations, "available": available,
+    return render(request, "vms/vm_detail.html", {"vm": vm, "operations": operations,
                                                   "rebuild_images": rebuild_images(request.user, vm)})
 
 
@@ -229,10 +228,7 @@ def vm_action(request, uuid, verb):
     if verb not in VM_ACTIONS:
         raise Http404
     vm = get_object_or_404(_visible_vms(request.user), uuid=uuid)
-    function = getattr(actions, VM_ACTIONS[verb], None)
-    if function is None:
-        messages.error(request, f"'{verb}' is not available yet.")
-        return redirect("vm", uuid=vm.uuid)
+    function = VM_ACTIONS[verb]
     try:
         if verb == "stop" and request.POST.get("hard") == "1":
             function(request.user, vm, hard=True)

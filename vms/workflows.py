@@ -18,12 +18,14 @@ import time
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.units import format_mib
 from agents.hosts import agent_for, call_host, host_errors_as_step_errors
 from agents.models import Operation
 from agents.operations import PermanentStepError, Step, StepWaiting, TransientStepError, register_workflow, wake_waiting
+from agents.signals import host_available
 from images import hostwork
 from images.models import Disk
 from networks.models import NIC, Network
@@ -36,6 +38,12 @@ from vms.specs import vm_up_spec
 
 # Operations that may wait for room (or for a host to return) and are woken when some appears.
 CAPACITY_KINDS = ["vm.create", "vm.start", "vm.evacuate"]
+
+
+@receiver(host_available, dispatch_uid="vms.wake_for_room_on_host_available")
+def _host_can_take_vms(sender, host, **kwargs):
+    """A host enabled or up again is room for the VMs parked waiting for it."""
+    wake_waiting(CAPACITY_KINDS)
 
 
 def vm_of(operation) -> VM:

@@ -12,15 +12,10 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.errors import Conflict, Unprocessable
 from accounts.units import UnitError
 
-
-class Conflict(Exception):
-    """The request is valid but collides with current state (pool exhausted, still in use)."""
-
-
-class Unprocessable(Exception):
-    """The request is well formed but cannot be honoured as sent (an idempotency key reused with another body)."""
+__all__ = ["Conflict", "Unprocessable", "exception_handler"]  # the domain errors this handler answers
 
 
 def exception_handler(exc, context):

@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 
 from accounts import actions
-from accounts.api.exceptions import Conflict
 from accounts.choices import UserOrigin
+from accounts.errors import Conflict
 from accounts.ldapconfig import ldap_settings
 from accounts.models import Identity, Project
 from accounts.tests import slapd as slapd_server

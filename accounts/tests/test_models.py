@@ -2,7 +2,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from accounts import actions
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from accounts.models import APIToken, AuditEntry, Membership, Project
 
 

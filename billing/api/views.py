@@ -10,7 +10,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from accounts.scoping import default_project, projects_of, scoped
 from billing import actions, ledger
 from billing.api.serializers import (

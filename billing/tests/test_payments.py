@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from billing import ledger
 from billing.actions import (
     do_add_credit,

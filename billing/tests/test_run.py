@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from billing import ledger
 from billing.actions import do_close_order, do_open_order, do_replace_order, do_verify_vat_number
 from billing.choices import BillState, VatTreatment

@@ -10,7 +10,7 @@ import stripe
 from django.core import mail
 from django.test import Client
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from billing import ledger
 from billing.actions import do_add_credit, do_open_order, do_refund
 from billing.cards import charge_bill_off_session, save_card, start_card_setup

@@ -43,7 +43,7 @@ def test_a_resize_replaces_the_order(alice, alice_project):
 
 def test_a_vm_is_not_created_when_its_order_cannot_be_made(alice, alice_project, settings):
     settings.UNCLOUD_BILLING_VM_PRODUCT = "no-such-product"
-    from accounts.api.exceptions import Conflict
+    from accounts.errors import Conflict
 
     with pytest.raises(Conflict):
         vm_actions.do_create_vm(alice, alice_project, name="web1", cores=1, memory_mib=512, disk_mib=1024)
@@ -138,7 +138,7 @@ def test_suspension_and_resume_through_vms_actions(overdue, staff, django_captur
 def test_a_suspended_account_cannot_create_vms_or_addresses_until_it_pays(overdue, api, alice, alice_project, staff,
                                                                          settings):
     """Issue 14 point 8: an 8-core VM made while suspended ran until the next dunning run."""
-    from accounts.api.exceptions import Conflict
+    from accounts.errors import Conflict
     from images.models import Image
 
     Image.objects.create(name="uncloud-demo", status="available", virtual_size_bytes=64 * 1024**2)

@@ -4,7 +4,7 @@ import threading
 
 from django.db import connections
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from networks.actions import do_create_network
 from networks.allocation import create_nic_row
 from networks.models import NIC, Network, PrefixPool

@@ -9,7 +9,7 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.actions import do_set_quota
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from accounts.quotas import QuotaExceeded
 from agents.choices import HostStatus, HostTransport, OperationState
 from agents.models import Host, Operation

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from agents.choices import HostLiveness, OperationState
 from agents.hosts import agent_for, call_host
 from agents.models import Operation

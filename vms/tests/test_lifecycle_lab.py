@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 
 from accounts.actions import do_set_quota
-from accounts.api.exceptions import Conflict
+from accounts.errors import Conflict
 from agents.hosts import agent_for
 from agents.models import Operation
 from tests.workers import wait_for
