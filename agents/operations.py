@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import DateTimeField, F, Q, Value
@@ -121,10 +122,18 @@ def start_operation(kind: str, *, project=None, target=None, host=None, payload=
     return operation
 
 
-def enqueue(operation_id: int, countdown: float = 0) -> None:
-    from agents.tasks import advance_operation
+# The Celery task that advances one operation (registered under this name in agents/tasks.py).
+ADVANCE_TASK = "agents.advance_operation"
 
-    advance_operation.apply_async((operation_id,), countdown=countdown)
+
+def enqueue(operation_id: int, countdown: float = 0) -> None:
+    """Hand the operation to a worker. By task name: the engine does not import its own Celery task
+    module (agents/tasks.py imports the engine). The task is looked up in the app's registry, so an
+    eager app (CELERY_TASK_ALWAYS_EAGER) still runs it in place."""
+    app = current_app
+    if ADVANCE_TASK not in app.tasks:
+        app.loader.import_default_modules()  # the apps' tasks modules, found by autodiscovery
+    app.tasks[ADVANCE_TASK].apply_async((operation_id,), countdown=countdown)
 
 
 def _worker_id() -> str:

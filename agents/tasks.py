@@ -9,7 +9,7 @@ from agents import operations
 CHAIN_BUDGET_S = 30
 
 
-@shared_task(name="agents.advance_operation", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=operations.ADVANCE_TASK, acks_late=True, reject_on_worker_lost=True)
 def advance_operation(operation_id: int) -> str:
     # Each step is still recorded on its own before the next starts (see advance_steps).
     return operations.advance_steps(operation_id, CHAIN_BUDGET_S)

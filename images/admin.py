@@ -1,8 +1,8 @@
 from django.contrib import admin
 
+from accounts.adminactions import run_action_on_each
 from images import actions
 from images.models import Disk, Image
-from vms.admin import run_action_on_each
 
 
 @admin.register(Image)

@@ -8,45 +8,22 @@ program come out as `agents.hostagent.HostError` unchanged: the caller maps them
 Host layout (see agents/hostside/README.md): base images by checksum in `<state_dir>/images/`,
 one qcow2 per disk in `<state_dir>/disks/<disk uuid>.qcow2` (an overlay of the base for root
 disks), the NoCloud config drive in `<state_dir>/metadata/<vm uuid>/cidata.iso`. Ceph RBD disks
-live in the host's pool instead (images/rbd.py).
+live in the host's pool instead. Each disk's storage backend (images/backends.py) does the disk
+work; this module only orders it for a VM.
 """
 
 import re
-import secrets
 
 from django.conf import settings
 
 from agents.hostagent import HostAgent, HostError
-from images.choices import DiskRole, DiskStatus, StorageBackend
-from images.models import Disk, Image
+from images.backends import backend_for
+from images.baseimage import ensure_base_image
+from images.choices import DiskRole
+from images.localdisks import base_image_missing, local_disk_spec, record_local_disk
+from images.models import Disk
 
-# Checksumming a copied image of many GiB takes a while; every other disk call (an overlay, a grow)
-# is bounded by UNCLOUD_HOST_CALL_TIMEOUT. Either ends at once when the host stops answering
-# its heartbeats (agents.hosts.agent_for).
-IMAGE_COPY_TIMEOUT_S = 3600
 _HOSTNAME_INVALID = re.compile(r"[^a-z0-9-]+")
-
-
-def ensure_base_image(agent: HostAgent, image: Image) -> str:
-    """The image's base file on the host (copied there once per checksum, verified); its path."""
-    spec = {"sha256": image.checksum_sha256, "size_bytes": image.file_size_bytes}
-    answer = agent.call("image-ensure", spec)
-    if answer["present"]:
-        return answer["path"]
-    # A fresh token per attempt: two workers shipping the same image never write one file.
-    spec["upload_token"] = secrets.token_hex(8)
-    answer = agent.call("image-ensure", spec)
-    if not answer["present"]:
-        put_large_file(agent, image.location, answer["upload_path"])
-        answer = agent.call("image-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
-    if not answer["present"]:
-        raise HostError("not_found", f"image {image.name} did not arrive on {agent.connection.name}")
-    return answer["path"]
-
-
-def put_large_file(agent: HostAgent, local_path: str, remote_path: str) -> None:
-    """Stream a file to the host without holding it in memory (the host verifies its checksum)."""
-    agent.transport.put_path(local_path, remote_path)
 
 
 def guest_hostname(vm) -> str:
@@ -105,44 +82,7 @@ def ensure_disk(agent: HostAgent, disk: Disk, host_id: int | None = None) -> dic
     host_id is the Host row the agent talks to: a local disk is bound to the host it was first
     made on, and is never silently made again (empty) on another one.
     """
-    if disk.storage == StorageBackend.RBD:
-        from images import rbd
-
-        return rbd.ensure_disk(agent, disk)
-    spec = local_disk_spec(disk, host_id)
-    try:
-        answer = agent.call("disk-ensure", spec, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
-    except HostError as error:
-        if not base_image_missing(error, spec):
-            raise
-        ensure_base_image(agent, disk.image)
-        answer = agent.call("disk-ensure", spec, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
-    return record_local_disk(disk, answer, host_id)
-
-
-def local_disk_spec(disk: Disk, host_id: int | None) -> dict:
-    """disk-ensure's spec. No image-ensure before it: disk-ensure answers not_found when the base
-    is missing (the first disk of this image on the host, or the image sweep removed it), and only
-    then is the image shipped, so a create on a host that has the base pays no round trip for it."""
-    if disk.host_id is not None and host_id is not None and disk.host_id != host_id:
-        raise HostError("in_use", f"disk {disk.name} is a local disk of another host (id {disk.host_id})")
-    spec = {"disk_uuid": str(disk.uuid), "size_mib": disk.size_mib}
-    if disk.role == DiskRole.ROOT and disk.image is not None:
-        spec["base_sha256"] = disk.image.checksum_sha256
-    return spec
-
-
-def base_image_missing(error: HostError, spec: dict) -> bool:
-    return error.code == "not_found" and "base_sha256" in spec and error.verb in (None, "disk-ensure")
-
-
-def record_local_disk(disk: Disk, answer: dict, host_id: int | None) -> dict:
-    updates = {"location": answer["path"], "status": DiskStatus.IN_USE if disk.vm_id else DiskStatus.AVAILABLE}
-    if host_id is not None:
-        updates["host_id"] = host_id
-    if any(getattr(disk, field) != value for field, value in updates.items()):
-        Disk.objects.filter(pk=disk.pk).update(**updates)
-    return {"path": answer["path"], "format": "qcow2"}
+    return backend_for(disk.storage).ensure_disk(agent, disk, host_id)
 
 
 def ensure_vm_disks(agent: HostAgent, vm) -> list[dict]:
@@ -150,7 +90,7 @@ def ensure_vm_disks(agent: HostAgent, vm) -> list[dict]:
     drive: the `disks` list of the host-side vm-up spec. The local disks and the metadata take one
     round trip (a batch); Ceph RBD disks take their own calls."""
     disks = vm_disks_in_order(vm)
-    local = [disk for disk in disks if disk.storage != StorageBackend.RBD]
+    local = [disk for disk in disks if backend_for(disk.storage).batchable]
     specs = [local_disk_spec(disk, vm.host_id) for disk in local]
     calls = [("disk-ensure", spec) for spec in specs] + [("vm-metadata", metadata_spec(vm))]
     try:
@@ -167,18 +107,13 @@ def ensure_vm_disks(agent: HostAgent, vm) -> list[dict]:
         if disk.pk in answers:
             entries.append(record_local_disk(disk, answers[disk.pk], vm.host_id))
         else:
-            entries.append(ensure_disk(agent, disk, host_id=vm.host_id))  # RBD
+            entries.append(ensure_disk(agent, disk, host_id=vm.host_id))  # not batchable (RBD)
     entries.append({"path": results[-1]["config_drive"], "format": "raw", "readonly": True})
     return entries
 
 
 def delete_disk(agent: HostAgent, disk: Disk) -> None:
-    if disk.storage == StorageBackend.RBD:
-        from images import rbd
-
-        rbd.delete_disk(agent, disk)
-        return
-    agent.call("disk-delete", {"disk_uuid": str(disk.uuid)})
+    backend_for(disk.storage).delete_disk(agent, disk)
 
 
 def delete_vm_disks(agent: HostAgent, vm, *, first=(), timeout: float | None = None) -> list[dict]:
@@ -190,11 +125,11 @@ def delete_vm_disks(agent: HostAgent, vm, *, first=(), timeout: float | None = N
     disks after it with their own calls."""
     disks = vm_disks_in_order(vm)
     calls = [*first]
-    calls += [("disk-delete", {"disk_uuid": str(disk.uuid)}) for disk in disks if disk.storage != StorageBackend.RBD]
+    calls += [("disk-delete", {"disk_uuid": str(disk.uuid)}) for disk in disks if backend_for(disk.storage).batchable]
     calls.append(("vm-metadata-delete", {"uuid": str(vm.uuid)}))
     results = agent.call_batch(calls, timeout=timeout)
     for disk in disks:
-        if disk.storage == StorageBackend.RBD:
+        if not backend_for(disk.storage).batchable:
             delete_disk(agent, disk)
     return results[:len(first)]
 
@@ -211,43 +146,23 @@ def rebuild_root_disk(agent: HostAgent, vm) -> dict:
 
 def snapshot_disk(agent: HostAgent, disk: Disk, snapshot) -> dict:
     """A standalone copy of the disk on its host (crash-consistent when the VM runs)."""
-    if disk.storage == StorageBackend.RBD:
-        from images import rbd
-
-        return rbd.snapshot_disk(agent, disk, snapshot)
-    return agent.call("disk-snapshot", {"disk_uuid": str(disk.uuid), "snapshot_uuid": str(snapshot.uuid)},
-                      timeout=IMAGE_COPY_TIMEOUT_S)
+    return backend_for(disk.storage).snapshot_disk(agent, disk, snapshot)
 
 
 def delete_snapshot(agent: HostAgent, snapshot) -> None:
-    if snapshot.storage == StorageBackend.RBD:
-        from images import rbd
-
-        rbd.delete_snapshot(agent, snapshot)
-        return
-    agent.call("snapshot-delete", {"snapshot_uuid": str(snapshot.uuid)})
+    backend_for(snapshot.storage).delete_snapshot(agent, snapshot)
 
 
 def fetch_snapshot(agent: HostAgent, snapshot, local_path: str) -> None:
-    """Copy a snapshot file from its host to the control plane (streamed, never in memory)."""
-    if snapshot.storage == StorageBackend.RBD:
-        from images import rbd
-
-        rbd.fetch_snapshot(agent, snapshot, local_path)
-        return
-    agent.transport.get_path(snapshot.location, local_path)
+    """Copy a snapshot from its host to the control plane (streamed, never in memory)."""
+    backend_for(snapshot.storage).fetch_snapshot(agent, snapshot, local_path)
 
 
 # --- hot plug: data volumes of a running VM -------------------------------------------------------
 
 def plug_spec(vm, disk: Disk) -> dict:
-    """What disk-attach/disk-detach need: the VM and the disk; a local disk is found by its uuid."""
-    spec = {"uuid": str(vm.uuid), "disk_uuid": str(disk.uuid)}
-    if disk.storage == StorageBackend.RBD:
-        from images import rbd
-
-        spec["rbd"] = rbd.qemu_source(disk)
-    return spec
+    """What disk-attach/disk-detach need: the VM and the disk (an RBD disk also names its image)."""
+    return {"uuid": str(vm.uuid), "disk_uuid": str(disk.uuid), **backend_for(disk.storage).plug_source(disk)}
 
 
 def hot_attach_disk(agent: HostAgent, vm, disk: Disk) -> dict:

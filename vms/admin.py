@@ -1,26 +1,13 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
 
+from accounts.adminactions import run_action_on_each
 from agents.admin import HostAdmin
 from agents.models import Host, Operation
 from vms import actions
 from vms.drain import DRAIN, do_drain_host
 from vms.migration import FIGURES, MIGRATE
 from vms.models import VM, SSHKey
-
-
-def run_action_on_each(request, queryset, action, done: str) -> None:
-    """Call one do_* action per selected row; one row's refusal (a Conflict, a quota) is reported
-    and does not hide the others'."""
-    failed = []
-    for row in queryset:
-        try:
-            action(request.user, row)
-        except Exception as error:
-            failed.append(f"{row.name}: {getattr(error, 'detail', error)}")
-    messages.info(request, f"{done} for {queryset.count() - len(failed)} of {queryset.count()}.")
-    for line in failed:
-        messages.error(request, line)
 
 
 @admin.register(VM)

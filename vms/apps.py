@@ -6,6 +6,6 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines"
 
     def ready(self):
-        from vms import drain, failover, migration, workflows  # noqa: F401  (registers the VM workflows)
+        from vms import disk_workflows, drain, failover, migration, nic_workflows, workflows  # noqa: F401  (register their workflows)
 
         failover.install()  # what the heartbeat watcher (agents/liveness.py) does to VMs of a failed host

@@ -35,14 +35,16 @@ from agents.hosts import agent_for, call_host, host_errors_as_step_errors
 from agents.models import Host, Operation
 from agents.operations import PermanentStepError, Step, StepWaiting, register_workflow, start_operation, wake_waiting
 from images import hostwork
+from images.baseimage import IMAGE_COPY_TIMEOUT_S, ensure_base_image
 from images.choices import StorageBackend
 from images.models import Disk
 from networks.models import IPv4Address, IPv4Pool
 from networks.specs import net_up_spec
-from networks.workflows import release_network_if_unused, request_nat64_sync
+from networks.workflows import request_nat64_sync
 from vms import scheduler
 from vms.choices import VMStatus
 from vms.models import VM
+from vms.nic_workflows import release_network_if_unused
 from vms.specs import vm_up_spec
 from vms.workflows import set_status, step_disks, step_networks_and_boot, vm_networks, vm_of
 
@@ -148,8 +150,8 @@ def destination_disks(agent, vm: VM) -> list[dict]:
         spec = {"disk_uuid": str(disk.uuid), "size_mib": disk.size_mib}
         if disk.image is not None and disk.role == "root":
             spec["base_sha256"] = disk.image.checksum_sha256
-            hostwork.ensure_base_image(agent, disk.image)
-        answer = agent.call("disk-ensure", spec, timeout=hostwork.IMAGE_COPY_TIMEOUT_S)
+            ensure_base_image(agent, disk.image)
+        answer = agent.call("disk-ensure", spec, timeout=IMAGE_COPY_TIMEOUT_S)
         entries.append({"path": answer["path"], "format": "qcow2"})
     drive = agent.call("vm-metadata", hostwork.metadata_spec(vm))["config_drive"]
     entries.append({"path": drive, "format": "raw", "readonly": True})

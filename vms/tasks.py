@@ -4,7 +4,8 @@ from celery import shared_task
 
 from agents.models import Host
 from agents.operations import wake_waiting
-from vms import reconciler
+from networks.models import Firewall
+from vms import firewall, reconciler
 from vms.drain import DRAIN
 from vms.migration import COLD, MIGRATE
 from vms.workflows import CAPACITY_KINDS
@@ -29,3 +30,15 @@ def reconcile_host(host_id: int) -> dict:
     if host is None:
         return {}
     return reconciler.reconcile_host(host).__dict__
+
+
+@shared_task(name="vms.apply_firewall", bind=True, acks_late=True, max_retries=60)
+def apply_firewall(self, vm_id: int) -> str:
+    outcome = firewall.apply_firewall(vm_id)
+    if outcome == firewall.LATER:
+        if self.request.retries >= self.max_retries:
+            Firewall.objects.filter(vm_id=vm_id).update(error="The host did not take the rules; retrying with the "
+                                                              "next change or restart.")
+            return firewall.FAILED
+        raise self.retry(countdown=min(2 + self.request.retries, 15))
+    return outcome

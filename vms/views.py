@@ -41,7 +41,7 @@ def error_text(error) -> str:
     return str(detail if detail is not None else error)
 
 
-def _visible_vms(user):
+def visible_vms(user):
     # A VM being deleted stays visible (with its progress) until its deletion is done.
     return scoped(VM.objects.exclude(status=VMStatus.DELETED), user)
 
@@ -149,14 +149,14 @@ def form_price_quote(form: VMForm):
 
 @login_required
 def vm_list(request):
-    vms = _visible_vms(request.user).select_related("project").prefetch_related("nics")
+    vms = visible_vms(request.user).select_related("project").prefetch_related("nics")
     return render(request, "vms/vm_list.html", {"vms": vms})
 
 
 @login_required
 def vm_status_json(request):
     """Live status for the list and detail pages (polled by a few lines of JS)."""
-    vms = _visible_vms(request.user).only("uuid", "status", "status_message")
+    vms = visible_vms(request.user).only("uuid", "status", "status_message")
     operations = {}
     running = scoped(Operation.objects.filter(state__in=["pending", "running"]), request.user)
     for operation in running.filter(target_uuid__in=[vm.uuid for vm in vms]).order_by("created"):
@@ -197,7 +197,7 @@ def vm_create(request):
 @login_required
 def vm_detail(request, uuid):
     vm = get_object_or_404(
-        _visible_vms(request.user).select_related("project", "image", "host").prefetch_related(
+        visible_vms(request.user).select_related("project", "image", "host").prefetch_related(
             "nics__network", "disks", Prefetch("ssh_keys", queryset=SSHKey.objects.order_by("name"))
         ),
         uuid=uuid,
@@ -227,7 +227,7 @@ def chosen_rebuild_image(request, vm):
 def vm_action(request, uuid, verb):
     if verb not in VM_ACTIONS:
         raise Http404
-    vm = get_object_or_404(_visible_vms(request.user), uuid=uuid)
+    vm = get_object_or_404(visible_vms(request.user), uuid=uuid)
     function = VM_ACTIONS[verb]
     try:
         if verb == "stop" and request.POST.get("hard") == "1":

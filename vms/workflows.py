@@ -30,10 +30,10 @@ from images import hostwork
 from images.models import Disk
 from networks.models import NIC, Network
 from networks.specs import net_up_spec
-from networks.workflows import release_network_if_unused
 from vms import scheduler
 from vms.choices import DesiredState, VMStatus
 from vms.models import VM
+from vms.nic_workflows import release_network_if_unused
 from vms.specs import vm_up_spec
 
 # Operations that may wait for room (or for a host to return) and are woken when some appears.

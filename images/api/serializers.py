@@ -1,9 +1,7 @@
-from django.apps import apps
 from rest_framework import serializers
 
 from accounts.api.fields import SizeField
-from accounts.api.mixins import ProjectField, ScopedRelatedField
-from accounts.scoping import scoped
+from accounts.api.mixins import ProjectField
 from images.choices import StorageBackend, UploadFormat
 from images.models import Disk, Image, Snapshot
 
@@ -49,11 +47,6 @@ class ImageUploadSerializer(serializers.Serializer):
         return attrs
 
 
-def vms_visible_to(user):
-    # images sits below vms: the model is looked up at run time, never imported.
-    return scoped(apps.get_model("vms", "VM").objects.exclude(desired_state="deleted"), user)
-
-
 class DiskSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
     vm = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
@@ -70,10 +63,6 @@ class DiskCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     size = SizeField(min_value=1, max_value=MAX_DISK_MIB, help_text='e.g. "20G"; a bare number is MiB')
     storage = serializers.ChoiceField(choices=StorageBackend.choices, default=StorageBackend.LOCAL)
-
-
-class DiskAttachSerializer(serializers.Serializer):
-    vm = ScopedRelatedField(vms_visible_to)
 
 
 class DiskExtendSerializer(serializers.Serializer):

@@ -10,7 +10,6 @@ from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
 from images import actions
 from images.api.serializers import (
-    DiskAttachSerializer,
     DiskCreateSerializer,
     DiskExtendSerializer,
     DiskSerializer,
@@ -99,9 +98,20 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Upda
         actions.do_delete_image(self.request.user, instance)
 
 
+def disk_and_operation(disk, operation):
+    """200 with the disk when it is done; 202 with the disk and its operation when a running VM's
+    guest still has to take the disk or let it go."""
+    body = DiskSerializer(disk).data
+    if operation is None:
+        return Response(body)
+    body["operation"] = OperationSerializer(operation).data
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
 class DiskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   mixins.DestroyModelMixin, viewsets.GenericViewSet):
-    """Root disks of your VMs and your data volumes: create, attach, detach, extend, snapshot."""
+    """Root disks of your VMs and your data volumes: create, detach, extend, snapshot (attach:
+    vms/api/disks.py, a disk joins a VM)."""
 
     lookup_field = "uuid"
     filterset_fields = ["role", "status"]
@@ -110,7 +120,7 @@ class DiskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         return scoped(Disk.objects.select_related("project", "vm", "image", "host"), self.request.user)
 
     def get_serializer_class(self):
-        return {"create": DiskCreateSerializer, "attach": DiskAttachSerializer, "extend": DiskExtendSerializer,
+        return {"create": DiskCreateSerializer, "extend": DiskExtendSerializer,
                 "snapshot": NameSerializer}.get(self.action, DiskSerializer)
 
     def _input(self, request):
@@ -135,20 +145,7 @@ class DiskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
     def _disk_and_operation(self, disk, operation):
-        """200 with the disk when it is done; 202 with the disk and its operation when a running
-        VM's guest still has to take the disk or let it go."""
-        body = DiskSerializer(disk).data
-        if operation is None:
-            return Response(body)
-        body["operation"] = OperationSerializer(operation).data
-        return Response(body, status=status.HTTP_202_ACCEPTED)
-
-    @extend_schema(request=DiskAttachSerializer, responses={200: DiskSerializer, 202: DiskSerializer})
-    @action(detail=True, methods=["post"])
-    def attach(self, request, uuid=None):
-        disk = self.get_object()
-        vm = self._input(request)["vm"]
-        return self._disk_and_operation(*actions.do_attach_disk(request.user, disk, vm))
+        return disk_and_operation(disk, operation)
 
     @extend_schema(request=None, responses={200: DiskSerializer, 202: DiskSerializer})
     @action(detail=True, methods=["post"])

@@ -78,7 +78,7 @@ def test_volumes_of_a_running_vm_are_plugged_by_an_operation(api, alice, alice_p
 
 
 def test_a_failed_hot_attach_gives_the_volume_back(api, alice, alice_project, image, host):
-    from images.workflows import _hot_attach_failed
+    from vms.disk_workflows import _hot_attach_failed
 
     vm = make_vm(alice, alice_project, image, host=host, status="running")
     disk = volume(api["alice"])

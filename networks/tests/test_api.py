@@ -112,7 +112,7 @@ def test_firewall_replace_validate_and_isolation(api, alice_vm):
 
 
 def test_ipv4_allocate_map_release_with_quota_and_order(api, alice_vm, alice_project, ipv4_pool, pool):
-    from networks.actions import do_attach_nic
+    from vms.networking import do_attach_nic
 
     public = Network.objects.create(name="public", vni=4000, prefix="2001:db8:600::/64", is_public=True)
     nic, _ = do_attach_nic(None, alice_vm, public)

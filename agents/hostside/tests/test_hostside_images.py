@@ -28,7 +28,7 @@ def sha256_of(path):
 
 
 def import_base(host, source):
-    """What images.hostwork.ensure_base_image does, with a local copy as the transfer."""
+    """What images.baseimage.ensure_base_image does, with a local copy as the transfer."""
     spec = {"sha256": sha256_of(source), "size_bytes": Path(source).stat().st_size}
     first = ok(host, "image-ensure", **spec)
     if first["present"]:

@@ -1,7 +1,7 @@
 """Bringing a VM's firewall (its ingress rules) onto the host it runs on.
 
 The rules in the database are the truth; every change bumps Firewall.version and enqueues
-`networks.apply_firewall`. The host swaps the whole nft table at once, so a change is atomic. A VM
+`vms.apply_firewall`. The host swaps the whole nft table at once, so a change is atomic. A VM
 that is not running gets its rules with its next vm-up; one that is being created right now
 gets them once its ports exist (the task tries again shortly).
 """
