@@ -136,9 +136,9 @@ def run_benchmarks(lab, args) -> int:
     from accounts.actions import do_create_token, do_create_user, do_set_quota
     from accounts.models import Project
     from agents.hosts import agent_for
+    from tests.lab.controlplane import demo_image, public_network, register_lab_hosts
     from vms.models import VM
     from vms.specs import vm_up_spec
-    from vms.tests.lab_support import demo_image, public_network, register_lab_hosts
 
     hosts = register_lab_hosts(lab, cores=16, memory_mib=16384, cpu_overbooking="4.0")
     public_network()

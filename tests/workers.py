@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -25,17 +24,6 @@ def database_url() -> str:
     password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
     return (f"postgres://{settings['USER']}{password}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}"
             f"/{settings['NAME']}")
-
-
-def wait_for(predicate, timeout=60, log_paths=(), message="timed out"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    logs = "".join(f"\n--- {path}:\n{Path(path).read_text()[-4000:]}" for path in log_paths if Path(path).exists())
-    # A callable message describes the state at the timeout, not the state when the wait began.
-    raise AssertionError((message() if callable(message) else message) + logs)
 
 
 class CeleryProcesses:

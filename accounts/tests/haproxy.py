@@ -9,8 +9,9 @@ X-Forwarded-For, as production proxies do.
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.lab.waiting import wait_until_listening
 
 PROXY_SOURCE = "127.0.0.9"
 
@@ -43,16 +44,7 @@ class HAProxy:
         # -db: foreground, so we own the pid and stop it ourselves.
         self.process = subprocess.Popen([self.binary, "-db", "-f", str(self.config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"haproxy exited: {self.process.stderr.read().decode(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("haproxy did not start listening")
+        wait_until_listening(self.process, self.port, "haproxy")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

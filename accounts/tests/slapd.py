@@ -3,8 +3,9 @@
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.lab.waiting import wait_until_listening
 
 SUFFIX = "dc=uncloud,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -58,16 +59,7 @@ class Slapd:
             [_tool("slapd"), "-f", str(config), "-h", self.uri, "-d", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited: {self.process.stderr.read().decode(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("slapd did not start listening")
+        wait_until_listening(self.process, self.port, "slapd")
 
     def add(self, ldif: str) -> None:
         subprocess.run(

@@ -9,7 +9,7 @@ import pytest
 from agents.choices import HostTransport
 from agents.hosts import do_check_host
 from agents.models import Host, Operation
-from tests.workers import wait_for
+from tests.lab.waiting import wait_for
 
 
 @pytest.mark.worker

@@ -9,7 +9,7 @@ from django.db import connection
 from agents.choices import HostTransport
 from agents.hosts import do_check_host
 from agents.models import Host
-from tests.workers import wait_for
+from tests.lab.waiting import wait_for
 
 
 def other_backends() -> set[int]:

@@ -11,26 +11,20 @@ from billing.actions import do_add_credit, do_open_order
 from billing.dunning import run_dunning
 from billing.models import Bill
 from billing.run import run_billing
-from vms.actions import do_create_vm, do_delete_vm
-from vms.tests.lab_support import (
-    apply_lab_settings,
+from tests.lab.controlplane import (
     demo_image,
-    lab_settings,
-    public_network,
     qemu_pids,
-    register_lab_hosts,
+    use_lab,
     wait_for_status,
 )
+from vms.actions import do_create_vm, do_delete_vm
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
 
 def test_an_unpaid_bill_suspends_a_running_vm_and_payment_resumes_it(lab, celery_processes, settings, alice,
                                                                      alice_project, staff):
-    values = lab_settings(lab)
-    apply_lab_settings(settings, values)
-    register_lab_hosts(lab, [lab.hosts[0]])
-    public_network()
+    values, _, _ = use_lab(lab, settings, [lab.hosts[0]])
     processes = celery_processes(**values)
     processes.worker()
     vm, _ = do_create_vm(alice, alice_project, name="debtor", cores=1, memory_mib=128, disk_mib=1024,

@@ -7,13 +7,11 @@ the namespace deleted, also when a test fails.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from contextlib import contextmanager
@@ -22,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from images.demo_guest import build_demo_guest, guest_cmdline
+from tests.lab.qmp import qmp
+from tests.lab.waiting import wait_for_line
 
 GUEST_MAC = "02:00:f0:a9:c4:4e"
 GUEST_ADDRESS = "2001:db8:1:1:0:f0ff:fea9:c44e/64"  # EUI-64 of GUEST_MAC in the prefix below
@@ -58,30 +58,10 @@ class RunningQemu:
         return self.serial_log.read_text(errors="replace") if self.serial_log.exists() else ""
 
     def wait_for_line(self, pattern: str, timeout: float = BOOT_TIMEOUT) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = re.search(pattern, self.serial(), re.MULTILINE)
-            if found:
-                return found
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"no line matching {pattern!r}; serial log:\n{self.serial()}")
+        return wait_for_line(self.serial_log, re.compile(pattern), timeout, alive=lambda: self.process.poll() is None)
 
     def qmp(self, command: str) -> dict:
-        with socket.socket(socket.AF_UNIX) as connection:
-            connection.settimeout(10)
-            connection.connect(str(self.qmp_socket))
-            stream = connection.makefile("rwb")
-            json.loads(stream.readline())  # the greeting
-            for execute in ("qmp_capabilities", command):
-                stream.write(json.dumps({"execute": execute}).encode() + b"\n")
-                stream.flush()
-                while True:
-                    reply = json.loads(stream.readline())
-                    if "return" in reply or "error" in reply:  # anything else is an event
-                        break
-            return reply
+        return qmp(self.qmp_socket, command, timeout=10, check=False)
 
     def wait_for_exit(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)

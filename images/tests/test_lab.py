@@ -3,19 +3,19 @@ images.hostwork: the base image is shipped once and verified, the root disk is a
 guest reads its SSH key from the config drive and its identity from the metadata service."""
 
 import ipaddress
-import time
 from pathlib import Path
 
 import pytest
 
 from agents.hosts import agent_for
-from agents.models import Host
 from images import hostwork
 from images.choices import DiskRole, ImageStatus
 from images.demo_guest import build_demo_guest
 from images.models import Image
 from images.tests.conftest import run_operations
 from networks.models import Network
+from tests.lab.controlplane import register_lab_hosts
+from tests.lab.waiting import wait_for_line
 from vms import actions as vm_actions
 
 pytestmark = pytest.mark.lab
@@ -23,17 +23,6 @@ pytestmark = pytest.mark.lab
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJs8WqXbJ0zv7xk3ZlQ0o1ZmIRnEvSJ2v0hUyn8b6bZg alice@laptop"
 PREFIX = "2001:db8:500:1::/64"
 BOOT_TIMEOUT_S = 180
-
-
-def wait_for_line(path, prefix, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        text = Path(path).read_text(errors="replace") if Path(path).exists() else ""
-        for line in text.splitlines():
-            if line.strip().startswith(prefix):
-                return line.strip()
-        assert time.monotonic() < deadline, f"no {prefix!r} after {timeout} s:\n{text[-2000:]}"
-        time.sleep(0.2)
 
 
 def test_upload_then_boot_on_a_lab_host(lab, api, alice, alice_project, settings, enqueued,
@@ -48,8 +37,7 @@ def test_upload_then_boot_on_a_lab_host(lab, api, alice, alice_project, settings
     image = Image.objects.get(uuid=response.json()["uuid"])
     assert image.status == ImageStatus.AVAILABLE, image.error
 
-    host = Host.objects.create(name="hv-images", ssh_address=lab_host.ssh_address, host_key=lab_host.host_key,
-                               state_dir=str(lab_host.state_dir), underlay_device=lab_host.underlay_device)
+    (host,) = register_lab_hosts(lab, [lab_host])
     network = Network.objects.create(project=alice_project, name="net", vni=4242, prefix=PREFIX)
     ssh_key = vm_actions.do_add_ssh_key(alice, alice_project, "laptop", KEY)
     vm, _ = vm_actions.do_create_vm(alice, alice_project, name="web_1", cores=1, memory_mib=256, disk_mib=512,

@@ -3,7 +3,6 @@ SSH running the demo guest under TCG. What the guest has is asked of qemu itself
 disks hold is read with qemu-io."""
 
 import json
-import socket
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -15,20 +14,18 @@ from agents.models import Operation
 from images import sweep
 from images.choices import DiskRole, ImageStatus, SnapshotStatus
 from images.models import Disk, Image, Snapshot, UnusedBaseImage
-from tests.workers import wait_for
-from vms.models import VM
-from vms.tests.lab_support import (
-    apply_lab_settings,
+from tests.lab.controlplane import (
     demo_image,
-    lab_settings,
     operations_of,
-    public_network,
     qemu_pids,
-    register_lab_hosts,
     serial_log,
+    use_lab,
     wait_for_operation,
     wait_for_status,
 )
+from tests.lab.qmp import devices_on_ports, qmp
+from tests.lab.waiting import wait_for
+from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
@@ -36,35 +33,17 @@ DETACH_TIMEOUT_S = 20
 MARK_OFFSET = "1000M"  # near the end of a 1 GiB disk, far from the demo guest's FAT filesystem
 
 
-def qmp(vm, command, arguments=None):
-    path = Path(vm.host.state_dir) / "vms" / str(vm.uuid) / "qmp.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(30)
-        connection.connect(str(path))
-        reader = connection.makefile("rb")
-        reader.readline()
-        for request in ({"execute": "qmp_capabilities"},
-                        {"execute": command, **({"arguments": arguments} if arguments else {})}):
-            connection.sendall(json.dumps(request).encode() + b"\n")
-            while "return" not in (reply := json.loads(reader.readline())) and "error" not in reply:
-                pass
-        assert "return" in reply, reply
-        return reply["return"]
+def qmp_of(vm, command, arguments=None):
+    return qmp(Path(vm.host.state_dir) / "vms" / str(vm.uuid) / "qmp.sock", command, arguments)
 
 
 def plugged_disks(vm) -> dict:
     """{diskport: qdev ids plugged into it} of the running guest."""
-    found = {}
-    for bus in qmp(vm, "query-pci"):
-        for device in bus["devices"]:
-            if device.get("qdev_id", "").startswith("diskport"):
-                found[device["qdev_id"]] = [child["qdev_id"] for child in
-                                            (device.get("pci_bridge") or {}).get("devices", [])]
-    return found
+    return devices_on_ports(Path(vm.host.state_dir) / "vms" / str(vm.uuid) / "qmp.sock")
 
 
 def open_files(vm) -> list[str]:
-    return [entry["inserted"]["file"] for entry in qmp(vm, "query-block") if "inserted" in entry]
+    return [entry["inserted"]["file"] for entry in qmp_of(vm, "query-block") if "inserted" in entry]
 
 
 def holds_mark(path) -> bool:
@@ -94,10 +73,7 @@ def create_vm(client, name, image):
 
 
 def test_volumes_are_plugged_into_and_out_of_a_running_guest(lab, celery_processes, settings, api, alice_project):
-    values = lab_settings(lab, UNCLOUD_DISK_DETACH_TIMEOUT=DETACH_TIMEOUT_S)
-    apply_lab_settings(settings, values)
-    register_lab_hosts(lab, [lab.hosts[0]])
-    public_network()
+    values, _, _ = use_lab(lab, settings, [lab.hosts[0]], UNCLOUD_DISK_DETACH_TIMEOUT=DETACH_TIMEOUT_S)
     processes = celery_processes(**values)
     processes.worker()
     alice = api["alice"]
@@ -123,7 +99,7 @@ def test_volumes_are_plugged_into_and_out_of_a_running_guest(lab, celery_process
     # A guest that cannot answer (paused here) fails the detach with a clear reason; nothing hangs.
     attach = accepted_operation(alice.post(f"/api/v1/disks/{disk}/attach/", {"vm": str(vm.uuid)}, format="json"))
     assert wait_for_operation(attach, processes).state == "succeeded", attach.error
-    qmp(vm, "stop")
+    qmp_of(vm, "stop")
     try:
         detach = accepted_operation(alice.post(f"/api/v1/disks/{disk}/detach/"))
         assert wait_for_operation(detach, processes, timeout=DETACH_TIMEOUT_S + 60).state == "failed"
@@ -132,7 +108,7 @@ def test_volumes_are_plugged_into_and_out_of_a_running_guest(lab, celery_process
         assert Disk.objects.get(uuid=disk).vm == vm
         assert VM.objects.get(pk=vm.pk).status == "running"
     finally:
-        qmp(vm, "cont")
+        qmp_of(vm, "cont")
     # Running again, the guest finishes the unplug it was asked for; detaching again completes it.
     detach = accepted_operation(alice.post(f"/api/v1/disks/{disk}/detach/"))
     assert wait_for_operation(detach, processes).state == "succeeded", detach.error
@@ -146,10 +122,7 @@ def test_volumes_are_plugged_into_and_out_of_a_running_guest(lab, celery_process
 
 
 def test_snapshot_to_image_to_new_vm_then_rebuild_and_sweep(lab, celery_processes, settings, api, alice_project):
-    values = lab_settings(lab)
-    apply_lab_settings(settings, values)
-    (host,) = register_lab_hosts(lab, [lab.hosts[1]])
-    public_network()
+    values, (host,), _ = use_lab(lab, settings, [lab.hosts[1]])
     processes = celery_processes(**values)
     processes.worker()
     alice = api["alice"]

@@ -10,19 +10,17 @@ import pytest
 from agents.hosts import agent_for
 from agents.models import Host, Operation
 from networks.models import NIC, Firewall, IPv4Address, IPv4Pool, Network
-from tests.workers import wait_for
-from vms.models import VM
-from vms.tests.lab_support import (
-    apply_lab_settings,
+from tests.lab.controlplane import (
     demo_image,
-    lab_settings,
     operations_of,
-    public_network,
-    register_lab_hosts,
     serial_log,
+    use_lab,
     wait_for_operation,
     wait_for_status,
 )
+from tests.lab.qmp import qmp
+from tests.lab.waiting import wait_for
+from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
@@ -103,10 +101,7 @@ def pings(run, address) -> bool:
 
 def test_private_network_isolation_dns_firewall_hotplug_and_nat64(lab, celery_processes, settings, api, alice,
                                                                    alice_project, ipv4_client):
-    values = lab_settings(lab, UNCLOUD_DNS_SERVERS=DNS_SERVER, UNCLOUD_NIC_DETACH_TIMEOUT=60)
-    apply_lab_settings(settings, values)
-    hv1, hv2 = register_lab_hosts(lab)
-    public = public_network()
+    values, (hv1, hv2), public = use_lab(lab, settings, UNCLOUD_DNS_SERVERS=DNS_SERVER, UNCLOUD_NIC_DETACH_TIMEOUT=60)
     image = demo_image()
     processes = celery_processes(**values)
     processes.worker(concurrency=2)
@@ -160,10 +155,8 @@ def test_private_network_isolation_dns_firewall_hotplug_and_nat64(lab, celery_pr
     assert nic.status == "attached" and nic.index == 1
     status = agent_for(hv1).call("vm-status", {"uuid": str(a.uuid)})
     assert status["pid"] == pid
-    peripherals = lab.hosts[0].run(["sh", "-c", f"echo '{{\"execute\":\"qmp_capabilities\"}}"
-                                    f"{{\"execute\":\"qom-list\",\"arguments\":{{\"path\":\"/machine/peripheral\"}}}}'"
-                                    f" | socat - UNIX-CONNECT:{hv1.state_dir}/vms/{a.uuid}/qmp.sock"]).stdout
-    assert '"nic1"' in peripherals
+    peripherals = qmp(f"{hv1.state_dir}/vms/{a.uuid}/qmp.sock", "qom-list", {"path": "/machine/peripheral"})
+    assert "nic1" in [entry["name"] for entry in peripherals]
     # The hot-plugged port learns nothing either: the NIC's MAC is its only, static, FDB entry.
     hot_tap = tap_of(a, 1)
     assert lab.hosts[0].run(["cat", f"/sys/class/net/{hot_tap}/brport/learning"]).stdout.strip() == "0"

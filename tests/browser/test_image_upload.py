@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from images.choices import ImageStatus
 from images.models import Image
 from tests.browser.conftest import log_in
-from tests.workers import wait_for
+from tests.lab.waiting import wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ Stripe.js only for 3-D Secure; paying with a card typed on the pay page is not c
 
 import json
 import re
-import time
 import urllib.request
 from datetime import date
 from decimal import Decimal
@@ -36,6 +35,7 @@ from billing.tests.conftest import (  # noqa: F401  (fixtures)
     swiss_account,
 )
 from tests.browser.conftest import log_in
+from tests.lab.waiting import wait_for
 
 VISA = "4242424242424242"
 NEEDS_3DS = "4000002760003184"
@@ -66,9 +66,21 @@ def stripe_webhooks(local_stripe_server, live_server):  # noqa: F811
     configure(["none"])
 
 
+# Only a hang ends a wait this long: each wait below ends when the page itself says Stripe.js is
+# done (data-stripe on <body>, set by the page's script), however long a loaded machine takes.
+HANG_S = 300
+
+
+def stripe_reaches(page, state: str) -> None:
+    """Wait for the page's own signal (data-stripe on <body>) that Stripe.js got to `state`. (A step
+    that ends in a navigation is waited for by what the next page shows.)"""
+    page.wait_for_function("state => document.body.dataset.stripe === state", arg=state, timeout=HANG_S * 1000)
+
+
 def add_card(page, shot, number: str, *, authenticate: bool = False):
     page.goto("/billing/")
     page.click("text=Add a card")
+    stripe_reaches(page, "ready")
     expect(page.locator("#card-element")).to_contain_text("localstripe")  # its Stripe.js mounted the element
     page.fill("#card-element input[placeholder=number]", number)
     page.fill("#card-element input[placeholder=exp_month]", "12")
@@ -78,17 +90,9 @@ def add_card(page, shot, number: str, *, authenticate: bool = False):
     shot(page, "1-card-typed")
     page.click("text=Save card")
     if authenticate:
-        page.click("text=Complete authentication")
-    expect(page.locator(".message.success")).to_contain_text(f"•••• {number[-4:]} saved")
+        page.click("text=Complete authentication", timeout=HANG_S * 1000)  # appears when Stripe.js asks
+    expect(page.locator(".message.success")).to_contain_text(f"•••• {number[-4:]} saved", timeout=HANG_S * 1000)
     shot(page, "2-card-saved")
-
-
-def wait_for(condition, what: str, seconds: float = 20):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_add_a_card_with_stripe_js_and_pay_a_bill_now(page, shot, alice, swiss_account, open_bill,  # noqa: F811
@@ -116,7 +120,8 @@ def test_add_a_card_with_stripe_js_and_pay_a_bill_now(page, shot, alice, swiss_a
     payment = Payment.objects.get(account=swiss_account)
     assert payment.amount == Decimal("18.38") and payment.stripe_payment_intent.startswith("pi_")
     # localstripe's signed webhook for the same payment arrives a second later: seen, not paid twice.
-    wait_for(lambda: StripeEvent.objects.filter(type="payment_intent.succeeded").exists(), "the webhook")
+    wait_for(lambda: StripeEvent.objects.filter(type="payment_intent.succeeded").exists(), timeout=20,
+             message="gave up waiting for the webhook")
     assert Payment.objects.count() == 1
     assert ledger.balance(swiss_account) == Decimal("0.00") and ledger.ledger_sum() == Decimal("0.00")
 
@@ -129,10 +134,11 @@ def test_3d_secure_when_adding_the_card_and_when_paying(page, shot, alice, swiss
     page.goto(f"/billing/bills/{open_bill.uuid}/pay/")
     page.click("text=Pay 18.38 CHF")
     # The server confirmed the card; the bank wants 3-D Secure, which Stripe.js runs on this page.
+    stripe_reaches(page, "busy")
     expect(page.locator("#pay-status")).to_contain_text("Your bank asks you to confirm")
     shot(page, "3-3d-secure")
-    page.click("text=Complete authentication")
-    expect(page).to_have_url(re.compile(rf"/billing/bills/{open_bill.uuid}/$"))
+    page.click("text=Complete authentication", timeout=HANG_S * 1000)  # appears when Stripe.js asks
+    page.wait_for_url(re.compile(rf"/billing/bills/{open_bill.uuid}/$"), timeout=HANG_S * 1000)
     expect(page.locator(".message.success")).to_contain_text("your payment went through")
     shot(page, "4-paid")
     open_bill.refresh_from_db()
@@ -142,12 +148,14 @@ def test_3d_secure_when_adding_the_card_and_when_paying(page, shot, alice, swiss
 def test_failing_3d_secure_saves_no_card(page, shot, alice, swiss_account, local_stripe):  # noqa: F811
     log_in(page, "alice", "alice-password-1")
     page.goto("/billing/cards/add/")
+    stripe_reaches(page, "ready")
     page.fill("#card-element input[placeholder=number]", NEEDS_3DS)
     page.fill("#card-element input[placeholder=exp_month]", "12")
     page.fill("#card-element input[placeholder=exp_year]", "34")
     page.fill("#card-element input[placeholder=cvc]", "123")
     page.click("text=Save card")
-    page.click("text=Fail authentication")
+    page.click("text=Fail authentication", timeout=HANG_S * 1000)  # appears when Stripe.js asks
+    stripe_reaches(page, "failed")
     expect(page.locator("#card-errors")).to_contain_text("authentication failed")
     shot(page, "refused")
     assert not CardPaymentMethod.objects.exists()

@@ -9,13 +9,11 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from agents.hosts import do_check_host
-from agents.models import Host
 from images.demo import publish_demo_image
 from networks.actions import do_create_public_network
 from networks.models import PrefixPool
 from tests.browser.conftest import log_in
-from tests.workers import wait_for
+from tests.lab.controlplane import register_lab_hosts
 from vms.choices import VMStatus
 from vms.models import VM
 
@@ -32,13 +30,11 @@ def lab_worker(lab, celery_processes):
 
 def test_create_vm_on_a_lab_host_and_see_it_running(lab, lab_worker, page, shot, alice, alice_project, settings):
     lab_host = lab.hosts[0]
-    host = Host.objects.create(name="hv-browser", ssh_address=lab_host.ssh_address, host_key=lab_host.host_key,
-                               state_dir=str(lab_host.state_dir), underlay_device=lab_host.underlay_device)
-    do_check_host(None, host)  # the worker asks the host what it has; the scheduler places only on checked hosts
+    settings.UNCLOUD_SSH_KEY_FILE = str(lab_host.client_key_path)  # this process checks the host too
+    register_lab_hosts(lab, [lab_host])  # checked: the scheduler places only on hosts it knows
     PrefixPool.objects.create(prefix="2001:db8:600::/56")
     do_create_public_network(None, "public")
     image = publish_demo_image()
-    wait_for(lambda: Host.objects.get(pk=host.pk).last_heartbeat is not None, timeout=120)
 
     log_in(page, "alice", "alice-password-1")
     page.goto("/vms/new/")

@@ -13,23 +13,20 @@ from accounts.actions import do_set_quota
 from accounts.errors import Conflict
 from agents.hosts import agent_for
 from agents.models import Operation
-from tests.workers import wait_for
-from vms import reconciler
-from vms.actions import do_create_vm, do_delete_vm
-from vms.models import VM, UnknownGuest
-from vms.tests.lab_support import (
-    apply_lab_settings,
+from tests.lab.controlplane import (
     demo_image,
     kill_qemu,
-    lab_settings,
     operations_of,
-    public_network,
     qemu_pids,
-    register_lab_hosts,
     serial_log,
+    use_lab,
     wait_for_operation,
     wait_for_status,
 )
+from tests.lab.waiting import wait_for
+from vms import reconciler
+from vms.actions import do_create_vm, do_delete_vm
+from vms.models import VM, UnknownGuest
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
@@ -46,10 +43,7 @@ def create_through_api(client, image, name, **extra):
 
 
 def test_create_stop_start_reboot_delete_and_the_reconciler(lab, celery_processes, settings, api, alice_project):
-    values = lab_settings(lab, UNCLOUD_RECONCILE_INTERVAL=2, UNCLOUD_RESUME_INTERVAL=2)
-    apply_lab_settings(settings, values)
-    register_lab_hosts(lab)
-    public_network()
+    values, _, _ = use_lab(lab, settings, UNCLOUD_RECONCILE_INTERVAL=2, UNCLOUD_RESUME_INTERVAL=2)
     image = demo_image()
     processes = celery_processes(**values)
     processes.worker()
@@ -119,10 +113,7 @@ def test_create_stop_start_reboot_delete_and_the_reconciler(lab, celery_processe
 
 def test_a_qemu_the_database_does_not_want_is_reported_then_stopped(lab, celery_processes, settings, alice,
                                                                     alice_project):
-    values = lab_settings(lab)
-    apply_lab_settings(settings, values)
-    (host,) = register_lab_hosts(lab, [lab.hosts[1]])
-    public_network()
+    values, (host,), _ = use_lab(lab, settings, [lab.hosts[1]])
     processes = celery_processes(**values)
     processes.worker()
     vm, _ = do_create_vm(alice, alice_project, name="forgotten", cores=1, memory_mib=128, disk_mib=1024,
@@ -145,10 +136,7 @@ def test_a_qemu_the_database_does_not_want_is_reported_then_stopped(lab, celery_
 def test_forty_creates_on_room_for_ten(lab, celery_processes, settings, alice, alice_project):
     """2 hosts x 5 cores (no CPU overbooking): exactly 10 one-core VMs run, 30 wait, no host is
     overbooked; deleting two places two of the waiting ones."""
-    values = lab_settings(lab)
-    apply_lab_settings(settings, values)
-    hosts = register_lab_hosts(lab, cores=5, cpu_overbooking="1.0")
-    public_network()
+    values, hosts, _ = use_lab(lab, settings, cores=5, cpu_overbooking="1.0")
     image = demo_image()
     do_set_quota(None, alice_project, quota_vms=50, quota_cores=50, quota_memory_mib=50 * 1024,
                  quota_disk_mib=50 * 2048)
@@ -210,11 +198,8 @@ def delete_all(actor, processes, timeout=240):
 
 
 def test_a_worker_killed_mid_create_leaves_one_running_vm(lab, celery_processes, settings, alice, alice_project):
-    values = lab_settings(lab, UNCLOUD_OPERATION_LEASE_SECONDS=4, UNCLOUD_RESUME_INTERVAL=1,
-                          UNCLOUD_OPERATION_STALE_SECONDS=3)
-    apply_lab_settings(settings, values)
-    register_lab_hosts(lab)
-    public_network()
+    values, _, _ = use_lab(lab, settings, UNCLOUD_OPERATION_LEASE_SECONDS=4, UNCLOUD_RESUME_INTERVAL=1,
+                           UNCLOUD_OPERATION_STALE_SECONDS=3)
     image = demo_image()
     processes = celery_processes(**values)
     worker = processes.worker()
@@ -264,11 +249,8 @@ def test_redis_restart_and_an_unreachable_host_leave_nothing_stuck(lab, celery_p
     # A Redis of this test's own, so restarting it disturbs nobody else's queue.
     port = free_port()
     redis = start_redis(port)
-    values = lab_settings(lab, UNCLOUD_RESUME_INTERVAL=1, UNCLOUD_OPERATION_STALE_SECONDS=3)
-    apply_lab_settings(settings, values)
     lab_host = lab.hosts[0]
-    (host,) = register_lab_hosts(lab, [lab_host])
-    public_network()
+    values, (host,), _ = use_lab(lab, settings, [lab_host], UNCLOUD_RESUME_INTERVAL=1, UNCLOUD_OPERATION_STALE_SECONDS=3)
     image = demo_image()
     try:
         processes = celery_processes(broker_url=f"redis://127.0.0.1:{port}/0", **values)

@@ -4,7 +4,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import tempfile
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 from agents.hostside.build import build_zipapp
+from tests.lab.qmp import devices_on_ports, qmp
 
 
 def built_program() -> Path:
@@ -120,23 +120,6 @@ def nft_counters(host, chain, family="bridge", table="uncloud"):
     return counters
 
 
-def wait_for_serial_line(path, prefix, timeout):
-    """The first line of a serial log that starts with prefix, waiting for it to appear."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            text = Path(path).read_text(errors="replace")
-        except FileNotFoundError:
-            text = ""
-        # Only whole lines: the guest may be in the middle of writing the last one.
-        for line in text.splitlines(keepends=True):
-            if line.strip().startswith(prefix) and line.endswith("\n"):
-                return line.strip()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {prefix!r} in {path} after {timeout} s; log tail:\n{text[-2000:]}")
-        time.sleep(0.2)
-
-
 # --- tap access: what a guest's NIC does, from a namespace ---------------------------------------
 
 def start_tap_io(host, tap, seconds, frames=()):
@@ -211,34 +194,8 @@ def ipv6_udp_frame(source_mac, source_ip, marker, ports=(40000, 40000)):
                     ipv6_packet(source_ip, "ff02::1", 17, udp_datagram(*ports, marker)))
 
 
-# --- QMP, as an operator checks what a guest has -------------------------------------------------
-
-def qmp(socket_path, command, arguments=None):
-    """One QMP command from outside the program, as an operator would check the guest."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(30)
-        connection.connect(str(socket_path))
-        reader = connection.makefile("rb")
-        reader.readline()
-        for request in ({"execute": "qmp_capabilities"},
-                        {"execute": command, **({"arguments": arguments} if arguments else {})}):
-            connection.sendall(json.dumps(request).encode() + b"\n")
-            while True:
-                reply = json.loads(reader.readline())
-                if "return" in reply or "error" in reply:
-                    break
-        assert "return" in reply, reply
-        return reply["return"]
-
-
 def devices_on_disk_ports(socket_path):
-    found = {}
-    for bus in qmp(socket_path, "query-pci"):
-        for device in bus["devices"]:
-            if device.get("qdev_id", "").startswith("diskport"):
-                found[device["qdev_id"]] = [child["qdev_id"] for child in
-                                            (device.get("pci_bridge") or {}).get("devices", [])]
-    return found
+    return devices_on_ports(socket_path, "diskport")
 
 
 def block_nodes(socket_path):

@@ -7,7 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hostside_testlib import block_nodes, devices_on_disk_ports, fails, ok, qmp, vm_spec, wait_for_serial_line
+from hostside_testlib import block_nodes, devices_on_disk_ports, fails, ok, vm_spec
+
+from tests.lab.qmp import qmp
+from tests.lab.waiting import wait_for_line
 
 demo_guest = pytest.importorskip("images.demo_guest")
 
@@ -34,7 +37,7 @@ def test_hot_attach_grow_snapshot_detach(hosts):
     vm = ok(host, "vm-up", **vm_spec(VM_UUID, [], memory_mib=256, disks=[
         {"path": str(root), "format": "qcow2"}, {"path": cold["path"], "format": "qcow2"}]))
     qmp_socket = vm["qmp_socket"]
-    wait_for_serial_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
+    wait_for_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
 
     attached = ok(host, "disk-attach", uuid=VM_UUID, disk_uuid=DATA_UUID)
     assert attached["bus"] == "diskport0" and attached["changes"]

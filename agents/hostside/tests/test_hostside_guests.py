@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hostside_testlib import eui64, inventory, net_spec, nic, ok, vm_spec, wait_for_serial_line
+from hostside_testlib import eui64, inventory, net_spec, nic, ok, vm_spec
+
+from tests.lab.waiting import wait_for_line
 
 demo_guest = pytest.importorskip("images.demo_guest")
 
@@ -53,7 +55,7 @@ def test_guests_get_their_eui64_and_ping_only_within_their_network(hosts, guest)
         SERVER_UUID, [nic(SERVER_MAC, 100, PREFIX)], name="server", memory_mib=256,
         disks=[overlay_disk(server_host, guest, "server")]))
     print(f"server vm-up to QMP running: {time.monotonic() - started:.2f} s")
-    address_line = wait_for_serial_line(server["serial_log"], "UNCLOUD-ADDR eth0", BOOT_TIMEOUT_S)
+    address_line = wait_for_line(server["serial_log"], "UNCLOUD-ADDR eth0", BOOT_TIMEOUT_S)
     print(f"server vm-up to SLAAC address: {time.monotonic() - started:.1f} s")
     assert address_line == f"UNCLOUD-ADDR eth0 {server_address}/64"
 
@@ -65,13 +67,13 @@ def test_guests_get_their_eui64_and_ping_only_within_their_network(hosts, guest)
         STRANGER_UUID, [nic(STRANGER_MAC, 200, PREFIX)], name="stranger", memory_mib=256,
         cmdline=demo_guest.guest_cmdline(ping=str(server_address)), **direct_boot))
 
-    client_address = wait_for_serial_line(client["serial_log"], "UNCLOUD-ADDR eth0", BOOT_TIMEOUT_S)
+    client_address = wait_for_line(client["serial_log"], "UNCLOUD-ADDR eth0", BOOT_TIMEOUT_S)
     assert client_address == f"UNCLOUD-ADDR eth0 {eui64(PREFIX, CLIENT_MAC)}/64"
-    assert wait_for_serial_line(client["serial_log"], "UNCLOUD-PING", BOOT_TIMEOUT_S) == \
+    assert wait_for_line(client["serial_log"], "UNCLOUD-PING", BOOT_TIMEOUT_S) == \
         f"UNCLOUD-PING {server_address} ok"
-    assert wait_for_serial_line(stranger["serial_log"], "UNCLOUD-PING", BOOT_TIMEOUT_S) == \
+    assert wait_for_line(stranger["serial_log"], "UNCLOUD-PING", BOOT_TIMEOUT_S) == \
         f"UNCLOUD-PING {server_address} fail"
-    assert wait_for_serial_line(stranger["serial_log"], "UNCLOUD-DNS", 5) == \
+    assert wait_for_line(stranger["serial_log"], "UNCLOUD-DNS", 5) == \
         "UNCLOUD-DNS 2001:db8:300:1::53"  # RDNSS from radvd
 
     # The demo guest handles the ACPI power button: vm-down is a clean shutdown, not a kill.

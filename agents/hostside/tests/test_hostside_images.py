@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hostside_testlib import PROGRAM, PYTHON, fails, net_spec, nic, ok, vm_spec, wait_for_serial_line
+from hostside_testlib import PROGRAM, PYTHON, fails, net_spec, nic, ok, vm_spec
+
+from tests.lab.waiting import wait_for_line
 
 demo_guest = pytest.importorskip("images.demo_guest")
 
@@ -143,12 +145,12 @@ def test_guest_boots_from_imported_image_and_reads_its_metadata(hosts):
         {"path": disk["path"], "format": "qcow2"},
         {"path": drive["config_drive"], "format": "raw", "readonly": True}]))
     serial = vm["serial_log"]
-    assert wait_for_serial_line(serial, "UNCLOUD-CIDATA-KEY", BOOT_TIMEOUT_S) == f"UNCLOUD-CIDATA-KEY {KEY_A}"
-    assert wait_for_serial_line(serial, "UNCLOUD-HOSTNAME", 10) == "UNCLOUD-HOSTNAME web-1"
-    assert wait_for_serial_line(serial, "UNCLOUD-METADATA instance-id", BOOT_TIMEOUT_S) == \
+    assert wait_for_line(serial, "UNCLOUD-CIDATA-KEY", BOOT_TIMEOUT_S) == f"UNCLOUD-CIDATA-KEY {KEY_A}"
+    assert wait_for_line(serial, "UNCLOUD-HOSTNAME", 10) == "UNCLOUD-HOSTNAME web-1"
+    assert wait_for_line(serial, "UNCLOUD-METADATA instance-id", BOOT_TIMEOUT_S) == \
         f"UNCLOUD-METADATA instance-id {VM_A}"
-    assert wait_for_serial_line(serial, "UNCLOUD-METADATA key", 30) == f"UNCLOUD-METADATA key {KEY_A}"
-    wait_for_serial_line(serial, "UNCLOUD-READY", 60)
+    assert wait_for_line(serial, "UNCLOUD-METADATA key", 30) == f"UNCLOUD-METADATA key {KEY_A}"
+    wait_for_line(serial, "UNCLOUD-READY", 60)
     assert KEY_B not in Path(serial).read_text(errors="replace")
     assert base["present"]
 

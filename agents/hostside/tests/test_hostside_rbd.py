@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hostside_testlib import block_nodes, devices_on_disk_ports, fails, ok, vm_spec, wait_for_serial_line
+from hostside_testlib import block_nodes, devices_on_disk_ports, fails, ok, vm_spec
 
 from tests.lab.ceph import POOL, ceph_cluster  # noqa: F401  (the session fixture)
+from tests.lab.waiting import wait_for_line
 
 demo_guest = pytest.importorskip("images.demo_guest")
 
@@ -57,8 +58,8 @@ def test_rbd_import_clone_boot_snapshot_extend_delete(ceph_cluster):  # noqa: F8
     assert '"parent"' in ceph_cluster.rbd("info", "--format", "json", f"{POOL}/{disk_name}")
 
     vm = ok(host, "vm-up", **vm_spec(VM_UUID, [], name="rbd-vm", memory_mib=256, disks=[disk["disk"]]))
-    assert wait_for_serial_line(vm["serial_log"], "UNCLOUD-BOOT", BOOT_TIMEOUT_S)
-    wait_for_serial_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
+    assert wait_for_line(vm["serial_log"], "UNCLOUD-BOOT", BOOT_TIMEOUT_S)
+    wait_for_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
     assert disk["source"] in Path(host.state_dir, "vms", VM_UUID, "spec.json").read_text()
 
     snapshot = ok(host, "rbd-snapshot", disk=disk_name, snapshot="snap-1", **pool)
@@ -103,7 +104,7 @@ def test_hot_attach_of_an_rbd_volume(ceph_cluster):  # noqa: F811
     vm = ok(host, "vm-up", **vm_spec(HOTPLUG_VM_UUID, [], memory_mib=256,
                                      disks=[{"path": str(root), "format": "qcow2"}]))
     try:
-        wait_for_serial_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
+        wait_for_line(vm["serial_log"], "UNCLOUD-READY", BOOT_TIMEOUT_S)
         attached = ok(host, "disk-attach", uuid=HOTPLUG_VM_UUID, disk_uuid=DATA_UUID, rbd=rbd)
         assert devices_on_disk_ports(vm["qmp_socket"])["diskport0"] == [attached["device"]]
         (node,) = [name for name, entry in block_nodes(vm["qmp_socket"]).items()

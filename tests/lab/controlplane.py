@@ -1,4 +1,6 @@
-"""Shared by the VM lab tests: lab hosts as Host rows, a public network, the demo image, VM waits."""
+"""The lab as the control plane sees it: lab hosts registered as Host rows (the one way to do it), a
+public network, the demo image, and waits on VMs and operations. Used by the lab tests of every app
+and by bench/."""
 
 import os
 import signal
@@ -13,7 +15,7 @@ from agents.models import Host, Operation
 from images.demo import publish_demo_image
 from networks.actions import do_create_public_network
 from networks.models import Network, PrefixPool
-from tests.workers import wait_for
+from tests.lab.waiting import wait_for
 from vms.models import VM
 
 LAB_POOL = "fd00:5eed::/48"
@@ -53,6 +55,15 @@ def register_lab_hosts(lab, hosts=None, *, cores=8, memory_mib=8192, cpu_overboo
         host.refresh_from_db()
         rows.append(host)
     return rows
+
+
+def use_lab(lab, settings, hosts=None, *, cores=8, memory_mib=8192, cpu_overbooking="1.0", **overrides):
+    """Point this test's control plane at the lab: its settings (and the worker's: the first value
+    returned), the lab's hosts as checked Host rows, and the public network. (values, hosts, network)."""
+    values = lab_settings(lab, **overrides)
+    apply_lab_settings(settings, values)
+    rows = register_lab_hosts(lab, hosts, cores=cores, memory_mib=memory_mib, cpu_overbooking=cpu_overbooking)
+    return values, rows, public_network()
 
 
 def public_network() -> Network:
