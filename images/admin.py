@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from accounts.adminactions import run_action_on_each
-from images import actions
+from accounts.adminactions import calling
+from images import actions as image_actions
 from images.models import Disk, Image
 
 
@@ -14,7 +14,7 @@ class ImageAdmin(admin.ModelAdmin):
     list_filter = ["status", "storage"]
     search_fields = ["name", "uuid", "checksum_sha256"]
     editable = ("name", "description")
-    actions = ["delete_images"]
+    actions = [calling("delete_images", image_actions.do_delete_image, "Delete the selected images", "Deleted")]
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Image._meta.get_fields() if field.concrete and field.name not in self.editable]
@@ -28,11 +28,7 @@ class ImageAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in self.editable}
         if changes:
-            actions.do_update_image(request.user, Image.objects.get(pk=obj.pk), **changes)
-
-    @admin.action(description="Delete the selected images")
-    def delete_images(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_delete_image, "Deleted")
+            image_actions.do_update_image(request.user, Image.objects.get(pk=obj.pk), **changes)
 
 
 @admin.register(Disk)
@@ -43,7 +39,10 @@ class DiskAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "vm", "role", "size_mib", "status", "storage"]
     list_filter = ["role", "status", "storage"]
     search_fields = ["name", "uuid"]
-    actions = ["detach_disks", "delete_disks"]
+    actions = [
+        calling("detach_disks", image_actions.do_detach_disk, "Detach the selected disks from their VMs", "Detach requested"),
+        calling("delete_disks", image_actions.do_delete_disk, "Delete the selected disks", "Deletion requested"),
+    ]
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Disk._meta.get_fields() if field.concrete]
@@ -53,11 +52,3 @@ class DiskAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-    @admin.action(description="Detach the selected disks from their VMs")
-    def detach_disks(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_detach_disk, "Detach requested")
-
-    @admin.action(description="Delete the selected disks")
-    def delete_disks(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_delete_disk, "Deletion requested")

@@ -1,10 +1,10 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
 
-from accounts.adminactions import run_action_on_each
+from accounts.adminactions import calling
 from agents.admin import HostAdmin
 from agents.models import Host, Operation
-from vms import actions
+from vms import actions as vm_actions
 from vms.drain import DRAIN, do_drain_host
 from vms.migration import FIGURES, MIGRATE
 from vms.models import VM, SSHKey
@@ -12,14 +12,26 @@ from vms.models import VM, SSHKey
 
 @admin.register(VM)
 class VMAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "status", "desired_state", "cores", "memory_mib", "host", "created"]
-    list_filter = ["status", "desired_state", "host"]
-    search_fields = ["name", "uuid", "nics__ipv6_address", "nics__mac", "project__name", "project__owner__username"]
     """Read-only: a VM changes through its actions (the same do_* functions as the API), so every
     change has its operation, its audit row and its order; a staff edit of cores or host could not."""
 
-    actions = ["start_vms", "stop_vms", "reboot_vms", "suspend_vms", "resume_vms", "delete_vms", "migrate_vms",
-               "rebuild_elsewhere"]
+    list_display = ["name", "project", "status", "desired_state", "cores", "memory_mib", "host", "created"]
+    list_filter = ["status", "desired_state", "host"]
+    search_fields = ["name", "uuid", "nics__ipv6_address", "nics__mac", "project__name", "project__owner__username"]
+    actions = [
+        calling("start_vms", vm_actions.do_start_vm, "Start the selected VMs", "Start requested"),
+        calling("stop_vms", vm_actions.do_stop_vm, "Stop the selected VMs", "Stop requested"),
+        calling("reboot_vms", vm_actions.do_reboot_vm, "Reboot the selected VMs", "Reboot requested"),
+        calling("suspend_vms", lambda actor, vm: vm_actions.do_suspend_vm(actor, vm, "Suspended by staff."),
+                "Suspend the selected VMs (stopped until staff resume them)", "Suspended"),
+        calling("resume_vms", vm_actions.do_resume_vm, "Resume the selected suspended VMs", "Resumed"),
+        calling("delete_vms", vm_actions.do_delete_vm, "Delete the selected VMs", "Deletion requested"),
+        calling("migrate_vms", vm_actions.do_migrate_vm,
+                "Move the selected running VMs to another host (live; the scheduler picks it)", "Move started"),
+        calling("rebuild_elsewhere", vm_actions.do_rebuild_vm_elsewhere,
+                "Rebuild the selected VMs of a fenced host on another host (their disks' data is lost)",
+                "Rebuild elsewhere started"),
+    ]
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in VM._meta.get_fields() if field.concrete] + ["last_migration"]
@@ -28,11 +40,7 @@ class VMAdmin(admin.ModelAdmin):
         return False  # VMs are ordered through the API or the portal, with quota and billing
 
     def has_delete_permission(self, request, obj=None):
-        return False  # the "Delete" action below goes through do_delete_vm
-
-    @admin.action(description="Rebuild the selected VMs of a fenced host on another host (their disks' data is lost)")
-    def rebuild_elsewhere(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_rebuild_vm_elsewhere, "Rebuild elsewhere started")
+        return False  # the "Delete" action above goes through do_delete_vm
 
     @admin.display(description="Last move (live migration)")
     def last_migration(self, vm):
@@ -42,35 +50,6 @@ class VMAdmin(admin.ModelAdmin):
         figures = [(key, migration.result[key]) for key in FIGURES if migration.result.get(key) is not None]
         return format_html_join("", "<div>{}: {}</div>", [("state", migration.state), *figures,
                                                           ("error", migration.error or "-")])
-
-    @admin.action(description="Move the selected running VMs to another host (live; the scheduler picks it)")
-    def migrate_vms(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_migrate_vm, "Move started")
-
-    @admin.action(description="Start the selected VMs")
-    def start_vms(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_start_vm, "Start requested")
-
-    @admin.action(description="Stop the selected VMs")
-    def stop_vms(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_stop_vm, "Stop requested")
-
-    @admin.action(description="Reboot the selected VMs")
-    def reboot_vms(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_reboot_vm, "Reboot requested")
-
-    @admin.action(description="Suspend the selected VMs (stopped until staff resume them)")
-    def suspend_vms(self, request, queryset):
-        run_action_on_each(request, queryset, lambda actor, vm: actions.do_suspend_vm(actor, vm, "Suspended by staff."),
-                           "Suspended")
-
-    @admin.action(description="Resume the selected suspended VMs")
-    def resume_vms(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_resume_vm, "Resumed")
-
-    @admin.action(description="Delete the selected VMs")
-    def delete_vms(self, request, queryset):
-        run_action_on_each(request, queryset, actions.do_delete_vm, "Deletion requested")
 
 
 @admin.register(SSHKey)
