@@ -88,7 +88,7 @@ VERBS = {
     "nic-detach": verb_nic_detach,
     "nat64-sync": verb_nat64_sync,
     "inventory": verb_inventory,
-    # images app
+    # images, disks, snapshots, config drives, the metadata service
     "image-ensure": verb_image_ensure,
     "image-delete": verb_image_delete,
     "disk-ensure": verb_disk_ensure,

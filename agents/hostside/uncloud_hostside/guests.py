@@ -52,7 +52,7 @@ def running_vm_drive(state_dir, path):
     if not os.path.isdir(directory):
         return None
     for entry in sorted(os.listdir(directory)):
-        recorded = read_json_file(os.path.join(directory, entry, "spec.json")) or {}
+        recorded = read_json_file(vm_paths(state_dir, entry)["spec"]) or {}
         for index, disk in enumerate(recorded.get("disks", [])):
             if disk.get("path") == path and running_qemu(state_dir, entry) is not None:
                 hotplug = disk.get("hotplug")

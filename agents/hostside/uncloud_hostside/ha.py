@@ -38,7 +38,7 @@ from .checks import (
 )
 from .errors import HostsideError, bad_spec
 from .guests import processes_under_state_dir, running_qemu
-from .paths import vm_dir, vm_paths, vms_dir
+from .paths import ha_paths, vm_dir, vm_paths, vms_dir
 from .program import program_path
 from .rbd import check_ceph_conf, parse_rbd_target, rbd_command, rbd_spec_of
 from .state import (
@@ -63,15 +63,6 @@ HA_GUARD_PORT = 7411
 GUARD_TICK_S = 0.2
 GUARD_PEER_TIMEOUT_S = 1.0
 GUARD_PEER_RECHECK_S = 1.0
-
-
-def ha_paths(state_dir):
-    directory = os.path.join(state_dir, "ha")
-    return {"dir": directory,
-            "lease": os.path.join(directory, "lease.json"),
-            "pid": os.path.join(directory, "guard.pid"),
-            "fenced": os.path.join(directory, "fenced.json"),
-            "log": os.path.join(directory, "guard.log")}
 
 
 def read_lease(state_dir):

@@ -9,7 +9,7 @@ from .metadata import verb_metadata_down
 from .nat64 import remove_nat64_pool
 from .net import verb_net_down
 from .nft import NFT_FAMILY, NFT_TABLE, SG_FAMILY, SG_TABLE, load_network_states
-from .paths import nat64_dir, port_state_path
+from .paths import nat64_dir, port_state_path, ruleset_path
 from .state import host_lock, remove_file, stop_process
 from .system import require_binaries, run_command
 from .vm import sysfs_link, verb_vm_down
@@ -58,5 +58,5 @@ def verb_host_down(spec):
             if run_command(["nft", "list", "table", family, table], check=False).returncode == 0:
                 run_command(["nft", "delete", "table", family, table])
                 changes.append(f"deleted nft table {family} {table}")
-        remove_file(os.path.join(state_dir, "nftables.conf"))
+        remove_file(ruleset_path(state_dir))
     return {"stopped_vms": stopped, "networks_down": networks, "changes": changes}

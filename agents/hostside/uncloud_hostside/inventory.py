@@ -7,7 +7,7 @@ from .checks import check_fields, check_state_dir
 from .guests import processes_under_state_dir, vm_status
 from .net import running_radvd
 from .nft import NFT_FAMILY, NFT_TABLE, load_network_states, load_port_states, nft_table_chains
-from .paths import vms_dir
+from .paths import vm_paths, vms_dir
 from .state import parent_pid, read_json_file
 from .system import ip_json, link_kind, require_binaries
 
@@ -18,7 +18,7 @@ def inventory_vms(state_dir):
         return []
     vms = []
     for entry in sorted(os.listdir(directory)):
-        recorded = read_json_file(os.path.join(directory, entry, "spec.json"))
+        recorded = read_json_file(vm_paths(state_dir, entry)["spec"])
         if recorded is None:
             continue
         vms.append({**vm_status(state_dir, entry), "name": recorded.get("name"),

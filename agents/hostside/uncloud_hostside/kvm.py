@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 
+from .paths import kvm_probe_path
 from .qmp import QmpStdio
 from .state import read_json_file, read_text, write_json_file
 from .system import QEMU_BINARY, find_binary, qemu_error_lines
@@ -95,7 +96,7 @@ def kvm_probe_identity():
 def kvm_probe_cached(state_dir, fresh=False):
     """The probe's result, run again when asked (host-info) or when the boot or qemu changed;
     vm-up with accel auto reads it, so a VM start pays for a probe at most once per boot."""
-    path = os.path.join(state_dir, "kvm-probe.json")
+    path = kvm_probe_path(state_dir)
     identity = kvm_probe_identity()
     cached = read_json_file(path)
     if not fresh and isinstance(cached, dict) and cached.get("identity") == identity:

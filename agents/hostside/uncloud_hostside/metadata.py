@@ -25,7 +25,7 @@ from .checks import (
 from .errors import HostsideError, bad_spec
 from .guests import qemu_processes_using
 from .nft import apply_ruleset, load_network_states
-from .paths import metadata_server_paths, vm_metadata_dir
+from .paths import metadata_server_paths, vm_metadata_paths
 from .program import program_path
 from .state import (
     ensure_directory,
@@ -100,9 +100,9 @@ def iso_tool():
                         details={"missing": ["genisoimage"]})
 
 
-def build_config_drive(directory, metadata):
+def build_config_drive(paths, metadata):
     """A NoCloud config drive: ISO 9660 (Rock Ridge + Joliet) labelled cidata."""
-    content = os.path.join(directory, "cidata.tmpdir")
+    content = paths["drive_content"]
     shutil.rmtree(content, ignore_errors=True)
     os.makedirs(content, mode=0o700)
     files = {"meta-data": nocloud_meta_data(metadata),
@@ -114,7 +114,7 @@ def build_config_drive(directory, metadata):
     for file_name, text in files.items():
         with open(os.path.join(content, file_name), "w") as handle:
             handle.write(text)
-    target = os.path.join(directory, "cidata.iso")
+    target = paths["drive"]
     temporary = target + ".tmp"
     try:
         run_command([iso_tool(), "-quiet", "-output", temporary, "-volid", "cidata", "-joliet", "-rock",
@@ -129,14 +129,13 @@ def verb_vm_metadata(spec):
     """What the guest learns about itself: written for the metadata service and burnt into a
     NoCloud config drive (attach it to vm-up as {path, format: raw, readonly: true})."""
     state_dir, metadata = parse_vm_metadata_spec(spec)
-    directory = vm_metadata_dir(state_dir, metadata["uuid"])
+    paths = vm_metadata_paths(state_dir, metadata["uuid"])
     changes = []
     with host_lock(state_dir):
-        ensure_directory(directory)
-        record = os.path.join(directory, "metadata.json")
-        drive = os.path.join(directory, "cidata.iso")
+        ensure_directory(paths["dir"])
+        record, drive = paths["record"], paths["drive"]
         if read_json_file(record) != metadata or not os.path.isfile(drive):
-            build_config_drive(directory, metadata)
+            build_config_drive(paths, metadata)
             write_json_file(record, metadata)
             changes.append("wrote metadata and config drive")
     return {"uuid": metadata["uuid"], "config_drive": drive, "changes": changes}
@@ -145,10 +144,11 @@ def verb_vm_metadata(spec):
 def verb_vm_metadata_delete(spec):
     check_fields(spec, ["state_dir", "uuid"])
     state_dir = check_state_dir(spec["state_dir"])
-    directory = vm_metadata_dir(state_dir, check_uuid(spec["uuid"]))
+    paths = vm_metadata_paths(state_dir, check_uuid(spec["uuid"]))
+    directory = paths["dir"]
     changes = []
     with host_lock(state_dir):
-        drive = os.path.join(directory, "cidata.iso")
+        drive = paths["drive"]
         if os.path.exists(drive) and qemu_processes_using(state_dir, drive):
             raise HostsideError("in_use", "the config drive is attached to a running VM")
         if os.path.isdir(directory):

@@ -13,7 +13,7 @@ from .checks import check_fields, check_int, check_state_dir
 from .errors import HostsideError, bad_spec
 from .metadata import METADATA_ADDRESS, bridges_of_networks, metadata_bridges_up
 from .nft import load_port_states
-from .paths import metadata_server_paths, vm_metadata_dir
+from .paths import metadata_server_paths, vm_metadata_paths
 from .state import read_json_file, write_json_file
 from .system import ip_json, run_command
 
@@ -36,8 +36,7 @@ def metadata_for_source(state_dir, source, vni):
     source identifies the VM."""
     for port in load_port_states(state_dir):
         if port["vni"] == vni and source in (port["ipv6"], port["link_local"]):
-            return read_json_file(os.path.join(vm_metadata_dir(state_dir, port["vm_uuid"]),
-                                               "metadata.json"))
+            return read_json_file(vm_metadata_paths(state_dir, port["vm_uuid"])["record"])
     return None
 
 

@@ -51,7 +51,7 @@ from .guests import running_qemu
 from .ha import refuse_stale_start
 from .metadata import SSH_PUBLIC_KEY_RE
 from .nft import apply_ruleset
-from .paths import disks_dir, vm_dir, vm_paths
+from .paths import disks_dir, migration_dir, vm_dir, vm_paths
 from .program import program_path
 from .qmp import qmp_status
 from .state import (
@@ -79,10 +79,6 @@ MIGRATION_POLL_S = 0.25
 QEMU_DEFAULT_BANDWIDTH_MIB = 128
 PUMP_CHUNK = 256 * 1024
 ANNOUNCE = {"initial": 50, "max": 550, "rounds": 5, "step": 100}
-
-
-def migration_dir(state_dir):
-    return os.path.join(state_dir, "migration")
 
 
 def migration_key_path(state_dir):

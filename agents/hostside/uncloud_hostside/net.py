@@ -20,7 +20,7 @@ from .checks import (
 )
 from .errors import HostsideError, bad_spec
 from .nft import apply_ruleset
-from .paths import network_dir, radvd_paths
+from .paths import network_dir, network_state_path, radvd_paths
 from .state import (
     ensure_directory,
     host_lock,
@@ -271,7 +271,7 @@ def verb_net_up(spec):
             "router_link_local": str(link_local_address(router_mac(vni))),
             "dns_servers": net["dns_servers"], "dns_search": net["dns_search"],
         }
-        write_json_file(os.path.join(network_dir(state_dir, vni), "network.json"), network_state)
+        write_json_file(network_state_path(state_dir, vni), network_state)
         if apply_ruleset(state_dir):
             changes.append("applied nft rules")
         # The host routes to its own guests on this bridge (inbound traffic, NAT64 replies).

@@ -7,7 +7,14 @@ import os
 from .addressing import METADATA_ADDRESS, METADATA_PORT, VXLAN_PORT
 from .checks import check_fields, check_int, check_list
 from .errors import bad_spec
-from .paths import metadata_server_paths, networks_dir, ports_dir
+from .paths import (
+    metadata_server_paths,
+    network_state_path,
+    networks_dir,
+    ports_dir,
+    ruleset_candidate_path,
+    ruleset_path,
+)
 from .state import read_json_file, read_text, write_file_atomically
 from .system import run_command
 
@@ -30,7 +37,7 @@ def load_network_states(state_dir):
     directory = networks_dir(state_dir)
     if not os.path.isdir(directory):
         return []
-    states = [read_json_file(os.path.join(directory, name, "network.json"))
+    states = [read_json_file(network_state_path(state_dir, name))
               for name in sorted(os.listdir(directory), key=lambda name: (len(name), name))]
     return [state for state in states if state]
 
@@ -281,11 +288,11 @@ def apply_ruleset(state_dir):
     metadata_spec = read_json_file(metadata_server_paths(state_dir)["spec"]) or {}
     ruleset = render_ruleset(load_network_states(state_dir), load_port_states(state_dir),
                              metadata_spec.get("port", METADATA_PORT))
-    ruleset_path = os.path.join(state_dir, "nftables.conf")
-    if read_text(ruleset_path) == ruleset and nft_table_chains() is not None:
+    applied_path = ruleset_path(state_dir)
+    if read_text(applied_path) == ruleset and nft_table_chains() is not None:
         return False
-    candidate_path = os.path.join(state_dir, "nftables.conf.candidate")
+    candidate_path = ruleset_candidate_path(state_dir)
     write_file_atomically(candidate_path, ruleset)
     run_command(["nft", "-f", candidate_path])
-    os.replace(candidate_path, ruleset_path)
+    os.replace(candidate_path, applied_path)
     return True

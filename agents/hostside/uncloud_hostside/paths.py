@@ -10,7 +10,11 @@
     <state_dir>/snapshots/<snapshot uuid>.qcow2  standalone (flattened) copies of a disk
     <state_dir>/metadata/<vm uuid>/              metadata.json, cidata.iso (NoCloud config drive)
     <state_dir>/metadata/server.*                the metadata HTTP service (pid, spec, log, state)
-    <state_dir>/nftables.conf                    the rule set last applied
+    <state_dir>/nftables.conf (+ .candidate)     the rule set last applied (and the one being applied)
+    <state_dir>/.lock                            the host lock; <state_dir>/vms/<uuid>/vm-up.lock a VM's
+    <state_dir>/kvm-probe.json                   whether KVM runs guests, for this boot and qemu
+    <state_dir>/ha/                              the fence guard: lease.json, guard.pid, fenced.json, guard.log
+    <state_dir>/migration/                       migrations in progress (migration.py)
 """
 
 import os
@@ -42,6 +46,26 @@ def ports_dir(state_dir):
     return os.path.join(state_dir, "ports")
 
 
+def network_state_path(state_dir, vni):
+    return os.path.join(network_dir(state_dir, vni), "network.json")
+
+
+def host_lock_path(state_dir):
+    return os.path.join(state_dir, ".lock")
+
+
+def ruleset_path(state_dir):
+    return os.path.join(state_dir, "nftables.conf")
+
+
+def ruleset_candidate_path(state_dir):
+    return os.path.join(state_dir, "nftables.conf.candidate")
+
+
+def kvm_probe_path(state_dir):
+    return os.path.join(state_dir, "kvm-probe.json")
+
+
 def radvd_paths(state_dir, vni):
     directory = network_dir(state_dir, vni)
     return {"config": os.path.join(directory, "radvd.conf"),
@@ -56,7 +80,8 @@ def vm_paths(state_dir, vm_uuid):
             "qmp": os.path.join(directory, "qmp.sock"),
             "vnc": os.path.join(directory, "vnc.sock"),
             "pid": os.path.join(directory, "qemu.pid"),
-            "serial": os.path.join(directory, "serial.log")}
+            "serial": os.path.join(directory, "serial.log"),
+            "lock": os.path.join(directory, "vm-up.lock")}
 
 
 def port_state_path(state_dir, tap):
@@ -81,6 +106,11 @@ def base_image_path(state_dir, sha256):
     return os.path.join(images_dir(state_dir), f"{sha256}.qcow2")
 
 
+def upload_path(state_dir, sha256, token):
+    """Where the control plane streams an image before image-ensure verifies it."""
+    return os.path.join(images_dir(state_dir), "incoming", f"{sha256}-{token}.part")
+
+
 def disks_dir(state_dir):
     return os.path.join(state_dir, "disks")
 
@@ -99,6 +129,28 @@ def metadata_dir(state_dir):
 
 def vm_metadata_dir(state_dir, vm_uuid):
     return os.path.join(metadata_dir(state_dir), vm_uuid)
+
+
+def vm_metadata_paths(state_dir, vm_uuid):
+    directory = vm_metadata_dir(state_dir, vm_uuid)
+    return {"dir": directory,
+            "record": os.path.join(directory, "metadata.json"),
+            "drive": os.path.join(directory, "cidata.iso"),
+            "drive_content": os.path.join(directory, "cidata.tmpdir")}
+
+
+def ha_paths(state_dir):
+    """The host's fence guard (ha.py): its lease, pid, fence record and log."""
+    directory = os.path.join(state_dir, "ha")
+    return {"dir": directory,
+            "lease": os.path.join(directory, "lease.json"),
+            "pid": os.path.join(directory, "guard.pid"),
+            "fenced": os.path.join(directory, "fenced.json"),
+            "log": os.path.join(directory, "guard.log")}
+
+
+def migration_dir(state_dir):
+    return os.path.join(state_dir, "migration")
 
 
 def metadata_server_paths(state_dir):

@@ -10,6 +10,7 @@ import signal
 import time
 
 from .errors import HostsideError
+from .paths import host_lock_path
 
 LOCK_TIMEOUT_S = 60
 
@@ -54,7 +55,7 @@ def host_lock(state_dir):
     """One mutating verb at a time per state_dir: the nft table is rebuilt from files, and two
     concurrent rebuilds could otherwise drop each other's ports."""
     ensure_directory(state_dir)
-    with file_lock(os.path.join(state_dir, ".lock"), "another verb holds the host lock"):
+    with file_lock(host_lock_path(state_dir), "another verb holds the host lock"):
         yield
 
 

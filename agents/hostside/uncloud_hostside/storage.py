@@ -18,7 +18,7 @@ from .checks import (
 )
 from .errors import HostsideError, bad_spec
 from .guests import qemu_processes_using, running_vm_drive
-from .paths import base_image_path, disk_path, disks_dir, images_dir, snapshot_path
+from .paths import base_image_path, disk_path, disks_dir, images_dir, snapshot_path, upload_path
 from .qmp import qmp_execute
 from .state import ensure_directory, host_lock, read_json_file, remove_file, write_json_file
 from .system import require_binaries, run_command
@@ -76,13 +76,13 @@ def verb_image_ensure(spec):
     if token is not None:
         check_string(token, "upload_token", UPLOAD_TOKEN_RE, "8 to 32 lowercase hex digits")
     final = base_image_path(state_dir, sha256)
-    incoming = os.path.join(images_dir(state_dir), "incoming")
+    incoming = os.path.dirname(upload_path(state_dir, sha256, "x"))
     ensure_directory(incoming)
     changes = []
     if not os.path.isfile(final):
         if token is None:
             return {"present": False, "path": final, "upload_path": None, "changes": changes}
-        upload = os.path.join(incoming, f"{sha256}-{token}.part")
+        upload = upload_path(state_dir, sha256, token)
         if not os.path.isfile(upload):
             return {"present": False, "path": final, "upload_path": upload, "changes": changes}
         require_binaries("qemu-img")

@@ -221,7 +221,7 @@ def verb_vm_up(spec):
     # The VM's own lock covers "no qemu runs" until its pid file exists, so two vm-ups never
     # start two; the host lock covers only ports, taps and rules, and the host's other verbs go
     # on while this qemu initialises.
-    with file_lock(os.path.join(paths["dir"], "vm-up.lock"), f"another vm-up of {vm_uuid} runs"):
+    with file_lock(paths["lock"], f"another vm-up of {vm_uuid} runs"):
         refuse_stale_start(state_dir, vm_uuid, vm["generation"])
         with host_lock(state_dir):
             require_networks_up(vm)

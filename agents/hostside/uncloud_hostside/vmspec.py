@@ -5,7 +5,6 @@ plugged into and out of a running guest (q35's root bus pcie.0 takes no hot-plug
 """
 
 import ipaddress
-import os
 
 from .addressing import derived_tap_name, eui64_interface_id, link_local_address
 from .checks import (
@@ -28,7 +27,7 @@ from .checks import (
 from .errors import bad_spec
 from .kvm import kvm_probe_cached
 from .nft import parse_ingress_rules
-from .paths import network_dir, vm_paths
+from .paths import network_state_path, vm_paths
 from .rbd import parse_rbd_disk
 from .state import read_json_file
 from .system import QEMU_BINARY
@@ -54,7 +53,7 @@ def parse_disk(disk, index, state_dir):
 
 
 def load_network_state(state_dir, vni):
-    return read_json_file(os.path.join(network_dir(state_dir, vni), "network.json"))
+    return read_json_file(network_state_path(state_dir, vni))
 
 
 def parse_nic(nic, index, vm_uuid, state_dir):
