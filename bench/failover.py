@@ -149,9 +149,9 @@ def run(lab, cluster, args) -> int:
     from agents.models import Host
     from images.choices import StorageBackend
     from images.models import Disk
+    from tests.lab.controlplane import demo_image, public_network, qemu_pids, register_lab_hosts
     from vms.actions import do_create_vm, do_delete_vm
     from vms.models import VM
-    from vms.tests.lab_support import demo_image, public_network, qemu_pids, register_lab_hosts
     from vms.tests.test_failover_lab import cut_from_control_plane, heal, kill_host, revive_host
 
     hosts = register_lab_hosts(lab, cores=16, memory_mib=16384, cpu_overbooking="4.0")

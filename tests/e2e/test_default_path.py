@@ -20,13 +20,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from images.demo_guest import build_demo_guest
 from tests.e2e.newcomer import Newcomer
+from tests.lab.waiting import wait_for as lab_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1L0f0dB4JqZ1nlMHVzrb6R2q1zwI0iNQ7DP9BYbJt newcomer@laptop"
@@ -80,14 +80,9 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(what: str, check, timeout: float, interval: float = 1.0, describe=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout} s. {describe()}")
-        time.sleep(interval)
+    """The lab's wait_for, with this test's way of saying what it waited for."""
+    return lab_wait_for(check, timeout=timeout, interval=interval,
+                        message=lambda: f"{what}: not after {timeout} s. {describe()}")
 
 
 class Machine:

@@ -30,11 +30,7 @@ from images.choices import StorageBackend
 from images.models import Disk
 from tests.lab.ceph import POOL, ceph_on_underlay
 from tests.lab.ceph import unavailable_reason as ceph_unavailable
-from tests.lab.hosts import MANAGEMENT_DEVICE, UNDERLAY_DEVICE, processes_in_netns
-from tests.workers import wait_for
-from vms.actions import do_create_vm, do_delete_vm
-from vms.models import VM
-from vms.tests.lab_support import (
+from tests.lab.controlplane import (
     apply_lab_settings,
     demo_image,
     lab_settings,
@@ -44,6 +40,10 @@ from vms.tests.lab_support import (
     register_lab_hosts,
     wait_for_status,
 )
+from tests.lab.hosts import MANAGEMENT_DEVICE, UNDERLAY_DEVICE, processes_in_netns
+from tests.lab.waiting import wait_for
+from vms.actions import do_create_vm, do_delete_vm
+from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 

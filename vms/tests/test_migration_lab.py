@@ -23,9 +23,7 @@ from agents.hosts import agent_for
 from agents.models import Operation
 from networks.specs import net_up_spec
 from networks.tests.test_networks_lab import create_vm, guest_line, user_data, wait_for_firewall
-from tests.workers import wait_for
-from vms.models import VM
-from vms.tests.lab_support import (
+from tests.lab.controlplane import (
     apply_lab_settings,
     demo_image,
     lab_settings,
@@ -36,6 +34,8 @@ from vms.tests.lab_support import (
     wait_for_operation,
     wait_for_status,
 )
+from tests.lab.waiting import wait_for
+from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
