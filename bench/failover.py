@@ -150,9 +150,9 @@ def run(lab, cluster, args) -> int:
     from images.choices import StorageBackend
     from images.models import Disk
     from tests.lab.controlplane import demo_image, public_network, qemu_pids, register_lab_hosts
+    from tests.lab.failures import cut_from_control_plane, heal, kill_host, revive_host
     from vms.actions import do_create_vm, do_delete_vm
     from vms.models import VM
-    from vms.tests.test_failover_lab import cut_from_control_plane, heal, kill_host, revive_host
 
     hosts = register_lab_hosts(lab, cores=16, memory_mib=16384, cpu_overbooking="4.0")
     public_network()

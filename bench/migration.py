@@ -115,9 +115,9 @@ def run(lab, args) -> int:
     from agents.hosts import agent_for
     from agents.models import Host, Operation
     from networks.specs import net_up_spec
+    from tests.lab.controlplane import demo_image, public_network, register_lab_hosts
+    from tests.lab.traffic import Pinger
     from vms.models import VM
-    from vms.tests.lab_support import demo_image, public_network, register_lab_hosts
-    from vms.tests.test_migration_lab import Pinger
 
     hv1, hv2, hv3 = register_lab_hosts(lab, cores=16, memory_mib=16384, cpu_overbooking="4.0")
     network = public_network()

@@ -40,14 +40,13 @@ from tests.lab.controlplane import (
     register_lab_hosts,
     wait_for_status,
 )
-from tests.lab.hosts import MANAGEMENT_DEVICE, UNDERLAY_DEVICE, processes_in_netns
+from tests.lab.failures import cut_from_control_plane, heal, kill_host, revive_host
 from tests.lab.waiting import wait_for
 from vms.actions import do_create_vm, do_delete_vm
 from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
-PARTITION_TABLE = "uncloud_ha_partition"
 KILL_TRIALS = 3  # bench/failover.py --trials 20 runs more
 LEASE_S, MARGIN_S = 6, 2
 
@@ -76,20 +75,6 @@ def guards_stopped_after(lab):
                 pass
         for name in ("lease.json", "fenced.json", "guard.pid"):
             (ha_dir / name).unlink(missing_ok=True)
-
-
-def cut_from_control_plane(lab_host) -> None:
-    """Drop the control plane's SSH inside the host's namespace; its underlay stays up."""
-    lab_host.run(["nft", "-f", "-"], input=f"""table inet {PARTITION_TABLE} {{
-  chain input {{ type filter hook input priority -10; policy accept;
-    iifname "{MANAGEMENT_DEVICE}" tcp dport 22 drop
-  }}
-}}
-""")
-
-
-def heal(lab_host) -> None:
-    lab_host.run(["nft", "delete", "table", "inet", PARTITION_TABLE], check=False)
 
 
 def lab_host_of(lab, host: Host):
@@ -233,25 +218,6 @@ def create_ceph_vm(alice, project, name, image) -> VM:
         vm, _ = do_create_vm(alice, project, name=name, cores=1, memory_mib=128, disk_mib=1024, image=image)
         Disk.objects.filter(vm=vm).update(storage=StorageBackend.RBD)
     return vm
-
-
-def kill_host(lab_host) -> None:
-    """Every process of the host's namespace (sshd, guard, qemu, ...) SIGKILLed, then its links down."""
-    for pid in processes_in_netns(lab_host.netns):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for device in (UNDERLAY_DEVICE, MANAGEMENT_DEVICE):
-        lab_host.run(["ip", "link", "set", device, "down"])
-
-
-def revive_host(lab_host) -> None:
-    """Links up with their addresses again (a link going down drops its IPv6 addresses), then sshd."""
-    for device, address in ((UNDERLAY_DEVICE, lab_host.underlay_address), (MANAGEMENT_DEVICE, lab_host.ssh_address)):
-        lab_host.run(["ip", "-6", "addr", "replace", f"{address}/64", "dev", device, "nodad"])
-        lab_host.run(["ip", "link", "set", device, "up"])
-    lab_host.start_sshd()
 
 
 class WatcherCount:

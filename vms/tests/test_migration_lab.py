@@ -11,8 +11,6 @@ second guest): the frames take the same VXLAN path, and the machine's two cores 
 second emulated guest.
 """
 
-import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -34,13 +32,13 @@ from tests.lab.controlplane import (
     wait_for_operation,
     wait_for_status,
 )
+from tests.lab.traffic import PING_INTERVAL_S, Pinger
 from tests.lab.waiting import wait_for
 from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
 
 ECHO_PORT = 7
-PING_INTERVAL_S = 0.1
 
 # Runs inside the pinger's namespace: one TCP connection to the guest's echo service, kept open;
 # every line on stdin is sent and the guest's answer printed.
@@ -70,27 +68,6 @@ class EchoClient:
     def close(self):
         self.process.kill()
         self.process.wait()
-
-
-class Pinger:
-    def __init__(self, netns: str, address: str, interval_s: float = PING_INTERVAL_S):
-        self.interval_s = interval_s
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "ping", "-n", "-i", str(interval_s), "-W", "1", address],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def stop(self) -> dict:
-        self.process.send_signal(signal.SIGINT)
-        output, _ = self.process.communicate(timeout=10)
-        answered = sorted({int(seq) for seq in re.findall(r"icmp_seq=(\d+)", output)})
-        sent = int(re.search(r"(\d+) packets transmitted", output).group(1))
-        lost = sorted(set(range(1, sent + 1)) - set(answered))
-        longest, run, previous = 0, 0, None
-        for seq in lost:
-            run = run + 1 if previous == seq - 1 else 1
-            longest, previous = max(longest, run), seq
-        return {"sent": sent, "answered": len(answered), "lost": len(lost),
-                "longest_gap_ms": round((longest + 1) * self.interval_s * 1000) if longest else 0}
 
 
 def rx_bytes(lab_host) -> int:
