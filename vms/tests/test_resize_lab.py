@@ -10,7 +10,7 @@ import pytest
 from agents.hosts import agent_for
 from agents.models import Operation
 from billing.models import Order
-from vms.tests.lab_support import (
+from tests.lab.controlplane import (
     apply_lab_settings,
     demo_image,
     lab_settings,
