@@ -127,9 +127,11 @@ def test_a_vm_created_listed_as_json_shown_and_deleted(alice_cli):
 
 
 def test_wait_follows_the_operation_and_exit_codes_say_how_it_ended(alice_cli):
-    vm = json.loads(run("vms", "create", "web1", "--empty-disk", "-o", "json").stdout)
+    # No worker runs here: the create's operation stays pending, and --wait gives up with the timeout code.
+    created = run("vms", "create", "web1", "--empty-disk", "--wait", "--wait-timeout", 1, "-o", "json")
+    assert created.exit_code == EXIT_TIMEOUT and "vm.create: pending" in created.stderr
+    vm = json.loads(run("vms", "show", "web1", "-o", "json").stdout)
     operation = Operation.objects.get(target_uuid=vm["uuid"], kind="vm.create")
-    # No worker runs here: the operation stays pending, and --wait gives up with the timeout code.
     waited = run("operations", "wait", operation.uuid, "--wait-timeout", 1)
     assert waited.exit_code == EXIT_TIMEOUT and "still pending" in waited.output
     Operation.objects.filter(pk=operation.pk).update(state="failed", error="qemu: no KVM here")
