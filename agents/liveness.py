@@ -83,9 +83,11 @@ def append_fence_log(host: Host, *entries: dict) -> None:
 
 
 def heartbeat_agent(host: Host) -> HostAgent:
-    """An agent of the watcher's own: short timeouts, no give-up check (it is what decides)."""
+    """An agent of the watcher's own: short calls, no give-up check (it is what decides). Connecting
+    keeps the usual SSH timeout: a key exchange on a loaded host can take seconds, and a host whose
+    every reconnect timed out would never be heard again (silence is timed apart from the calls)."""
     timeout = seconds(settings.UNCLOUD_HEARTBEAT_CALL_TIMEOUT_MS)
-    connection_ = dataclasses.replace(connection_for(host), connect_timeout=timeout, command_timeout=timeout)
+    connection_ = dataclasses.replace(connection_for(host), command_timeout=timeout)
     return HostAgent(connection_, host.state_dir)
 
 
@@ -123,6 +125,9 @@ class HostWatcher:
         with self.lock:
             self.hosts = {host.id: host for host in hosts}
         for host in hosts:
+            with self.lock:
+                # A host added while the watcher runs is silent from the moment it is first seen.
+                self.last_ok.setdefault(host.id, self.clock())
             thread = self.threads.get(host.id)
             if thread is None or not thread.is_alive():
                 thread = threading.Thread(target=self._beat_loop, args=(host.id,), name=f"heartbeat-{host.name}",

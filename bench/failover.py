@@ -110,12 +110,17 @@ def main() -> int:
                                        "--concurrency=2", "--loglevel=WARNING", "--without-gossip",
                                        "--without-mingle", "--without-heartbeat"]),
                            ("beat", ["-m", "celery", "-A", "uncloud_project", "beat", "--loglevel=WARNING",
-                                     "-s", str(workdir / "beat-schedule")]),
-                           ("watcher", ["manage.py", "watch_hosts", "--loglevel=WARNING"])):
+                                     "-s", str(workdir / "beat-schedule")])):
             processes.append(subprocess.Popen([sys.executable, *argv], cwd=REPO, env={**os.environ, **env},
                                               stdout=open(workdir / f"{name}.log", "w"), stderr=subprocess.STDOUT,
                                               start_new_session=True))
-        return run(lab, cluster, args)
+
+        def start_watcher():
+            processes.append(subprocess.Popen([sys.executable, "manage.py", "watch_hosts", "--loglevel=WARNING"],
+                                              cwd=REPO, env={**os.environ, **env}, start_new_session=True,
+                                              stdout=open(workdir / "watcher.log", "w"), stderr=subprocess.STDOUT))
+
+        return run(lab, cluster, args, start_watcher)
     finally:
         for process in processes:
             process.terminate()
@@ -137,7 +142,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(lab, cluster, args) -> int:
+def run(lab, cluster, args, start_watcher) -> int:
     from django.db import transaction
     from django.utils import timezone
 
@@ -160,6 +165,7 @@ def run(lab, cluster, args) -> int:
     user = do_create_user(f"bench-{uuid.uuid4().hex[:6]}", None)
     project = Project.objects.get(owner=user)
     do_set_quota(None, project, quota_vms=1000, quota_cores=1000, quota_memory_mib=10**7, quota_disk_mib=10**8)
+    start_watcher()  # after the hosts' first check (slow: a KVM test guest), like staff adding hosts
     wait(lambda: Host.objects.filter(liveness=HostLiveness.ALIVE).count() == 2, 60, "hosts alive")
 
     def liveness(host):

@@ -175,3 +175,17 @@ def test_staff_rebuild_a_local_vm_of_a_fenced_host_elsewhere(alice, alice_projec
     cleanup = Operation.objects.get(kind="vm.cleanup")
     assert cleanup.host == failed and cleanup.target_uuid == failed.uuid  # not the VM's: it stays usable
     assert [verb for verb, _ in cleanup.payload["calls"]] == ["vm-down", "disk-delete", "vm-metadata-delete"]
+
+
+def test_the_power_fence_runs_staff_s_command_as_an_argument_list(alice):
+    from agents.liveness import run_power_fence
+
+    host = make_host("hv-bmc", power_fence_command=["true"])
+    assert run_power_fence(host)["ok"]
+    host.power_fence_command = ["sh", "-c", "echo bmc unreachable >&2; exit 3"]
+    entry = run_power_fence(host)
+    assert not entry["ok"] and "exited 3" in entry["detail"] and "bmc unreachable" in entry["detail"]
+    host.power_fence_command = "ipmitool power off"  # a string is never handed to a shell
+    assert not run_power_fence(host)["ok"]
+    host.power_fence_command = ["/nonexistent/fence"]
+    assert not run_power_fence(host)["ok"]
