@@ -152,7 +152,7 @@ class HostWatcher:
     def _beat_loop(self, host_id: int) -> None:
         interval = seconds(settings.UNCLOUD_HEARTBEAT_INTERVAL_MS)
         timeout = seconds(settings.UNCLOUD_HEARTBEAT_CALL_TIMEOUT_MS)
-        agent, agent_key = None, None
+        agent, agent_key, answered = None, None, False
         try:
             while not self.stop.is_set():
                 started = self.clock()
@@ -163,13 +163,18 @@ class HostWatcher:
                 key = (connection_for(host), host.state_dir)
                 if key != agent_key:
                     agent, agent_key = heartbeat_agent(host), key
+                # After a miss the next call may start a new `serve` process on the host, which a
+                # loaded host takes seconds to do: it gets longer (silence is timed apart anyway).
+                call_timeout = timeout if answered else max(timeout, settings.UNCLOUD_SSH_CONNECT_TIMEOUT)
+                answered = False
                 try:
-                    answer = agent.call("heartbeat", self.heartbeat_spec(host), timeout=timeout)
+                    answer = agent.call("heartbeat", self.heartbeat_spec(host), timeout=call_timeout)
                 except (TransportError, HostError) as error:
                     log.debug("heartbeat of %s missed: %s", host.name, error)
                 except Exception:
                     log.exception("heartbeat of %s failed", host.name)
                 else:
+                    answered = True
                     self._answered(host, answer)
                 self.stop.wait(max(0.0, interval - (self.clock() - started)))
         finally:

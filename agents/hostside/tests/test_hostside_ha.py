@@ -36,9 +36,10 @@ def test_guard_holds_when_every_host_is_silent_and_fences_the_one_cut_off(hosts)
     first_vm = ok(first, "vm-up", **vm_spec(FIRST_UUID, [], name="first"))
     second_vm = ok(second, "vm-up", **vm_spec(SECOND_UUID, [], name="second"))
     beat = heartbeat(hosts, 1, 2)
-    assert beat["guard_pid"] and beat["fenced"] is None
-    assert beat["guests"][FIRST_UUID]["running"]
+    assert beat["fenced"] is None and beat["guests"][FIRST_UUID]["running"]
     heartbeat(hosts, 2, 1)
+    # The heartbeat starts each host's guard without waiting for it; the next one names it.
+    assert wait_until(lambda: heartbeat(hosts, 1, 2)["guard_pid"] and heartbeat(hosts, 2, 1)["guard_pid"])
     # Each guard hears the other over the underlay.
     probed = ok(first, "peer-probe", addresses=[underlay(second, 2)])["peers"][underlay(second, 2)]
     assert probed["reachable"] and probed["guard"] and probed["lease_fresh"] and probed["silent_s"] < LEASE_S

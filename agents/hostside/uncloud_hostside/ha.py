@@ -13,6 +13,7 @@ guests keep running (a switch or control-plane outage must not take every VM dow
 """
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -51,7 +52,6 @@ from .state import (
     remove_file,
     send_signal,
     stop_process,
-    tail_of_file,
     wait_for_exit,
     write_file_atomically,
     write_json_file,
@@ -86,6 +86,8 @@ def running_guard(state_dir):
 
 
 def ensure_guard(state_dir):
+    """The guard's pid, or None while one is starting: the heartbeat never waits for it (a loaded
+    host may take seconds to start a Python). A guard started twice exits: it holds guard.lock."""
     paths = ha_paths(state_dir)
     pid = running_guard(state_dir)
     if pid is not None:
@@ -95,18 +97,10 @@ def ensure_guard(state_dir):
             and state_dir in process_cmdline(old):
         stop_process(old, term_wait_s=2)  # an older program's guard: replaced by this one
     with open(paths["log"], "a") as log:
-        process = subprocess.Popen([sys.executable, "-I", "-S", program_path(), "guard", state_dir],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                   start_new_session=True, close_fds=True)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if read_pid_file(paths["pid"]) == process.pid:
-            return process.pid
-        if process.poll() is not None:
-            raise HostsideError("guard_failed", f"the fence guard exited with {process.returncode}",
-                                stderr=tail_of_file(paths["log"]))
-        time.sleep(0.01)
-    raise HostsideError("guard_failed", "the fence guard did not start", stderr=tail_of_file(paths["log"]))
+        subprocess.Popen([sys.executable, "-I", "-S", program_path(), "guard", state_dir],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                         start_new_session=True, close_fds=True)
+    return None
 
 
 def qemu_guests(state_dir):
@@ -212,6 +206,11 @@ def run_guard(state_dir):
     one cut off; a thread answers the peers meanwhile."""
     paths = ha_paths(state_dir)
     ensure_directory(paths["dir"])
+    lock = open(os.path.join(paths["dir"], "guard.lock"), "w")  # held (open) for the guard's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another guard of this state dir runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     write_file_atomically(paths["pid"], f"{os.getpid()}\n")
     stop = threading.Event()
