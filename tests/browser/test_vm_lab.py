@@ -55,7 +55,7 @@ def test_create_vm_on_a_lab_host_and_see_it_running(lab, lab_worker, page, shot,
     expect(status).to_have_text("Running", timeout=RUNNING_TIMEOUT_MS)
     shot(page, "3-list-running")
     vm.refresh_from_db()
-    assert vm.status == VMStatus.RUNNING and vm.host.name == "hv-browser"
+    assert vm.status == VMStatus.RUNNING and vm.host.name == lab_host.name
 
     page.click("text=web1")
     expect(page.locator(".address").first).to_have_text(vm.nics.first().ipv6_address)
