@@ -13,6 +13,9 @@ import pytest
 CHROMIUM = os.environ.get("UNCLOUD_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("UNCLOUD_TEST_ARTIFACTS",
                                 Path(__file__).resolve().parents[2] / "var" / "test-artifacts" / "browser"))
+# How long the API docs may take to show their operations: Swagger UI fetches /api/schema/, which is
+# generated per request and took over 5 s while the machine ran several suites at once.
+SCHEMA_WAIT_MS = 60_000
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ Swagger UI only: Redoc's bundle always loads its footer logo from cdn.redoc.ly."
 from playwright.sync_api import expect
 
 from accounts import actions as account_actions
-from tests.browser.conftest import log_in
+from tests.browser.conftest import SCHEMA_WAIT_MS, log_in
 
 
 def only_from(page, origin: str) -> list[str]:
@@ -29,6 +29,8 @@ def test_swagger_ui_lists_the_operations_without_a_cdn(page, shot, live_server):
     log_in(page, "dora", "dora-password-1")
     page.goto("/api/docs/")
     paths = page.locator(".opblock-summary-path")
+    # Swagger UI shows "loading" until /api/schema/ answers (generated per request; slow on a loaded machine).
+    expect(paths.first).to_be_visible(timeout=SCHEMA_WAIT_MS)
     expect(paths.filter(has_text="/api/v1/vms/{uuid}/start/")).to_have_count(1)
     expect(paths.filter(has_text="/api/v1/networks/")).not_to_have_count(0)
     expect(page.locator(".opblock-summary-method").first).to_be_visible()
