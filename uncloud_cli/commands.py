@@ -314,6 +314,21 @@ def vms_rebuild(ident, image, wait, wait_timeout, show):
     vm_action(vms.ident_of(ident), "rebuild", {"image": resolve("images/", image, "image")}, wait, wait_timeout, show)
 
 
+@vms.command("resize")
+@click.argument("ident", metavar="NAME_OR_UUID")
+@click.option("--cores", type=int, help="New number of cores.")
+@click.option("--memory", help='New memory, e.g. "4GiB" or 4096 (MiB).')
+@click.option("--disk", help='A larger root disk, e.g. "40G" (disks only grow).')
+@wait_options
+@output_options()
+def vms_resize(ident, cores, memory, disk, wait, wait_timeout, show):
+    """New cores, memory or a larger root disk (quota checked, the VM's order replaced)."""
+    body = {name: value for name, value in (("cores", cores), ("memory", memory), ("disk", disk)) if value is not None}
+    if not body:
+        raise click.UsageError("say what changes: --cores, --memory or --disk")
+    vm_action(vms.ident_of(ident), "resize", body, wait, wait_timeout, show)
+
+
 @vms.command("rename")
 @click.argument("ident", metavar="NAME_OR_UUID")
 @click.argument("new_name")
@@ -638,3 +653,23 @@ def hosts_check(uuid, wait, wait_timeout, show):
     if wait:
         operation = api().follow(operation, wait_timeout)
     show(operation)
+
+
+@hosts.command("maintenance")
+@click.argument("uuid")
+@wait_options
+@output_options()
+def hosts_maintenance(uuid, wait, wait_timeout, show):
+    """Staff: drain a host (its VMs move away); empty, it is in maintenance. `hosts enable` brings it back."""
+    operation = api().send("POST", f"hosts/{uuid}/maintenance/")
+    if wait:
+        operation = api().follow(operation, wait_timeout)
+    show(operation)
+
+
+@hosts.command("enable")
+@click.argument("uuid")
+@output_options()
+def hosts_enable(uuid, show):
+    """Staff: take a host out of maintenance (new VMs may be placed on it again)."""
+    show(api().send("PATCH", f"hosts/{uuid}/", {"status": "enabled"}))

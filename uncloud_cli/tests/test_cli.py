@@ -214,3 +214,26 @@ def test_image_upload_streams_with_progress(alice_cli, tmp_path, settings):
     body = json.loads(uploaded.stdout)
     assert body["name"] == "mine" and body["status"] == "validating"
     assert "100% of" in uploaded.stderr
+
+
+def test_resize_and_a_staff_maintenance_round_trip(alice_cli, live_server, monkeypatch):
+    assert run("vms", "create", "web1", "--empty-disk", "--stopped").exit_code == 0
+    resized = run("vms", "resize", "web1", "--cores", 2, "--memory", "2GiB", "-o", "json")
+    assert resized.exit_code == 0, resized.output
+    assert (json.loads(resized.stdout)["cores"], json.loads(resized.stdout)["memory_mib"]) == (2, 2048)
+    assert run("vms", "resize", "web1").exit_code == EXIT_USAGE
+    assert run("vms", "resize", "web1", "--disk", "1G").exit_code == EXIT_API  # disks only grow
+
+    staff = account_actions.do_create_user("sam", "sam-password-1", is_staff=True)
+    _, token = account_actions.do_create_token(staff, "cli")
+    monkeypatch.setenv("UNCLOUD_URL", live_server.url)
+    monkeypatch.setenv("UNCLOUD_TOKEN", token)
+    host = Host.objects.create(name="hv9", transport=HostTransport.SSH, ssh_address="hv9.example", cores=8,
+                               memory_mib=8192, disk_gib=100)
+    drain = run("hosts", "maintenance", host.uuid, "-o", "json")
+    assert drain.exit_code == 0, drain.output
+    assert json.loads(drain.stdout)["kind"] == "host.drain"
+    host.refresh_from_db()
+    assert host.status == "draining"
+    enabled = run("hosts", "enable", host.uuid, "-o", "value", "-c", "status")
+    assert enabled.exit_code == 0 and enabled.stdout == "enabled\n"
