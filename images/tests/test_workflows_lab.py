@@ -134,7 +134,7 @@ def test_snapshot_to_image_to_new_vm_then_rebuild_and_sweep(lab, celery_processe
     address = first.nics.get().ipv6_address
     # Written into the running VM's disk by qemu itself, then flushed so readers of the file see it.
     for command in (f"write -P 0x5a {MARK_OFFSET} 4k", "flush"):
-        qmp(first, "human-monitor-command", {"command-line": f'qemu-io disk0 "{command}"'})
+        qmp_of(first, "human-monitor-command", {"command-line": f'qemu-io disk0 "{command}"'})
     assert holds_mark(root.location)
 
     # Snapshot of the running disk -> image -> a new VM booted from it, carrying the same data.
