@@ -18,7 +18,7 @@ from django.db import transaction
 
 from accounts.errors import Conflict
 from agents.actions import do_mark_host_draining, do_mark_host_maintenance
-from agents.choices import HostStatus
+from agents.choices import TERMINAL_OPERATION_STATES, HostStatus
 from agents.models import Host, Operation
 from agents.operations import (
     PermanentStepError,
@@ -72,6 +72,12 @@ def step_move_away(operation):
             continue
         started[key] = str(migration.uuid)
         moving.append(vm.name)
+    # A VM counts as gone from the host when its move has ended, not when its row names the destination:
+    # the move still cleans up the source (qemu, disks, networks) after the switch.
+    on_host = {str(vm.uuid) for vm in vms}
+    leaving = [uuid for key, uuid in started.items() if key not in on_host]
+    still_moving = Operation.objects.filter(uuid__in=leaving).exclude(state__in=TERMINAL_OPERATION_STATES)
+    moving += VM.objects.filter(uuid__in=still_moving.values("target_uuid")).values_list("name", flat=True)
     at_start = operation.result.get("at_start", len(vms))  # how many VMs the host had when the drain began
     progress = {"at_start": at_start, "started": started, "cannot_move": cannot_move, "remaining": len(vms),
                 "moving": len(moving), "moved": max(at_start - len(vms), 0)}

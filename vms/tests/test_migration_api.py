@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 
 from agents.models import Host, Operation
-from vms.drain import DRAIN
+from agents.operations import StepWaiting
+from vms.drain import DRAIN, step_move_away
 from vms.migration import step_plan
 from vms.models import VM
 from vms.scheduler import cannot_take, destination_for
@@ -93,6 +94,23 @@ def test_maintenance_is_staff_only_and_marks_the_host_draining(api, admin, place
     assert response.status_code == 202 and response.json()["kind"] == DRAIN
     assert admin.post(url).json()["uuid"] == response.json()["uuid"]  # the drain under way
     assert Host.objects.get(pk=hv1.pk).status == "draining"
+
+
+def test_a_drain_waits_for_a_move_that_switched_but_still_cleans_up_the_source(admin, placed_vm):
+    """The move names the destination on the VM row at the switch and cleans the source up after it:
+    the drain must not call the host empty (maintenance) before that clean-up has ended."""
+    hv1, hv2 = placed_vm.host, host("hv2")
+    drain = Operation.objects.get(uuid=admin.post(f"/api/v1/hosts/{hv1.uuid}/maintenance/").json()["uuid"])
+    move = Operation.objects.create(kind="vm.migrate", target_kind="vm", target_uuid=placed_vm.uuid,
+                                    project=placed_vm.project, host=hv1, state="running", step="cleanup_source")
+    Operation.objects.filter(pk=drain.pk).update(result={"started": {str(placed_vm.uuid): str(move.uuid)}})
+    VM.objects.filter(pk=placed_vm.pk).update(host=hv2, status="migrating")
+    drain.refresh_from_db()
+    with pytest.raises(StepWaiting, match="moving: web"):
+        step_move_away(drain)
+    Operation.objects.filter(pk=move.pk).update(state="succeeded")
+    drain.refresh_from_db()
+    assert step_move_away(drain)["moving"] == 0
 
 
 def test_operations_publish_only_their_figures(api, alice_project):
