@@ -643,28 +643,21 @@ hosts = resource("hosts", "hosts/", "host", ["uuid", "name", "status", "cores", 
                  help_text="Staff: hypervisors.")
 
 
-@hosts.command("check")
-@click.argument("uuid")
-@wait_options
-@output_options()
-def hosts_check(uuid, wait, wait_timeout, show):
-    """Staff: check a host now (ships the host program, records its facts)."""
-    operation = api().send("POST", f"hosts/{uuid}/check/")
-    if wait:
-        operation = api().follow(operation, wait_timeout)
-    show(operation)
+def _host_operation_command(verb):
+    @click.argument("uuid")
+    @wait_options
+    @output_options()
+    def command(uuid, wait, wait_timeout, show):
+        operation = api().send("POST", f"hosts/{uuid}/{verb}/")
+        show(api().follow(operation, wait_timeout) if wait else operation)
+    return command
 
 
-@hosts.command("maintenance")
-@click.argument("uuid")
-@wait_options
-@output_options()
-def hosts_maintenance(uuid, wait, wait_timeout, show):
-    """Staff: drain a host (its VMs move away); empty, it is in maintenance. `hosts enable` brings it back."""
-    operation = api().send("POST", f"hosts/{uuid}/maintenance/")
-    if wait:
-        operation = api().follow(operation, wait_timeout)
-    show(operation)
+for _verb, _doc in (
+        ("check", "Staff: check a host now (ships the host program, records its facts)."),
+        ("maintenance", "Staff: drain a host (its VMs move away); empty, it is in maintenance. "
+                        "`hosts enable` brings it back.")):
+    hosts.add_command(click.command(_verb, help=_doc)(_host_operation_command(_verb)))
 
 
 @hosts.command("enable")
