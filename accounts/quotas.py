@@ -3,8 +3,6 @@
 from dataclasses import dataclass, fields
 
 from django.conf import settings
-from rest_framework import status
-from rest_framework.exceptions import APIException
 
 from accounts.models import Project
 
@@ -27,9 +25,8 @@ _LABELS = {
 }
 
 
-class QuotaExceeded(APIException):
-    status_code = status.HTTP_403_FORBIDDEN
-    default_code = "quota_exceeded"
+class QuotaExceeded(Exception):
+    """A domain error like accounts.errors.Conflict: the API answers it 403, the portal shows it on the form."""
 
     def __init__(self, project: Project, exceeded: list[tuple[str, int, int, int]]):
         parts = []

@@ -7,9 +7,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import APIException
 
 from accounts.errors import Conflict
+from accounts.quotas import QuotaExceeded
 from accounts.scoping import default_project, projects_of, scoped
 from networks import actions
 from networks.models import NIC
@@ -38,7 +38,7 @@ def network_list(request):
     if request.method == "POST" and form.is_valid():
         try:
             network = actions.do_create_network(request.user, form.cleaned_data["project"], form.cleaned_data["name"])
-        except (Conflict, ValidationError, APIException) as error:
+        except (Conflict, ValidationError, QuotaExceeded) as error:
             form.add_error(None, _error_text(error))
         else:
             messages.success(request, f"Network {network.name} created: {network.prefix}.")
@@ -61,7 +61,7 @@ def network_delete(request, uuid):
     network = get_object_or_404(networks_visible_to(request.user).filter(project__isnull=False), uuid=uuid)
     try:
         actions.do_delete_network(request.user, network)
-    except (Conflict, ValidationError, APIException) as error:
+    except (Conflict, ValidationError, QuotaExceeded) as error:
         messages.error(request, _error_text(error))
         return redirect("network", uuid=network.uuid)
     messages.success(request, f"Network {network.name} deleted.")

@@ -12,9 +12,9 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import APIException
 
 from accounts.errors import Conflict
+from accounts.quotas import QuotaExceeded
 from networks.choices import IngressProtocol
 from networks.models import Firewall, IPv4Address
 from networks.visibility import networks_visible_to
@@ -82,7 +82,7 @@ def _back(vm):
 def _report(request, call, success: str):
     try:
         call()
-    except (Conflict, ValidationError, APIException) as error:
+    except (Conflict, ValidationError, QuotaExceeded) as error:
         messages.error(request, _error_text(error))
     else:
         messages.success(request, success)

@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import APIException
 
 from accounts.errors import Conflict, Unprocessable
+from accounts.quotas import QuotaExceeded
 from accounts.scoping import default_project, projects_of, scoped
 from accounts.units import UnitError, format_mib, parse_mib
 from agents.models import Operation
@@ -183,7 +183,7 @@ def vm_create(request):
                 ssh_keys=list(data["ssh_keys"]), user_data=data.get("user_data", ""),
                 idempotency_key=request.POST.get("idempotency_key") or None,
             )
-        except (Conflict, Unprocessable, ValidationError, APIException) as error:
+        except (Conflict, Unprocessable, ValidationError, QuotaExceeded) as error:
             form.add_error(None, error_text(error))
         else:
             messages.success(request, f"VM {vm.name} is being created.")
@@ -236,7 +236,7 @@ def vm_action(request, uuid, verb):
             function(request.user, vm, chosen_rebuild_image(request, vm))
         else:
             function(request.user, vm)
-    except (Conflict, ValidationError, APIException) as error:
+    except (Conflict, ValidationError, QuotaExceeded) as error:
         messages.error(request, error_text(error))
         return redirect("vm", uuid=vm.uuid)
     if verb == "delete":
@@ -270,7 +270,7 @@ def ssh_keys(request):
         data = form.cleaned_data
         try:
             key = actions.do_add_ssh_key(request.user, data["project"], data["name"], data["public_key"])
-        except (Conflict, Unprocessable, ValidationError, APIException) as error:
+        except (Conflict, Unprocessable, ValidationError, QuotaExceeded) as error:
             form.add_error(None, error_text(error))
         else:
             messages.success(request, f"Key {key.name} added.")

@@ -13,9 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.errors import Conflict, Unprocessable
+from accounts.quotas import QuotaExceeded
 from accounts.units import UnitError
 
-__all__ = ["Conflict", "Unprocessable", "exception_handler"]  # the domain errors this handler answers
+__all__ = ["Conflict", "QuotaExceeded", "Unprocessable", "exception_handler"]  # the domain errors this handler answers
 
 
 def exception_handler(exc, context):
@@ -41,6 +42,8 @@ def exception_handler(exc, context):
         return Response({"detail": message}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, Unprocessable):
         return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    if isinstance(exc, QuotaExceeded):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, IntegrityError):
