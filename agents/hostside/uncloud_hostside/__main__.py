@@ -76,7 +76,7 @@ def main():
         return run_guard(check_state_dir(argv[1]))
     if len(argv) != 1:
         write_answer({"ok": False, "error": bad_spec(
-            f"usage: uncloud_hostside.py VERB < spec.json, or serve; verbs: {', '.join(VERBS)}"
+            f"usage: uncloud_hostside.pyz VERB < spec.json, or serve; verbs: {', '.join(VERBS)}"
         ).as_dict()})
         return EXIT_BAD_SPEC
     answer, status = answer_for(argv[0], lambda: read_spec(sys.stdin.read()))
