@@ -183,6 +183,33 @@ class HostAgent:
             return self._result(verb, answer, line)
         raise AssertionError("unreachable")
 
+    def open_console(self, vm_uuid: str, kind: str, vnc_password: str | None = None,
+                     password_valid_s: int = 30, timeout: float = 15) -> LineStream:
+        """A byte pipe to a VM's VNC or serial socket (the host program's console-pipe) on a
+        channel of the pooled connection; send_bytes/receive_bytes on it, close() ends it."""
+        if self.give_up is not None:
+            reason = self.give_up()
+            if reason:
+                raise TransportError(f"{self.connection.name}: no console: {reason}")
+        if not self._is_shipped():
+            self.ship()
+        spec = {"state_dir": self.state_dir, "uuid": vm_uuid, "kind": kind,
+                "password_valid_s": password_valid_s}
+        if vnc_password is not None:
+            spec["vnc_password"] = vnc_password
+        stream = self.transport.open_stream([*self._python(), self._program_path(), "console-pipe"])
+        try:
+            line = stream.request((json.dumps(spec) + "\n").encode(), timeout)
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = None
+            self._result("console-pipe", answer, line)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
     def _result(self, verb: str, answer, line: bytes) -> dict:
         if not isinstance(answer, dict):
             raise HostError(

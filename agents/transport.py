@@ -111,6 +111,24 @@ class LineStream:
         self._buffer = bytearray(rest)
         return line
 
+    # After a request, a program that turns into a byte pipe (the console) is spoken to in bytes.
+    def send_bytes(self, data: bytes) -> None:
+        try:
+            self._send(data)
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise StreamClosed(f"{self.name}: cannot send: {error}", self._stderr()) from None
+
+    def receive_bytes(self, timeout: float) -> bytes | None:
+        """Bytes that arrived (what came after the answer line first), b"" at the end, None when
+        nothing came within timeout."""
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            return data
+        try:
+            return self._receive(timeout)
+        except (OSError, EOFError, paramiko.SSHException):
+            return b""
+
 
 class LocalLineStream(LineStream):
     def __init__(self, argv: list[str], name: str):

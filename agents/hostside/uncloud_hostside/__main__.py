@@ -2,6 +2,7 @@
 
     python3 uncloud_hostside.pyz VERB  < spec.json  > answer.json
     python3 uncloud_hostside.pyz serve
+    python3 uncloud_hostside.pyz console-pipe   (console.py: a spec line, then a byte pipe)
 """
 
 import json
@@ -69,6 +70,10 @@ def main():
         # The relay is sshd's forced command for a source host's migration key (destination side);
         # the tunnel is the source side's daemon. Neither reads a spec from stdin.
         return (migration_relay if argv[0] == "migration-relay" else migration_tunnel)(argv[1])
+    if argv == ["console-pipe"]:
+        from .console import console_pipe
+
+        return console_pipe()
     if len(argv) == 2 and argv[0] == "guard":  # the fence guard (ha.py), started by heartbeat
         from .checks import check_state_dir
         from .ha import run_guard

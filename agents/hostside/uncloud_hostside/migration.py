@@ -411,7 +411,7 @@ def verb_vm_incoming(spec):
             write_json_file(paths["spec"], {**spec_for_disk(vm, accel), "incoming": True})
             record_ports(vm)
             ensure_taps(vm["nics"], changes)
-            for stale in (paths["qmp"], paths["vnc"], paths["pid"], *incoming.values()):
+            for stale in (paths["qmp"], paths["vnc"], paths["tty"], paths["pid"], *incoming.values()):
                 remove_file(stale)
             argv = [*qemu_argv(vm, accel), "-S", "-incoming", "defer"]
             binary = find_binary(argv[0])

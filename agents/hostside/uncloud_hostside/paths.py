@@ -2,7 +2,8 @@
 
     <state_dir>/networks/<vni>/                  network.json, radvd.conf/.pid/.log
     <state_dir>/ports/<tap>.json                 one guest port: MAC, addresses, firewall
-    <state_dir>/vms/<uuid>/                      spec.json, qmp.sock, vnc.sock, qemu.pid, serial.log
+    <state_dir>/vms/<uuid>/                      spec.json, qmp.sock, vnc.sock, tty.sock (serial), qemu.pid,
+                                                 serial.log (the same serial line, kept as a log)
     <state_dir>/nat64/<pool>/                    tayga.conf, pid, state
     <state_dir>/images/<sha256>.qcow2            base images, verified by checksum, read-only
     <state_dir>/images/incoming/<sha256>-<token>.part   uploads of the control plane in progress
@@ -79,6 +80,8 @@ def vm_paths(state_dir, vm_uuid):
             "spec": os.path.join(directory, "spec.json"),
             "qmp": os.path.join(directory, "qmp.sock"),
             "vnc": os.path.join(directory, "vnc.sock"),
+            # The serial line as a socket for the console (qemu also keeps writing it to serial.log).
+            "tty": os.path.join(directory, "tty.sock"),
             "pid": os.path.join(directory, "qemu.pid"),
             "serial": os.path.join(directory, "serial.log"),
             "lock": os.path.join(directory, "vm-up.lock")}

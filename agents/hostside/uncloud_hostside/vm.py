@@ -128,7 +128,7 @@ def launch_qemu_paused(vm, accel):
     """Start qemu with its CPUs stopped (-S) and return without waiting: it initialises while the
     caller applies the guest's nft rules. The guest runs no instruction before `cont`."""
     paths = vm_paths(vm["state_dir"], vm["uuid"])
-    for stale in (paths["qmp"], paths["vnc"], paths["pid"]):
+    for stale in (paths["qmp"], paths["vnc"], paths["tty"], paths["pid"]):
         remove_file(stale)
     argv = [*qemu_argv(vm, accel), "-S"]
     binary = find_binary(argv[0])
@@ -329,7 +329,7 @@ def verb_vm_down(spec):
         if apply_ruleset(state_dir):
             changes.append("applied nft rules")
         paths = vm_paths(state_dir, vm_uuid)
-        for runtime_file in (paths["qmp"], paths["vnc"], paths["pid"]):
+        for runtime_file in (paths["qmp"], paths["vnc"], paths["tty"], paths["pid"]):
             if os.path.exists(runtime_file):
                 remove_file(runtime_file)
                 changes.append(f"removed {os.path.basename(runtime_file)}")

@@ -140,9 +140,13 @@ def qemu_argv(vm, accel):
             "-nodefaults", "-no-user-config",
             "-device", "VGA",
             "-display", "none",
-            "-vnc", f"unix:{paths['vnc']}",
+            # password=on: no VNC client gets in until the console gateway sets a one-time
+            # password through QMP (console.py); the socket alone is not the key.
+            "-vnc", f"unix:{paths['vnc']},password=on",
             "-qmp", f"unix:{paths['qmp']},server=on,wait=off",
-            "-serial", f"file:{paths['serial']}",
+            # The serial line is a socket for the console and still a log file (the boot log).
+            "-chardev", f"socket,id=serial0,path={paths['tty']},server=on,wait=off,logfile={paths['serial']}",
+            "-serial", "chardev:serial0",
             "-pidfile", paths["pid"],
             "-daemonize"]
     if accel == "kvm":
