@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,3 +257,19 @@ def ceph_on_underlay(lab, address: str = "fd00:1::ce") -> CephCluster:
     except BaseException:
         cluster.down()
         raise
+
+
+@contextmanager
+def ceph_for_lab(lab):
+    """(cluster, client ceph.conf) for the lab's hosts, torn down after. The host-side program takes
+    a ceph.conf only below its state dir or /etc/ceph: lab hosts have separate state dirs, so the
+    file goes to /etc/ceph under a name of this cluster's own, removed afterwards."""
+    cluster = ceph_on_underlay(lab)
+    conf = Path(f"/etc/ceph/uncloud-lab-{cluster.netns}.conf")
+    try:
+        conf.parent.mkdir(exist_ok=True)
+        conf.write_text(cluster.client_conf())
+        yield cluster, conf
+    finally:
+        conf.unlink(missing_ok=True)
+        cluster.down()
