@@ -66,9 +66,10 @@ def hosts_of(operation) -> tuple[Host, Host]:
 
 
 def migrations_in_flight(*, exclude_id: int):
-    """Moves past planning that have not finished (they hold a slot)."""
-    return Operation.objects.filter(kind__in=[MIGRATE, COLD]).exclude(state__in=TERMINAL_OPERATION_STATES).exclude(
-        id=exclude_id).exclude(step="plan")
+    """Moves past planning that have not finished (they hold a slot, and room on their destination):
+    the plan step writes the destination in the transaction that chose it."""
+    return Operation.objects.filter(kind__in=[MIGRATE, COLD], result__has_key="destination").exclude(
+        state__in=TERMINAL_OPERATION_STATES).exclude(id=exclude_id)
 
 
 def step_plan(operation):
@@ -83,10 +84,13 @@ def step_plan_cold(operation):
     if vm.status not in (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.MIGRATING) or vm.host is None:
         raise PermanentStepError(f"{vm.name} is {vm.get_status_display().lower()}; it cannot move now.")
     was_running = operation.result.get("was_running", vm.status == VMStatus.RUNNING)
-    return {**plan_destination(operation, vm), "was_running": was_running}
+    return plan_destination(operation, vm, was_running=was_running)
 
 
-def plan_destination(operation, vm: VM) -> dict:
+def plan_destination(operation, vm: VM, **also) -> dict:
+    """The destination (and `also`) written to the operation's result in the transaction that holds
+    the candidate hosts' locks: from its commit on, the scheduler counts the VM there (its room is
+    held) and the move holds its migration slots."""
     source = vm.host
     with transaction.atomic():
         named = operation.payload.get("destination")
@@ -108,7 +112,9 @@ def plan_destination(operation, vm: VM) -> dict:
             raise StepWaiting(f"Waiting for a free migration slot ({source.name}: {outgoing} outgoing, "
                               f"{destination.name}: {incoming} incoming).")
         set_status(vm, VMStatus.MIGRATING, f"Moving to {destination.name}.")
-    return {"source": source.name, "destination": destination.name, "started_at": time.time()}
+        planned = {"source": source.name, "destination": destination.name, "started_at": time.time(), **also}
+        Operation.objects.filter(pk=operation.pk).update(result={**operation.result, **planned})
+    return planned
 
 
 def step_prepare(operation):

@@ -3,6 +3,11 @@
 Placement locks every candidate host row (in id order, so two placers never deadlock) while it
 sums what is placed there and writes the VM's host: two workers cannot both squeeze into the
 last room of a host. With nothing free the caller parks the VM as "waiting for capacity".
+
+A VM on its way to a host (a live or cold move past planning, until the move ends) counts there
+as well as on its source: its row names the source until the switch, and the destination must not
+give its room away meanwhile. The move's plan step writes the destination under the same locks;
+a move that fails releases the room when it ends (its abort cleans the destination up).
 """
 
 from dataclasses import dataclass
@@ -14,12 +19,13 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from agents.choices import HostLiveness, HostStatus
-from agents.models import Host
+from agents.choices import TERMINAL_OPERATION_STATES, HostLiveness, HostStatus
+from agents.models import Host, Operation
 from images.models import Disk
 from vms.choices import DesiredState, SchedulerStrategy, VMStatus
 from vms.models import VM
 
+MOVES = ("vm.migrate", "vm.move")  # vms/migration.py's live and cold moves
 # Without these a host cannot run a VM at all (host-info reports them; unknown = not checked yet).
 REQUIRED_BINARIES = ("qemu-system-x86_64", "ip", "nft", "radvd")
 
@@ -55,7 +61,29 @@ def lacks_what_vms_need(host: Host) -> str:
     return f"missing {', '.join(missing)}" if missing else ""
 
 
-def rooms(hosts: list[Host]) -> list[HostRoom]:
+def incoming_needs(hosts: list[Host], ignoring: VM | None = None) -> dict[int, tuple[int, int, int]]:
+    """{host id: (cores, memory MiB, disk MiB)} of the VMs moving to these hosts that still have
+    their rows on the source. `ignoring`: the VM being planned (its own earlier plan holds nothing)."""
+    by_name = {host.name: host.id for host in hosts}
+    moves = Operation.objects.filter(kind__in=MOVES, result__destination__in=list(by_name)).exclude(
+        state__in=TERMINAL_OPERATION_STATES)
+    if ignoring is not None:
+        moves = moves.exclude(target_uuid=ignoring.uuid)
+    destinations = {str(uuid): by_name[result["destination"]] for uuid, result in moves.values_list("target_uuid",
+                                                                                                  "result")}
+    needs = {}
+    vms = VM.objects.filter(uuid__in=list(destinations)).exclude(status=VMStatus.DELETED).annotate(
+        disk_mib=Sum("disks__size_mib"))
+    for vm in vms:
+        host_id = destinations[str(vm.uuid)]
+        if vm.host_id == host_id:
+            continue  # switched: counted as placed there
+        cores, memory, disk = needs.get(host_id, (0, 0, 0))
+        needs[host_id] = (cores + vm.cores, memory + vm.memory_mib, disk + (vm.disk_mib or 0))
+    return needs
+
+
+def rooms(hosts: list[Host], ignoring: VM | None = None) -> list[HostRoom]:
     placed = VM.objects.filter(host__in=hosts).exclude(status=VMStatus.DELETED)
     used = {row["host"]: row for row in placed.values("host").annotate(cores=Sum("cores"), memory=Sum("memory_mib"))}
     disks = {
@@ -63,14 +91,16 @@ def rooms(hosts: list[Host]) -> list[HostRoom]:
         for row in Disk.objects.filter(vm__host__in=hosts).exclude(vm__status=VMStatus.DELETED)
         .values("vm__host").annotate(size=Sum("size_mib"))
     }
+    incoming = incoming_needs(hosts, ignoring)
     result = []
     for host in hosts:
         row = used.get(host.id, {})
+        in_cores, in_memory, in_disk = incoming.get(host.id, (0, 0, 0))
         result.append(HostRoom(
             host=host,
-            free_cores=host.cores * host.cpu_overbooking - (row.get("cores") or 0),
-            free_memory_mib=host.memory_mib * host.memory_overbooking - (row.get("memory") or 0),
-            free_disk_mib=host.disk_gib * 1024 - disks.get(host.id, 0),
+            free_cores=host.cores * host.cpu_overbooking - (row.get("cores") or 0) - in_cores,
+            free_memory_mib=host.memory_mib * host.memory_overbooking - (row.get("memory") or 0) - in_memory,
+            free_disk_mib=host.disk_gib * 1024 - disks.get(host.id, 0) - in_disk,
         ))
     return result
 
@@ -120,7 +150,7 @@ def cannot_take(vm: VM, host: Host) -> str:
     missing = lacks_what_vms_need(host)
     if missing:
         return missing
-    (room,) = rooms([host])
+    (room,) = rooms([host], ignoring=vm)
     if not room.fits(*vm_needs(vm)):
         return "it has no room for it"
     return ""
@@ -132,5 +162,5 @@ def destination_for(vm: VM) -> Host | None:
     hosts = [host for host in candidate_hosts().exclude(pk=vm.host_id).select_for_update()
              if not lacks_what_vms_need(host)]
     cores, memory_mib, disk_mib = vm_needs(vm)
-    fitting = [room for room in rooms(hosts) if room.fits(cores, memory_mib, disk_mib)]
+    fitting = [room for room in rooms(hosts, ignoring=vm) if room.fits(cores, memory_mib, disk_mib)]
     return choose(fitting, memory_mib).host if fitting else None
