@@ -108,7 +108,7 @@ class HostAgent:
         """Put the host-side program on the host unless the right version (by checksum) is there."""
         data, checksum = hostside_program()
         path = self._program_path()
-        check = self.transport.run(["sha256sum", path], timeout=30)
+        check = self.transport.run(["sha256sum", path], timeout=30, give_up=self.give_up)
         if check.exit_status != 0 or check.stdout.split()[:1] != [checksum]:
             self.transport.run(["mkdir", "-p", f"{self.state_dir}/bin"], timeout=30)
             self.transport.put_file(path, data)
@@ -123,7 +123,7 @@ class HostAgent:
             idle = _idle_streams.get(key)
             if idle:
                 return idle.pop()
-        return self.transport.open_stream([*self._python(), self._program_path(), "serve"])
+        return self.transport.open_stream([*self._python(), self._program_path(), "serve"], give_up=self.give_up)
 
     def _drop_idle_streams(self) -> None:
         with _streams_lock:

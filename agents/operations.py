@@ -32,6 +32,7 @@ from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from agents import hostslots
 from agents.choices import TERMINAL_OPERATION_STATES, OperationState
 from agents.models import Operation
 
@@ -208,6 +209,9 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
     if index is None:
         _finish(operation, OperationState.FAILED, f"Unknown step {operation.step!r}.")
         return "failed", None
+    if not hostslots.admitted(operation):  # its host has no free worker slot: the worker is for others
+        enqueue(operation.id, countdown=hostslots.QUEUED_RETRY_S + 0.1)
+        return hostslots.QUEUED_OUTCOME, None
     step = workflow.steps[index]
     try:
         step_result = step.run(operation) or {}

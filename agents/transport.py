@@ -205,7 +205,8 @@ class LocalTransport:
     def __init__(self, connection: HostConnection):
         self.connection = connection
 
-    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None) -> CommandResult:
+    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None,
+            give_up=None) -> CommandResult:
         timeout = timeout or self.connection.command_timeout
         try:
             completed = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
@@ -215,7 +216,7 @@ class LocalTransport:
             return CommandResult(argv, 127, "", str(error))
         return CommandResult(argv, completed.returncode, completed.stdout, completed.stderr)
 
-    def open_stream(self, argv: list[str]) -> LineStream:
+    def open_stream(self, argv: list[str], give_up=None) -> LineStream:
         try:
             return LocalLineStream(argv, self.connection.name)
         except OSError as error:
@@ -260,7 +261,26 @@ class SSHTransport:
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
-    def _connect(self) -> paramiko.SSHClient:
+    def _open_socket(self, give_up) -> socket.socket:
+        """TCP to the host in tries of a second each, asking give_up() between them: a host that drops
+        our SYNs (black-holed, powered off) holds a worker only until the heartbeat watcher calls it
+        silent, not for the whole connect timeout."""
+        connection = self.connection
+        deadline = time.monotonic() + connection.connect_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return socket.create_connection((connection.address, connection.port), timeout=max(0.1, min(1.0, remaining)))
+            except TimeoutError as error:
+                reason = give_up()
+                if reason:
+                    raise TransportError(f"cannot reach {connection.name}: gave up connecting: {reason}") from None
+                if time.monotonic() >= deadline:
+                    raise TransportError(f"cannot reach {connection.name} ({connection.address}): {error}") from None
+            except OSError as error:
+                raise TransportError(f"cannot reach {connection.name} ({connection.address}): {error}") from None
+
+    def _connect(self, give_up=None) -> paramiko.SSHClient:
         connection = self.connection
         if not connection.host_key:
             raise HostKeyMismatch(f"{connection.name} has no pinned host key; fetch and confirm it first.")
@@ -268,9 +288,11 @@ class SSHTransport:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         pinned = parse_public_key(connection.host_key)
         client.get_host_keys().add(_known_hosts_name(connection.address, connection.port), pinned.get_name(), pinned)
+        sock = self._open_socket(give_up) if give_up is not None else None
         try:
             client.connect(
                 connection.address,
+                sock=sock,
                 port=connection.port,
                 username=connection.user,
                 key_filename=connection.key_file or None,
@@ -300,17 +322,17 @@ class SSHTransport:
         transport.set_keepalive(30)
         return client
 
-    def _client_or_connect(self) -> paramiko.SSHClient:
+    def _client_or_connect(self, give_up=None) -> paramiko.SSHClient:
         with self._lock:
             if self._client is None or not self._client.get_transport() or not self._client.get_transport().is_active():
-                self._client = self._connect()
+                self._client = self._connect(give_up)
             return self._client
 
-    def _on_pooled_connection(self, action, what: str):
+    def _on_pooled_connection(self, action, what: str, give_up=None):
         """action(client) on the pooled connection. A pooled connection can die between commands:
         reconnect once, then give up."""
         for attempt in (1, 2):
-            client = self._client_or_connect()
+            client = self._client_or_connect(give_up)
             try:
                 return action(client)
             except (paramiko.SSHException, EOFError, ConnectionError) as error:
@@ -319,11 +341,13 @@ class SSHTransport:
                     raise TransportError(f"{what} on {self.connection.name} failed: {error}") from None
         raise AssertionError("unreachable")
 
-    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None) -> CommandResult:
+    def run(self, argv: list[str], input: str | None = None, timeout: float | None = None,
+            give_up=None) -> CommandResult:
+        """give_up(): None, or why to stop connecting to the host (see _open_socket)."""
         timeout = timeout or self.connection.command_timeout
         command = shlex.join(argv)
         return self._on_pooled_connection(
-            lambda client: self._run_once(client, argv, command, input, timeout), "SSH command"
+            lambda client: self._run_once(client, argv, command, input, timeout), "SSH command", give_up
         )
 
     def _run_once(self, client, argv, command, input, timeout) -> CommandResult:
@@ -354,7 +378,7 @@ class SSHTransport:
         finally:
             channel.close()
 
-    def open_stream(self, argv: list[str]) -> LineStream:
+    def open_stream(self, argv: list[str], give_up=None) -> LineStream:
         """Start a long-lived program over the pooled connection, spoken to in lines."""
 
         def start(client):
@@ -362,7 +386,7 @@ class SSHTransport:
             channel.exec_command(shlex.join(argv))
             return SSHLineStream(channel, self.connection.name)
 
-        return self._on_pooled_connection(start, "SSH")
+        return self._on_pooled_connection(start, "SSH", give_up)
 
     def put_file(self, path: str, data: bytes, mode: int = 0o755) -> None:
         client = self._client_or_connect()

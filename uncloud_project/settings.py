@@ -418,5 +418,8 @@ UNCLOUD_HA_CEPH_FENCE = envbool("UNCLOUD_HA_CEPH_FENCE", True)
 UNCLOUD_POWER_FENCE_TIMEOUT = envint("UNCLOUD_POWER_FENCE_TIMEOUT", 60)
 # A host call (disks, VMs) ends after this long (seconds), and at once when the host goes silent.
 UNCLOUD_HOST_CALL_TIMEOUT = envint("UNCLOUD_HOST_CALL_TIMEOUT", 120)
+# At most this many operations hold a worker for one host at a time (agents/hostslots.py); more
+# wait in turn without a worker. Keep it below the worker pool (concurrency x workers); 0: no bound.
+UNCLOUD_HOST_WORKER_SLOTS = envint("UNCLOUD_HOST_WORKER_SLOTS", 2)
 # A VM that failed to start this many times in a row on one host is moved (RBD) or left stopped.
 UNCLOUD_START_FAILURES_BEFORE_GIVING_UP = envint("UNCLOUD_START_FAILURES_BEFORE_GIVING_UP", 3)

@@ -175,3 +175,27 @@ def test_calls_reuse_one_serve_process_and_survive_a_dropped_connection(lab):
     finally:
         close_streams()
         agent.transport.close()
+
+
+def test_a_connect_to_a_black_holed_host_stops_when_told_to_give_up(lab):
+    """A host that drops our SYNs would hold the caller for the whole connect timeout; the caller's
+    give_up() (the host went silent to the heartbeat watcher) is asked between one-second tries."""
+    from tests.lab.failures import cut_from_control_plane, heal
+
+    host = lab.hosts[1]
+    transport = SSHTransport(connection_to(host, connect_timeout=600))
+    asked = []
+
+    def give_up():
+        asked.append(1)
+        return "the host went silent" if len(asked) >= 2 else None
+
+    cut_from_control_plane(host)
+    try:
+        with pytest.raises(TransportError, match="gave up connecting: the host went silent") as error:
+            transport.run(["true"], give_up=give_up)
+        assert error.value.transient and len(asked) == 2
+    finally:
+        heal(host)
+        transport.close()
+    assert transport.run(["true"], give_up=give_up).exit_status == 0  # a host that answers is not given up

@@ -1,0 +1,83 @@
+"""Host work never starves other hosts: each host gets a bounded number of worker slots.
+
+All workers share one Celery queue, so without a bound one host's backlog (a hundred creates), a slow
+host (a disk full, a loaded machine) or a host that black-holes its SSH could hold every worker, and a
+create that fits a healthy host would wait for them. The engine asks `admitted()` before each step of
+an operation that names a host (Operation.host, set at placement): at most UNCLOUD_HOST_WORKER_SLOTS
+operations hold a worker for one host at a time. One over the bound gives its worker back at once
+(lease owner QUEUED, "not before" a few seconds from now, a message that says why) and the next
+operation in the queue runs; when a worker finishes work on that host, `queued_to_wake()` hands the
+oldest queued operation of that host back to the queue. A wake-up lost with a worker costs at most
+QUEUED_RETRY_S: the queued operation was also enqueued with that countdown.
+
+The bound is counted from the Operation rows (those with a live lease on the host), under a row lock
+of the host, so it holds across worker processes and machines, on PostgreSQL and SQLite, whatever
+the broker. Keep it below the worker pool's size (README): the rest of the pool is for other hosts.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from agents.choices import OperationState
+from agents.models import Host, Operation
+
+# Lease owner of an operation that gave its worker back to wait for a slot on its host.
+QUEUED = "queued-for-host"
+QUEUED_OUTCOME = "queued-for-host"
+QUEUED_RETRY_S = 5
+
+
+def working_on(host_id: int):
+    """Operations a worker is running now on the host: a live lease of a worker (not a backoff's
+    "not before", which has no owner, nor a queued one)."""
+    return Operation.objects.filter(host_id=host_id, state=OperationState.RUNNING,
+                                    lease_until__gt=timezone.now()).exclude(lease_owner__in=["", QUEUED])
+
+
+def admitted(operation: Operation) -> bool:
+    """May this worker run the operation's next step now? The worker holds the operation's lease.
+    False: the operation gave its lease back, queued for its host (the caller enqueues it again in
+    QUEUED_RETRY_S)."""
+    slots = settings.UNCLOUD_HOST_WORKER_SLOTS
+    if slots <= 0:
+        return True
+    if operation.host_id is None:  # placement may have chosen one since the claim
+        operation.host_id = Operation.objects.filter(pk=operation.pk).values_list("host_id", flat=True).first()
+    host_id = operation.host_id
+    if host_id is None or getattr(operation, "admitted_to_host", None) == host_id:
+        return True
+    with transaction.atomic():
+        # One admission at a time per host: two workers cannot both see the last free slot.
+        name = Host.objects.select_for_update().filter(pk=host_id).values_list("name", flat=True).first()
+        busy = working_on(host_id).exclude(pk=operation.pk).count()
+        if name is None or busy < slots:
+            operation.admitted_to_host = host_id
+            return True
+        message = (f"Queued: host {name} is busy with {busy} other operation(s); this one starts as soon as "
+                   "one of them ends.")
+        Operation.objects.filter(pk=operation.pk, lease_owner=operation.lease_owner).update(
+            lease_owner=QUEUED, lease_until=timezone.now() + timedelta(seconds=QUEUED_RETRY_S),
+            attempts=Greatest(F("attempts") - 1, Value(0)), error=message,
+        )
+    return False
+
+
+def queued_to_wake(operation_id: int) -> list[int]:
+    """A worker ended its turn on the operation: the oldest operations queued for the same host, as
+    many as there are free slots, are made claimable again. Returns their ids (to enqueue)."""
+    slots = settings.UNCLOUD_HOST_WORKER_SLOTS
+    host_id = Operation.objects.filter(pk=operation_id).values_list("host_id", flat=True).first()
+    if slots <= 0 or host_id is None:
+        return []
+    queued = Operation.objects.filter(host_id=host_id, lease_owner=QUEUED, state=OperationState.RUNNING)
+    free = slots - working_on(host_id).count()
+    woken = []
+    for queued_id in queued.order_by("id").values_list("id", flat=True)[:max(free, 0)]:
+        if Operation.objects.filter(pk=queued_id, lease_owner=QUEUED).update(lease_owner="", lease_until=None):
+            woken.append(queued_id)
+    return woken
