@@ -19,51 +19,18 @@ uncloud before this work did not restart anything (a silent host was marked down
 """
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from controlplane import BenchControlPlane, LabUnavailable
 
-DATABASE = os.environ.get("DATABASE_URL", "/uncloud").rsplit("/", 1)[-1] + "_failover"
-QUEUE = f"uncloud-bench-{uuid.uuid4().hex[:8]}"
 FIELD = [
     ("Proxmox VE HA", "~60 s (lock loss)", "60 s watchdog", "~120 s"),
     ("OpenStack Masakari", "60 s monitoring", "+30 s stonith wait", "~180 s (60 + 30 + 90)"),
     ("nova alone", "service_down_time 60 s", "none", "manual evacuate"),
 ]
-
-
-def prepare_environment(key_file: str, ceph_conf: str) -> dict:
-    env = {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
-        "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
-        "UNCLOUD_DATA_DIR": tempfile.mkdtemp(prefix="uc-failover-data-"),
-        "UNCLOUD_SSH_KEY_FILE": key_file,
-        "UNCLOUD_VM_ACCEL": "tcg",
-        "UNCLOUD_VM_STOP_TIMEOUT": "5",
-        "UNCLOUD_RBD_CEPH_CONF": ceph_conf,
-        "UNCLOUD_RBD_POOL": "rbd",
-        "UNCLOUD_RECONCILE_INTERVAL": "5",
-        "UNCLOUD_RESUME_INTERVAL": "2",
-        "ALLOWED_HOSTS": "testserver,localhost",
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "uncloud_project.settings"
-    return env
-
-
-def fresh_database() -> None:
-    for sql in (f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)", f"CREATE DATABASE {DATABASE}"):
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
 
 
 def wait(predicate, timeout, what):
@@ -82,64 +49,28 @@ def main() -> int:
     parser.add_argument("--mode", choices=["kill", "partition"], default="kill")
     args = parser.parse_args()
 
-    from tests.lab import Lab, lab_unavailable_reason
     from tests.lab.ceph import ceph_on_underlay
     from tests.lab.ceph import unavailable_reason as ceph_unavailable
 
-    reason = lab_unavailable_reason() or ceph_unavailable()
-    if reason:
+    try:
+        reason = ceph_unavailable()
+        if reason:
+            raise LabUnavailable(reason)
+        with BenchControlPlane("failover", n_hosts=2) as plane:
+            cluster = ceph_on_underlay(plane.lab)
+            plane.on_exit(cluster.down)
+            conf = Path(f"/etc/ceph/uncloud-lab-{cluster.netns}.conf")
+            conf.parent.mkdir(exist_ok=True)
+            conf.write_text(cluster.client_conf())
+            plane.on_exit(lambda: conf.unlink(missing_ok=True))
+            plane.configure(UNCLOUD_RBD_CEPH_CONF=conf, UNCLOUD_RBD_POOL="rbd", UNCLOUD_RECONCILE_INTERVAL=5,
+                            UNCLOUD_RESUME_INTERVAL=2)
+            plane.worker(concurrency=2)
+            plane.beat()
+            return run(plane.lab, cluster, args, plane.watcher)
+    except LabUnavailable as reason:
         print(f"lab unavailable: {reason}", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="uc-failover-"))
-    lab = Lab(workdir, n_hosts=2).up()
-    cluster, conf, processes = None, None, []
-    try:
-        cluster = ceph_on_underlay(lab)
-        conf = Path(f"/etc/ceph/uncloud-lab-{cluster.netns}.conf")
-        conf.parent.mkdir(exist_ok=True)
-        conf.write_text(cluster.client_conf())
-        env = prepare_environment(str(lab.hosts[0].client_key_path), str(conf))
-        fresh_database()
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        for name, argv in (("worker", ["-m", "celery", "-A", "uncloud_project", "worker", "-Q", QUEUE,
-                                       "--concurrency=2", "--loglevel=WARNING", "--without-gossip",
-                                       "--without-mingle", "--without-heartbeat"]),
-                           ("beat", ["-m", "celery", "-A", "uncloud_project", "beat", "--loglevel=WARNING",
-                                     "-s", str(workdir / "beat-schedule")])):
-            processes.append(subprocess.Popen([sys.executable, *argv], cwd=REPO, env={**os.environ, **env},
-                                              stdout=open(workdir / f"{name}.log", "w"), stderr=subprocess.STDOUT,
-                                              start_new_session=True))
-
-        def start_watcher():
-            processes.append(subprocess.Popen([sys.executable, "manage.py", "watch_hosts", "--loglevel=WARNING"],
-                                              cwd=REPO, env={**os.environ, **env}, start_new_session=True,
-                                              stdout=open(workdir / "watcher.log", "w"), stderr=subprocess.STDOUT))
-
-        return run(lab, cluster, args, start_watcher)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        from agents.hostagent import close_streams
-        from agents.transport import close_all
-
-        close_streams()
-        close_all()
-        if conf is not None:
-            conf.unlink(missing_ok=True)
-        if cluster is not None:
-            cluster.down()
-        lab.down()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(lab, cluster, args, start_watcher) -> int:

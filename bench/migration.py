@@ -19,19 +19,12 @@ uncloud's UNCLOUD_MIGRATION_DOWNTIME_MS starts from.
 
 import argparse
 import contextlib
-import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from vm_lifecycle import QUEUE, fresh_database, percentile, prepare_environment  # noqa: E402
+from controlplane import BenchControlPlane, LabUnavailable, percentile
 
 QEMU_DEFAULT_DOWNTIME_MS = 300
 PROXMOX_DOWNTIME_MS = 100
@@ -73,50 +66,23 @@ def main() -> int:
                         help="data written into the moving guest's disk (past its boot filesystem) before the moves")
     args = parser.parse_args()
 
-    from tests.lab import Lab, lab_unavailable_reason
+    try:
+        with BenchControlPlane("migration", n_hosts=3, database_suffix="bench") as plane:
+            settings = {}
+            if args.rbd_runs:
+                from tests.lab.ceph import POOL, ceph_for_lab
 
-    reason = lab_unavailable_reason()
-    if reason:
+                ceph = contextlib.ExitStack()
+                plane.on_exit(ceph.close)
+                args.ceph_cluster, conf = ceph.enter_context(ceph_for_lab(plane.lab))
+                # The worker and this process (Django settings) both read these.
+                settings = {"UNCLOUD_RBD_CEPH_CONF": conf, "UNCLOUD_RBD_POOL": POOL}
+            plane.configure(**settings)
+            plane.worker(concurrency=4)
+            return run(plane.lab, args)
+    except LabUnavailable as reason:
         print(f"lab unavailable: {reason}", file=sys.stderr)
         return 2
-    workdir = Path(f"/tmp/uc-bench-migration-{os.getpid()}")
-    workdir.mkdir()
-    lab = Lab(workdir, n_hosts=3).up()
-    worker = None
-    ceph = contextlib.ExitStack()
-    try:
-        if args.rbd_runs:
-            from tests.lab.ceph import POOL, ceph_for_lab
-
-            args.ceph_cluster, conf = ceph.enter_context(ceph_for_lab(lab))
-            # The worker and this process (Django settings) both read these.
-            os.environ.update({"UNCLOUD_RBD_CEPH_CONF": str(conf), "UNCLOUD_RBD_POOL": POOL})
-        env = prepare_environment(str(lab.hosts[0].client_key_path))
-        fresh_database()
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "uncloud_project", "worker", "-Q", QUEUE, "--concurrency=4",
-             "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=REPO, env={**os.environ, **env}, stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT,
-        )
-        return run(lab, args)
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        from agents.hostagent import close_streams
-        from agents.transport import close_all
-
-        close_streams()
-        close_all()
-        ceph.close()
-        lab.down()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(lab, args) -> int:

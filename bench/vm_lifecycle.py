@@ -9,51 +9,15 @@ a two-host lab (tests/lab) and the demo guest. See bench/README.md for what exac
 """
 
 import argparse
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from controlplane import BenchControlPlane, LabUnavailable, api_client, bench_customer, percentile
 
-# A database of its own beside DATABASE_URL's (e.g. uncloud_h3 -> uncloud_h3_bench), made afresh.
-DATABASE = os.environ.get("DATABASE_URL", "/uncloud").rsplit("/", 1)[-1] + "_bench"
-QUEUE = f"uncloud-bench-{uuid.uuid4().hex[:8]}"
 POLL_S = 0.01
-
-
-def prepare_environment(key_file: str) -> dict:
-    env = {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
-        "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
-        "UNCLOUD_DATA_DIR": os.path.join(os.environ.get("UNCLOUD_DATA_DIR", str(REPO / "var")), "bench"),
-        "UNCLOUD_SSH_KEY_FILE": key_file,
-        "UNCLOUD_VM_ACCEL": "tcg",
-        "UNCLOUD_VM_STOP_TIMEOUT": "5",
-        "ALLOWED_HOSTS": "testserver,localhost",
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "uncloud_project.settings"
-    return env
-
-
-def fresh_database() -> None:
-    for sql in (f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)", f"CREATE DATABASE {DATABASE}"):
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
-
-
-def percentile(values, fraction):
-    from vm_up import Samples  # bench/ is this script's directory: the same interpolation as vm_up.py
-
-    return Samples("", list(values)).percentile(fraction)
 
 
 def wait_status(vm_uuid, wanted, timeout=120):
@@ -92,49 +56,17 @@ def main() -> int:
                              "and host verb timed")
     args = parser.parse_args()
 
-    from tests.lab import Lab, lab_unavailable_reason
-
-    reason = lab_unavailable_reason()
-    if reason:
+    try:
+        with BenchControlPlane("bench", n_hosts=2) as plane:
+            plane.configure()
+            plane.worker(concurrency=4)
+            return run_benchmarks(plane.lab, args)
+    except LabUnavailable as reason:
         print(f"lab unavailable: {reason}", file=sys.stderr)
         return 2
-    workdir = Path(f"/tmp/uc-bench-{os.getpid()}")
-    workdir.mkdir()
-    lab = Lab(workdir, n_hosts=2).up()
-    worker = None
-    try:
-        env = prepare_environment(str(lab.hosts[0].client_key_path))
-        fresh_database()
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "uncloud_project", "worker", "-Q", QUEUE, "--concurrency=4",
-             "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=REPO, env={**os.environ, **env}, stdout=open(workdir / "worker.log", "w"), stderr=subprocess.STDOUT,
-        )
-        return run_benchmarks(lab, args)
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        from agents.hostagent import close_streams
-        from agents.transport import close_all
-
-        close_streams()
-        close_all()
-        lab.down()
-        shutil.rmtree(workdir, ignore_errors=True)  # the hosts' disks and logs: tens of MB a run
 
 
 def run_benchmarks(lab, args) -> int:
-    from rest_framework.test import APIClient
-
-    from accounts.actions import do_create_token, do_create_user, do_set_quota
-    from accounts.models import Project
     from agents.hosts import agent_for
     from tests.lab.controlplane import demo_image, public_network, register_lab_hosts
     from vms.models import VM
@@ -143,15 +75,10 @@ def run_benchmarks(lab, args) -> int:
     hosts = register_lab_hosts(lab, cores=16, memory_mib=16384, cpu_overbooking="4.0")
     public_network()
     image = demo_image()
-    user = do_create_user(f"bench-{uuid.uuid4().hex[:6]}", None)
-    project = Project.objects.get(owner=user)
-    do_set_quota(None, project, quota_vms=1000, quota_cores=1000, quota_memory_mib=10**7, quota_disk_mib=10**8)
-    _, token = do_create_token(user, "bench")
+    user, _ = bench_customer()
 
     def client():
-        api = APIClient()
-        api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-        return api
+        return api_client(user)
 
     def create(api, name):
         body = {"name": name, "cores": 1, "memory": "128M", "disk": "1G", "image": str(image.uuid)}
