@@ -35,6 +35,7 @@ from django.utils import timezone
 from agents import hostslots
 from agents.choices import TERMINAL_OPERATION_STATES, OperationState
 from agents.models import Operation
+from agents.signals import operation_step_ran
 
 log = logging.getLogger(__name__)
 
@@ -213,19 +214,24 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
         enqueue(operation.id, countdown=hostslots.QUEUED_RETRY_S + 0.1)
         return hostslots.QUEUED_OUTCOME, None
     step = workflow.steps[index]
+    step_started = time.monotonic()
     try:
         step_result = step.run(operation) or {}
     except StepWaiting as waiting:
+        _step_ran(operation, step.name, step_started, "waiting")
         Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
             state=OperationState.WAITING, lease_owner="", lease_until=None, attempts=0, error=str(waiting),
         )
         return "waiting", None
     except StepError as error:
+        _step_ran(operation, step.name, step_started, "failed")
         return _step_failed(operation, workflow, error), None
     except Exception as error:  # a bug or an unexpected host answer: fail visibly, never hang
         log.exception("operation %s step %s crashed", operation.uuid, step.name)
+        _step_ran(operation, step.name, step_started, "failed")
         error = PermanentStepError(f"Internal error in step {step.name}: {error}")
         return _step_failed(operation, workflow, error), None
+    _step_ran(operation, step.name, step_started, "succeeded")
 
     result = {**operation.result, **step_result}
     if index + 1 < len(workflow.steps):
@@ -252,6 +258,15 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
     operation.steps_done = len(workflow.steps)
     _finish(operation, OperationState.SUCCEEDED, "", workflow=workflow)
     return "succeeded", None
+
+
+def _step_ran(operation: Operation, step: str, started: float, outcome: str) -> None:
+    # Step durations are metrics (observability/ records them); a listener's failure is logged, never
+    # the step's.
+    for _, error in operation_step_ran.send_robust(sender=Operation, operation=operation, step=step,
+                                                    seconds=time.monotonic() - started, outcome=outcome):
+        if isinstance(error, Exception):
+            log.warning("operation_step_ran listener failed: %s", error)
 
 
 def _backoff_seconds(attempts: int) -> float:

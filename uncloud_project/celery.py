@@ -52,4 +52,7 @@ app.conf.beat_schedule = {
     # Billing: the last complete month is billed once (later runs find the bills and make none).
     "billing-monthly-run": {"task": "billing.run_monthly_billing", "schedule": crontab(hour=2, minute=10)},
     "billing-dunning": {"task": "billing.run_dunning", "schedule": crontab(hour=3, minute=10)},
+    # The customers' graphs: every host exporter's counters, one sample per VM.
+    "sample-vm-metrics": {"task": "observability.sample_vms",
+                          "schedule": float(settings.UNCLOUD_METRICS_SAMPLE_INTERVAL)},
 }

@@ -59,9 +59,11 @@ INSTALLED_APPS = [
     "networks",
     "vms",
     "billing",
+    "observability",
 ]
 
 MIDDLEWARE = [
+    "observability.middleware.RequestLatencyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -423,3 +425,17 @@ UNCLOUD_HOST_CALL_TIMEOUT = envint("UNCLOUD_HOST_CALL_TIMEOUT", 120)
 UNCLOUD_HOST_WORKER_SLOTS = envint("UNCLOUD_HOST_WORKER_SLOTS", 2)
 # A VM that failed to start this many times in a row on one host is moved (RBD) or left stopped.
 UNCLOUD_START_FAILURES_BEFORE_GIVING_UP = envint("UNCLOUD_START_FAILURES_BEFORE_GIVING_UP", 3)
+
+# Metrics (observability/). /metrics and the Prometheus service discovery (/metrics/targets) answer
+# staff sessions and scrapers presenting this token (`Authorization: Bearer ...`); empty: staff only.
+UNCLOUD_METRICS_TOKEN = envstr("UNCLOUD_METRICS_TOKEN", "")
+# The control plane's own scrape target in the service discovery (host:port); empty: the Host
+# header of the discovery request.
+UNCLOUD_METRICS_SELF_TARGET = envstr("UNCLOUD_METRICS_SELF_TARGET", "")
+# The `site` label of every discovered target.
+UNCLOUD_SITE_NAME = envstr("UNCLOUD_SITE_NAME", "uncloud")
+# Each host's exporter listens on its management (SSH) address at this port; 0: no exporters.
+UNCLOUD_HOST_EXPORTER_PORT = envint("UNCLOUD_HOST_EXPORTER_PORT", 9847)
+# Customers' graphs: every host's exporter is read this often (seconds); samples are kept this long.
+UNCLOUD_METRICS_SAMPLE_INTERVAL = envint("UNCLOUD_METRICS_SAMPLE_INTERVAL", 60)
+UNCLOUD_METRICS_RETENTION_HOURS = envint("UNCLOUD_METRICS_RETENTION_HOURS", 48)

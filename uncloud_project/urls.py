@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("networks.api.urls")),
     path("", include("images.api.urls")),
     path("", include("billing.api.urls")),
+    path("", include("observability.api.urls")),
 ]
 
 urlpatterns = [
@@ -27,6 +28,7 @@ urlpatterns = [
     path("", include("images.urls")),
     path("admin/", admin.site.urls),
     path("billing/", include("billing.urls")),
+    path("", include("observability.urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start script as a file: the Content-Security-Policy allows no inline script.

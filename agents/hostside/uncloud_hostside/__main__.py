@@ -79,6 +79,11 @@ def main():
         from .ha import run_guard
 
         return run_guard(check_state_dir(argv[1]))
+    if len(argv) == 2 and argv[0] == "exporter":  # the Prometheus exporter daemon, started by exporter-up
+        from .checks import check_state_dir
+        from .exporter import serve_exporter
+
+        return serve_exporter(check_state_dir(argv[1]))
     if len(argv) != 1:
         write_answer({"ok": False, "error": bad_spec(
             f"usage: uncloud_hostside.pyz VERB < spec.json, or serve; verbs: {', '.join(VERBS)}"

@@ -5,6 +5,7 @@ import time
 
 from .checks import check_fields, check_list, check_state_dir
 from .errors import HostsideError, bad_spec
+from .exporter import verb_exporter_down, verb_exporter_up
 from .ha import verb_ceph_blocklist, verb_heartbeat, verb_peer_probe, verb_rbd_watchers
 from .hostdown import verb_host_down
 from .hostinfo import verb_host_info
@@ -117,6 +118,9 @@ VERBS = {
     "peer-probe": verb_peer_probe,
     "ceph-blocklist": verb_ceph_blocklist,
     "rbd-watchers": verb_rbd_watchers,
+    # the Prometheus exporter (exporter.py)
+    "exporter-up": verb_exporter_up,
+    "exporter-down": verb_exporter_down,
 }
 
 

@@ -3,6 +3,7 @@
 import os
 
 from .checks import check_bool, check_fields, check_interface_name, check_number, check_state_dir
+from .exporter import verb_exporter_down
 from .ha import ha_paths, running_guard
 from .inventory import inventory_vms
 from .metadata import verb_metadata_down
@@ -49,6 +50,8 @@ def verb_host_down(spec):
         stop_process(guard, term_wait_s=2)
         remove_file(ha_paths(state_dir)["pid"])
         changes.append("stopped the fence guard")
+    if verb_exporter_down({"state_dir": state_dir})["stopped"]:
+        changes.append("stopped the metrics exporter")
     with host_lock(state_dir):
         if os.path.isdir(nat64_dir(state_dir)):
             for name in sorted(os.listdir(nat64_dir(state_dir))):

@@ -1,0 +1,253 @@
+"""The control plane's /metrics: a Prometheus collector that reads the database at scrape time.
+
+Every family comes from a handful of aggregate queries (GROUP BY, conditional counts), never from
+one query per object, so a scrape costs the same few round trips with 10 or 10,000 VMs
+(bench/metrics.py measures it). Histograms of durations are cumulative counts over the rows that
+exist (operations, step timings), as Prometheus expects of a histogram.
+"""
+
+import time
+from datetime import timedelta
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Max, Min, Q, Sum
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+from accounts.models import AuditEntry
+from agents.choices import HostStatus, OperationState
+from agents.models import Alarm, Host, Operation
+from billing.choices import BankEntryState
+from billing.models import BankEntry, Payment
+from observability.models import JobRun, StepTiming
+from vms.choices import VMStatus
+from vms.models import VM, UnknownGuest
+from vms.scheduler import rooms
+
+# Seconds. Lifecycle operations under TCG take 5 s to minutes; a drain or a big image longer.
+OPERATION_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600)
+STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+# Audit actions that are reconciler drift (the database and a host disagreed) and HA events.
+DRIFT_ACTIONS = {
+    "vm.restart_by_reconciler": "restarted", "vm.stop_by_reconciler": "stopped",
+    "vm.restart_given_up": "restart_given_up", "host.unknown_vm": "unknown_vm",
+    "host.unknown_vm_stopped": "unknown_vm_stopped",
+}
+HA_ACTIONS = (
+    "host.suspect", "host.dead", "host.partitioned", "host.fenced", "host.alive", "host.fence_confirmed",
+    "host.return", "vm.host_failure", "vm.evacuate", "vm.restart_in_place", "alarm.raised",
+)
+WAITING_STATES = (OperationState.PENDING, OperationState.WAITING)
+
+
+def _seconds(delta) -> float:
+    return delta.total_seconds() if delta is not None else 0.0
+
+
+def _histogram(name, documentation, labels, rows, buckets, value_of_sum):
+    """rows: dicts with the label values, `n`, `sum` and `le_<i>` counts for each bucket."""
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for row in rows:
+        counts = [(floatToGoString(bound), row[f"le_{index}"]) for index, bound in enumerate(buckets)]
+        counts.append(("+Inf", row["n"]))
+        family.add_metric([row[label] for label in labels], counts, value_of_sum(row["sum"]))
+    return family
+
+
+def _bucket_counts(field, buckets, as_duration):
+    return {f"le_{index}": Count("id", filter=Q(**{f"{field}__lte": timedelta(seconds=bound) if as_duration
+                                                    else bound}))
+            for index, bound in enumerate(buckets)}
+
+
+class ControlPlaneCollector:
+    def collect(self):
+        started = time.perf_counter()
+        now = timezone.now()
+        yield from self.operations(now)
+        yield from self.hosts(now)
+        yield from self.vms()
+        yield from self.drift_and_ha()
+        yield from self.jobs()
+        yield from self.billing(now)
+        duration = GaugeMetricFamily("uncloud_metrics_collect_seconds", "How long this scrape's database reads took")
+        duration.add_metric([], time.perf_counter() - started)
+        yield duration
+
+    def operations(self, now):
+        by_kind_state = GaugeMetricFamily("uncloud_operations", "Operations by kind and state",
+                                          labels=["kind", "state"])
+        oldest = {state: None for state in WAITING_STATES}
+        queued = dict.fromkeys(WAITING_STATES, 0)
+        for row in Operation.objects.values("kind", "state").annotate(n=Count("id"), oldest=Min("created")) \
+                .order_by("kind", "state"):
+            by_kind_state.add_metric([row["kind"], row["state"]], row["n"])
+            if row["state"] in oldest:
+                queued[row["state"]] += row["n"]
+                if oldest[row["state"]] is None or row["oldest"] < oldest[row["state"]]:
+                    oldest[row["state"]] = row["oldest"]
+        yield by_kind_state
+        depth = GaugeMetricFamily("uncloud_operation_queue_depth",
+                                  "Operations not started yet (pending) or parked until something changes "
+                                  "(waiting, e.g. for capacity)", labels=["state"])
+        age = GaugeMetricFamily("uncloud_operation_oldest_waiting_seconds",
+                                "Age of the oldest operation in this state (0: none)", labels=["state"])
+        for state in WAITING_STATES:
+            depth.add_metric([state], queued[state])
+            age.add_metric([state], _seconds(now - oldest[state]) if oldest[state] else 0.0)
+        yield depth
+        yield age
+        running = Operation.objects.filter(state=OperationState.RUNNING).aggregate(oldest=Min("started"))
+        longest = GaugeMetricFamily("uncloud_operation_oldest_running_seconds",
+                                    "How long the longest-running operation has been running (0: none)")
+        longest.add_metric([], _seconds(now - running["oldest"]) if running["oldest"] else 0.0)
+        yield longest
+
+        # created -> finished: for vm.create that is the customer's create-to-running.
+        finished = Operation.objects.filter(finished__isnull=False).annotate(
+            took=ExpressionWrapper(F("finished") - F("created"), output_field=DurationField()))
+        rows = finished.values("kind", "state").annotate(
+            n=Count("id"), sum=Sum("took"), **_bucket_counts("took", OPERATION_BUCKETS, True)
+        ).order_by("kind", "state")
+        yield _histogram("uncloud_operation_duration_seconds",
+                         "From request to terminal state, per kind and end state (vm.create: create to running)",
+                         ["kind", "state"], rows, OPERATION_BUCKETS, _seconds)
+
+        steps = StepTiming.objects.values("kind", "step", "outcome").annotate(
+            n=Count("id"), sum=Sum("seconds", output_field=FloatField()),
+            **_bucket_counts("seconds", STEP_BUCKETS, False),
+        ).order_by("kind", "step", "outcome")
+        yield _histogram("uncloud_operation_step_duration_seconds", "One run of one step of an operation",
+                         ["kind", "step", "outcome"], steps, STEP_BUCKETS, lambda total: total or 0.0)
+
+    def hosts(self, now):
+        hosts = list(Host.objects.all())
+        status = GaugeMetricFamily("uncloud_host_info", "One per host: its staff status and liveness",
+                                   labels=["host", "status", "liveness"])
+        by_status = GaugeMetricFamily("uncloud_hosts", "Hosts by status", labels=["status"])
+        heartbeat = GaugeMetricFamily("uncloud_host_heartbeat_age_seconds",
+                                      "Seconds since the host last answered (absent: never)", labels=["host"])
+        counts = dict.fromkeys(HostStatus.values, 0)
+        for host in hosts:
+            counts[host.status] = counts.get(host.status, 0) + 1
+            status.add_metric([host.name, host.status, host.liveness], 1)
+            if host.last_heartbeat is not None:
+                heartbeat.add_metric([host.name], _seconds(now - host.last_heartbeat))
+        for name, count in counts.items():
+            by_status.add_metric([name], count)
+        yield status
+        yield by_status
+        yield heartbeat
+
+        capacity = GaugeMetricFamily(
+            "uncloud_host_capacity", "What a host offers to VMs (its size times the overbooking ratio)",
+            labels=["host", "resource"])
+        physical = GaugeMetricFamily("uncloud_host_physical", "A host's own size", labels=["host", "resource"])
+        free = GaugeMetricFamily("uncloud_host_free",
+                                 "Left for new VMs (capacity minus what placed VMs ask for; negative: overbooked "
+                                 "beyond its ratio)", labels=["host", "resource"])
+        overbooking = GaugeMetricFamily("uncloud_host_overbooking_ratio", "Staff's overbooking ratios",
+                                        labels=["host", "resource"])
+        for room in rooms(hosts):
+            host = room.host
+            offered = {"cores": float(host.cores * host.cpu_overbooking),
+                       "memory_mib": float(host.memory_mib * host.memory_overbooking),
+                       "disk_mib": float(host.disk_gib * 1024)}
+            left = {"cores": float(room.free_cores), "memory_mib": float(room.free_memory_mib),
+                    "disk_mib": float(room.free_disk_mib)}
+            for resource in offered:
+                capacity.add_metric([host.name, resource], offered[resource])
+                free.add_metric([host.name, resource], left[resource])
+            physical.add_metric([host.name, "cores"], host.cores)
+            physical.add_metric([host.name, "memory_mib"], host.memory_mib)
+            physical.add_metric([host.name, "disk_mib"], host.disk_gib * 1024)
+            overbooking.add_metric([host.name, "cores"], float(host.cpu_overbooking))
+            overbooking.add_metric([host.name, "memory"], float(host.memory_overbooking))
+        yield capacity
+        yield physical
+        yield free
+        yield overbooking
+
+    def vms(self):
+        by_status = GaugeMetricFamily("uncloud_vms", "VMs by status (deleted ones left out)", labels=["status"])
+        counts = dict.fromkeys([value for value in VMStatus.values if value != VMStatus.DELETED], 0)
+        for row in VM.objects.exclude(status=VMStatus.DELETED).values("status").annotate(n=Count("id")):
+            counts[row["status"]] = row["n"]
+        for name, count in counts.items():
+            by_status.add_metric([name], count)
+        yield by_status
+
+    def drift_and_ha(self):
+        events = {row["action"]: row["n"] for row in AuditEntry.objects.filter(
+            action__in=[*DRIFT_ACTIONS, *HA_ACTIONS]).values("action").annotate(n=Count("id"))}
+        drift = CounterMetricFamily("uncloud_reconciler_drift", "What the reconciler found and corrected "
+                                    "(from the audit log)", labels=["kind"])
+        for action, kind in DRIFT_ACTIONS.items():
+            drift.add_metric([kind], events.get(action, 0))
+        yield drift
+        unknown = GaugeMetricFamily("uncloud_unknown_guests",
+                                    "Guests a host runs that the database does not want, not stopped yet")
+        unknown.add_metric([], UnknownGuest.objects.filter(stopped_at__isnull=True).count())
+        yield unknown
+        restarts = CounterMetricFamily("uncloud_vm_restarts", "Restarts by the reconciler over all VMs")
+        restarts.add_metric([], VM.objects.aggregate(total=Sum("restart_count"))["total"] or 0)
+        yield restarts
+        ha = CounterMetricFamily("uncloud_ha_events", "Host failure handling (from the audit log)",
+                                 labels=["event"])
+        for action in HA_ACTIONS:
+            ha.add_metric([action], events.get(action, 0))
+        yield ha
+        alarms = GaugeMetricFamily("uncloud_alarms_active", "Alarms not cleared (admin: Alarms)", labels=["kind"])
+        for row in Alarm.objects.filter(cleared__isnull=True).values("kind").annotate(n=Count("id")):
+            alarms.add_metric([row["kind"]], row["n"])
+        yield alarms
+
+    def jobs(self):
+        rows = JobRun.objects.values("task").annotate(n=Count("id"), total=Sum("seconds", output_field=FloatField()),
+                                                      last_started=Max("started"))
+        last = {}
+        for run in JobRun.objects.filter(
+                started__in=[row["last_started"] for row in rows]).values("task", "started", "seconds", "succeeded"):
+            last[run["task"]] = run
+        runs = CounterMetricFamily("uncloud_job_runs", "Runs of periodic jobs", labels=["task"])
+        seconds = CounterMetricFamily("uncloud_job_seconds", "Time spent in periodic jobs", labels=["task"])
+        last_seconds = GaugeMetricFamily("uncloud_job_last_duration_seconds",
+                                         "Duration of the last run (billing.run_monthly_billing: the billing run)",
+                                         labels=["task"])
+        last_ok = GaugeMetricFamily("uncloud_job_last_success", "1 when the last run succeeded", labels=["task"])
+        last_time = GaugeMetricFamily("uncloud_job_last_run_timestamp_seconds", "When the last run started",
+                                      labels=["task"])
+        for row in rows:
+            runs.add_metric([row["task"]], row["n"])
+            seconds.add_metric([row["task"]], row["total"] or 0.0)
+            run = last.get(row["task"])
+            if run is not None:
+                last_seconds.add_metric([row["task"]], run["seconds"])
+                last_ok.add_metric([row["task"]], 1 if run["succeeded"] else 0)
+                last_time.add_metric([row["task"]], run["started"].timestamp())
+        yield from (runs, seconds, last_seconds, last_ok, last_time)
+
+    def billing(self, now):
+        payments = CounterMetricFamily("uncloud_payments", "Payments received, by method and currency",
+                                       labels=["method", "currency"])
+        amounts = CounterMetricFamily("uncloud_payments_amount", "Sum of payments received (major units)",
+                                      labels=["method", "currency"])
+        for row in Payment.objects.filter(reversed_at__isnull=True).values("method", "currency").annotate(
+                n=Count("id"), total=Sum("amount")):
+            payments.add_metric([row["method"], row["currency"]], row["n"])
+            amounts.add_metric([row["method"], row["currency"]], float(row["total"] or 0))
+        yield payments
+        yield amounts
+        entries = GaugeMetricFamily("uncloud_bank_entries", "Bank entries by state", labels=["state"])
+        counts = dict.fromkeys(BankEntryState.values, 0)
+        for row in BankEntry.objects.values("state").annotate(n=Count("id")):
+            counts[row["state"]] = row["n"]
+        for name, count in counts.items():
+            entries.add_metric([name], count)
+        yield entries
+        oldest = BankEntry.objects.filter(state=BankEntryState.UNMATCHED).aggregate(oldest=Min("created"))["oldest"]
+        age = GaugeMetricFamily("uncloud_bank_unmatched_oldest_seconds",
+                                "Age of the oldest bank entry waiting for staff (0: none)")
+        age.add_metric([], _seconds(now - oldest) if oldest else 0.0)
+        yield age
