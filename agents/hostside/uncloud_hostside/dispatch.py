@@ -11,11 +11,13 @@ from .hostdown import verb_host_down
 from .hostinfo import verb_host_info
 from .hotplug import verb_disk_attach, verb_disk_detach, verb_nic_attach, verb_nic_detach, verb_vm_firewall
 from .inventory import verb_inventory
+from .jump import verb_jump_sync
 from .metadata import verb_metadata_down, verb_metadata_up, verb_vm_metadata, verb_vm_metadata_delete
 from .metadata_server import verb_metadata_serve
 from .migration import MIGRATION_VERBS
 from .nat64 import verb_nat64_sync
 from .net import verb_net_down, verb_net_up
+from .proxy import verb_proxy_sync
 from .rbd import (
     verb_rbd_disk_delete,
     verb_rbd_disk_ensure,
@@ -88,6 +90,9 @@ VERBS = {
     "nic-attach": verb_nic_attach,
     "nic-detach": verb_nic_detach,
     "nat64-sync": verb_nat64_sync,
+    # the shared IPv4 proxy and SSH jump host of a proxy host
+    "proxy-sync": verb_proxy_sync,
+    "jump-sync": verb_jump_sync,
     "inventory": verb_inventory,
     # images, disks, snapshots, config drives, the metadata service
     "image-ensure": verb_image_ensure,

@@ -165,3 +165,25 @@ def metadata_server_paths(state_dir):
             "log": os.path.join(directory, "server.log"),
             # Named on the server's command line, so its process is found by its state_dir.
             "marker": os.path.join(directory, "server") + "/"}
+
+
+def proxy_paths(state_dir):
+    """The shared HTTP(S) proxy of a proxy host (proxy.py): HAProxy's config, pid, state."""
+    directory = os.path.join(state_dir, "proxy")
+    return {"dir": directory,
+            "config": os.path.join(directory, "haproxy.cfg"),
+            "candidate": os.path.join(directory, "haproxy.cfg.new"),
+            "pid": os.path.join(directory, "haproxy.pid"),
+            "state": os.path.join(directory, "state.json")}
+
+
+def jump_paths(state_dir):
+    """The SSH jump host of a proxy host (jump.py): its own sshd, keys and config."""
+    directory = os.path.join(state_dir, "jump")
+    return {"dir": directory,
+            "config": os.path.join(directory, "sshd_config"),
+            "candidate": os.path.join(directory, "sshd_config.new"),
+            "authorized_keys": os.path.join(directory, "authorized_keys"),
+            "host_key": os.path.join(directory, "ssh_host_ed25519_key"),
+            "pid": os.path.join(directory, "sshd.pid"),
+            "log": os.path.join(directory, "sshd.log")}
