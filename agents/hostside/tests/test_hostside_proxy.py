@@ -95,6 +95,13 @@ def test_proxy_routes_by_name_and_sni_and_serves_pending_names_their_challenge_o
     ok(host, "proxy-sync", **proxy_spec([tls]))
     wait_until(lambda: fetch(host, "www.example.test") == "No site here by that name.")
 
+    # Guests on other hosts are reached over the underlay; their routes go when they leave the spec.
+    routed = {"routes": [{"ipv6": "2001:db8:78::5", "via": "fd00:1::2"}], "underlay_device": host.underlay_device}
+    ok(host, "proxy-sync", **proxy_spec([tls]), **routed)
+    assert "via fd00:1::2" in host.run(["ip", "-6", "route", "show", "2001:db8:78::5/128"]).stdout
+    assert "removed route 2001:db8:78::5" in ok(host, "proxy-sync", **proxy_spec([tls]))["changes"]
+    assert host.run(["ip", "-6", "route", "show", "2001:db8:78::5/128"]).stdout == ""
+
 
 @pytest.mark.parametrize("entry", [
     {"name": "a.example.test\n    bind :1", "ipv6": GUEST, "serve": "all"},

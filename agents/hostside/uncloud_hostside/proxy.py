@@ -45,20 +45,24 @@ SERVE_ALL, SERVE_CHALLENGE = "all", "challenge"
 
 
 def parse_name(entry, field):
-    check_fields(entry, ["name", "ipv6", "serve"], ["via", "proxy_protocol"])
+    check_fields(entry, ["name", "ipv6", "serve"], ["proxy_protocol"])
     name = check_domain(entry["name"], f"{field}.name")
     if "." not in name:
         raise bad_spec(f"{field}.name must have at least two labels")
     if entry["serve"] not in (SERVE_ALL, SERVE_CHALLENGE):
         raise bad_spec(f"{field}.serve must be {SERVE_ALL!r} or {SERVE_CHALLENGE!r}")
-    via = entry.get("via")
-    return {"name": name, "ipv6": str(check_ipv6_address(entry["ipv6"], f"{field}.ipv6")),
-            "serve": entry["serve"], "via": None if via is None else str(check_ipv6_address(via, f"{field}.via")),
+    return {"name": name, "ipv6": str(check_ipv6_address(entry["ipv6"], f"{field}.ipv6")), "serve": entry["serve"],
             "proxy_protocol": check_bool(entry.get("proxy_protocol", False), f"{field}.proxy_protocol")}
 
 
+def parse_route(entry, field):
+    check_fields(entry, ["ipv6", "via"])
+    return (str(check_ipv6_address(entry["ipv6"], f"{field}.ipv6")), str(check_ipv6_address(entry["via"], f"{field}.via")))
+
+
 def parse_proxy_spec(spec):
-    check_fields(spec, ["state_dir", "names"], ["underlay_device", "bind_ipv4", "http_port", "https_port", "enabled"])
+    check_fields(spec, ["state_dir", "names"],
+                 ["routes", "underlay_device", "bind_ipv4", "http_port", "https_port", "enabled"])
     try:
         bind = ipaddress.IPv4Address(spec.get("bind_ipv4", "0.0.0.0"))
     except (ValueError, TypeError):
@@ -72,10 +76,14 @@ def parse_proxy_spec(spec):
     https_port = check_int(spec.get("https_port", 443), "https_port", 1, 65535)
     if http_port == https_port:
         raise bad_spec("http_port and https_port must differ")
+    routes = sorted({parse_route(entry, f"routes[{index}]")
+                     for index, entry in enumerate(check_list(spec.get("routes", []), "routes", MAX_NAMES))})
+    if len({address for address, _ in routes}) != len(routes):
+        raise bad_spec("routes: an address appears twice")
     underlay = spec.get("underlay_device")
-    if any(entry["via"] for entry in names) and underlay is None:
+    if routes and underlay is None:
         raise bad_spec("underlay_device is needed to route to guests on other hosts")
-    return {"state_dir": check_state_dir(spec["state_dir"]), "names": names, "bind_ipv4": str(bind),
+    return {"state_dir": check_state_dir(spec["state_dir"]), "names": names, "routes": routes, "bind_ipv4": str(bind),
             "http_port": http_port, "https_port": https_port,
             "underlay_device": None if underlay is None else check_interface_name(underlay, "underlay_device"),
             "enabled": check_bool(spec.get("enabled", True), "enabled")}
@@ -140,9 +148,9 @@ def render_haproxy_config(proxy):
     return "\n".join(lines) + "\n"
 
 
-def sync_routes(paths, names, underlay_device, changes):
-    """/128 routes to guests on other hosts (over the underlay), as nat64.py does for its maps."""
-    wanted = sorted({(entry["ipv6"], entry["via"]) for entry in names if entry["via"]})
+def sync_routes(paths, wanted, underlay_device, changes):
+    """/128 routes to guests on other hosts (over the underlay), as nat64.py does for its maps: the
+    named guests and the jump host's targets."""
     recorded = (read_json_file(paths["state"]) or {}).get("routes", [])
     for address, via in wanted:
         run_command(["ip", "-6", "route", "replace", f"{address}/128", "via", via, "dev", underlay_device])
@@ -205,7 +213,7 @@ def verb_proxy_sync(spec):
             return {"running": False, "names": 0, "changes": changes}
         require_binaries("haproxy", "ip")
         config = render_haproxy_config(proxy)
-        routes = sync_routes(paths, proxy["names"], proxy["underlay_device"], changes)
+        routes = sync_routes(paths, proxy["routes"], proxy["underlay_device"], changes)
         pid = load_config(paths, config, changes)
         write_json_file(paths["state"], {"routes": routes, "names": [entry["name"] for entry in proxy["names"]]})
     return {"running": True, "pid": pid, "names": len(proxy["names"]),
