@@ -483,3 +483,15 @@ def on_ipv4_allocated(sender, address, **kwargs):
 
 def on_ipv4_released(sender, address, **kwargs):
     do_close_order(address.uuid)
+
+
+# What names on the shared IPv4 proxy cost: the receivers of proxy's signals (connected in apps.py) ------
+
+def on_domain_created(sender, domain, **kwargs):
+    refuse_if_suspended(domain.project, "domain names")
+    do_open_order(domain.project, "proxy-name", resource_uuid=domain.uuid, resource_kind="domain",
+                  description=f"Domain name {domain.name} on the IPv4 proxy")
+
+
+def on_domain_deleted(sender, domain, **kwargs):
+    do_close_order(domain.uuid)

@@ -24,3 +24,11 @@ class BillingConfig(AppConfig):
                                                dispatch_uid="billing.ipv4_allocated")
         network_signals.ipv4_released.connect(actions.on_ipv4_released, sender=IPv4Address,
                                               dispatch_uid="billing.ipv4_released")
+
+        from proxy import signals as proxy_signals
+        from proxy.models import DomainName
+
+        proxy_signals.domain_created.connect(actions.on_domain_created, sender=DomainName,
+                                             dispatch_uid="billing.domain_created")
+        proxy_signals.domain_deleted.connect(actions.on_domain_deleted, sender=DomainName,
+                                             dispatch_uid="billing.domain_deleted")

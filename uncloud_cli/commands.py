@@ -510,6 +510,41 @@ def ipv4_map(uuid, nic, show):
     show(api().send("PATCH", f"ipv4-addresses/{uuid}/", {"nic": nic}))
 
 
+domains = resource("domains", "domains/", "domain name", ["uuid", "name", "vm", "status", "proxy_protocol"],
+                   filters=["name", "status"],
+                   help_text="Domain names served to IPv4 visitors through the shared proxy (HTTP by name, HTTPS by SNI).")
+
+
+@domains.command("create")
+@click.argument("name")
+@click.argument("vm")
+@click.option("--proxy-protocol", is_flag=True, help="Send the PROXY protocol v2 header to the VM.")
+@output_options()
+def domains_create(name, vm, proxy_protocol, show):
+    """Claim NAME for VM. Point NAME's A record at a proxy address and make the VM answer the shown
+    challenge_url with the proof_token on port 80; the name is served once proven."""
+    show(api().send("POST", "domains/", {"name": name, "vm": vms.ident_of(vm), "proxy_protocol": proxy_protocol}))
+
+
+@domains.command("verify")
+@click.argument("ident", metavar="NAME_OR_UUID")
+@output_options()
+def domains_verify(ident, show):
+    """Prove the name again (after a failed proof)."""
+    show(api().send("POST", f"domains/{domains.ident_of(ident)}/verify/"))
+
+
+@domains.command("set")
+@click.argument("ident", metavar="NAME_OR_UUID")
+@click.option("--vm", help="Point the name at this VM (same project).")
+@click.option("--proxy-protocol/--no-proxy-protocol", default=None, help="Send the PROXY protocol v2 header.")
+@output_options()
+def domains_set(ident, vm, proxy_protocol, show):
+    body = {key: value for key, value in (("vm", vms.ident_of(vm) if vm else None),
+                                          ("proxy_protocol", proxy_protocol)) if value is not None}
+    show(api().send("PATCH", f"domains/{domains.ident_of(ident)}/", body))
+
+
 images = resource("images", "images/", "image", ["uuid", "name", "status", "is_public", "virtual_size_bytes"],
                   filters=["name", "status"], help_text="OS images.")
 

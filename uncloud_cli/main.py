@@ -23,6 +23,7 @@ COMMANDS = {
     "networks": "Private networks (and the public ones).",
     "nics": "Network interfaces of your VMs.",
     "ipv4": "Public IPv4 addresses (NAT64).",
+    "domains": "Domain names served to IPv4 visitors by the shared proxy.",
     "images": "OS images: list, upload (with progress), delete.",
     "disks": "Root disks and data volumes.",
     "snapshots": "Disk snapshots.",

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "images",
     "networks",
     "vms",
+    "proxy",
     "billing",
     "observability",
 ]
@@ -250,6 +251,14 @@ UNCLOUD_NIC_DETACH_TIMEOUT = envint("UNCLOUD_NIC_DETACH_TIMEOUT", 30)
 UNCLOUD_DNS_SERVERS = (envlist("UNCLOUD_DNS_SERVERS") if "UNCLOUD_DNS_SERVERS" in os.environ
                        else resolv_conf_ipv6_servers())
 UNCLOUD_DNS_SEARCH = envlist("UNCLOUD_DNS_SEARCH", "")
+
+# The shared IPv4 proxy and SSH jump host (proxy app, README "IPv4 visitors")
+UNCLOUD_PROXY_NAMES_PER_PROJECT = envint("UNCLOUD_PROXY_NAMES_PER_PROJECT", 20)
+UNCLOUD_PROXY_NAME_MONTHLY_PRICE = envstr("UNCLOUD_PROXY_NAME_MONTHLY_PRICE", "0.00")  # first price of "proxy-name"
+UNCLOUD_PROXY_JUMP_USER = envstr("UNCLOUD_PROXY_JUMP_USER", "uncloud-jump")  # system user on proxy hosts
+# Where the control plane fetches a name's challenge instead of resolving it (a lab without DNS)
+UNCLOUD_PROXY_CHALLENGE_ADDRESS = envstr("UNCLOUD_PROXY_CHALLENGE_ADDRESS", "")
+UNCLOUD_PROXY_CHALLENGE_TIMEOUT = envint("UNCLOUD_PROXY_CHALLENGE_TIMEOUT", 10)
 
 # Quotas every new project starts with (staff raise them per project)
 UNCLOUD_DEFAULT_QUOTA_VMS = envint("UNCLOUD_DEFAULT_QUOTA_VMS", 10)

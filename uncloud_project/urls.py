@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("images.api.urls")),
     path("", include("billing.api.urls")),
     path("", include("observability.api.urls")),
+    path("", include("proxy.api.urls")),
 ]
 
 urlpatterns = [

@@ -26,6 +26,7 @@ from accounts import actions as account_actions
 from images.models import Disk, Image, Snapshot
 from networks.actions import do_create_network, do_create_public_network
 from networks.models import PrefixPool
+from proxy.actions import do_create_domain
 from vms import actions as vm_actions
 from vms.tests.test_api import ED25519
 
@@ -60,6 +61,7 @@ def alice_world(alice, alice_project, bob):
     vm_actions.do_create_vm(alice, alice_project, name="cold", cores=1, memory_mib=512, disk_mib=4096, start=False)
     volume = Disk.objects.create(project=alice_project, name="data", role="data", size_mib=1024, status="available")
     Snapshot.objects.create(project=alice_project, disk=volume, name="snap")
+    do_create_domain(alice, alice_project, vm, "www.example.org")
     _, token = account_actions.do_create_token(alice, "contract")
     return token
 

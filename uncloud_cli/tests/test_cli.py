@@ -237,3 +237,23 @@ def test_resize_and_a_staff_maintenance_round_trip(alice_cli, live_server, monke
     assert host.status == "draining"
     enabled = run("hosts", "enable", host.uuid, "-o", "value", "-c", "status")
     assert enabled.exit_code == 0 and enabled.stdout == "enabled\n"
+
+
+def test_domains_create_set_verify_and_delete(alice_cli):
+    from tests.lab.controlplane import public_network
+
+    public_network()
+    assert run("vms", "create", "web1", "--empty-disk", "--stopped").exit_code == 0
+    created = run("domains", "create", "WWW.Example.org", "web1", "-o", "json")
+    assert created.exit_code == 0, created.output
+    domain = json.loads(created.stdout)
+    assert (domain["name"], domain["status"]) == ("www.example.org", "pending")
+    assert run("domains", "create", "www.example.org", "web1").exit_code == EXIT_API  # taken
+    listed = run("domains", "list", "-o", "value", "-c", "name")
+    assert listed.exit_code == 0 and listed.stdout == "www.example.org\n"
+    changed = run("domains", "set", "www.example.org", "--proxy-protocol", "-o", "value", "-c", "proxy_protocol")
+    assert changed.exit_code == 0 and changed.stdout.strip() == "yes", changed.output
+    verified = run("domains", "verify", "www.example.org")
+    assert verified.exit_code == EXIT_API and "under way" in verified.output  # no worker runs its first proof
+    assert run("domains", "delete", "www.example.org").exit_code == 0
+    assert run("domains", "list", "-o", "value", "-c", "name").stdout == ""
