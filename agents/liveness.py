@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 MASS_FAILURE_ALARM = "hosts_silent"
 FAILED_STATES = (HostLiveness.PARTITIONED, HostLiveness.DEAD)
 STORAGE_FENCE_RETRY_S = 5.0
+HEARTBEAT_WRITE_S = 2.0  # Host.last_heartbeat is written at most this often
+POWER_STARTED = "power started"
 
 
 @dataclass
@@ -104,6 +107,8 @@ class HostWatcher:
         self.pending_log: dict[int, list[dict]] = {}
         self.threads: dict[int, threading.Thread] = {}
         self.fencing: dict[int, dict] = {}
+        # Hosts that answered since this watcher started: only these can be heard back from a failure.
+        self.answered: set[int] = set()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -125,9 +130,7 @@ class HostWatcher:
         with self.lock:
             self.hosts = {host.id: host for host in hosts}
         for host in hosts:
-            with self.lock:
-                # A host added while the watcher runs is silent from the moment it is first seen.
-                self.last_ok.setdefault(host.id, self.clock())
+            self.first_seen(host)
             thread = self.threads.get(host.id)
             if thread is None or not thread.is_alive():
                 thread = threading.Thread(target=self._beat_loop, args=(host.id,), name=f"heartbeat-{host.name}",
@@ -135,6 +138,33 @@ class HostWatcher:
                 self.threads[host.id] = thread
                 thread.start()
         self.evaluate(hosts)
+
+    def first_seen(self, host: Host) -> None:
+        """Time a host's silence from what the database remembers, so a restarted watcher goes on
+        where the last one stopped: a failed host is not heard (and revived) before it answers, its
+        lease keeps counting, and the fence steps already taken are not taken again."""
+        with self.lock:
+            if host.id in self.last_ok:
+                return
+            # A host added while the watcher runs (or alive when it starts) is silent from now on.
+            self.last_ok[host.id] = self.clock()
+        if host.liveness == HostLiveness.ALIVE:
+            return
+        # The latest moment it can have answered: one heartbeat write (every HEARTBEAT_WRITE_S) after
+        # its last_heartbeat, and suspect_after before it left `alive`. Its silence is never
+        # overestimated, so a lease is never counted as run out early.
+        latest = []
+        if host.last_heartbeat:
+            latest.append(host.last_heartbeat + timedelta(seconds=HEARTBEAT_WRITE_S
+                                                          + seconds(settings.UNCLOUD_HEARTBEAT_INTERVAL_MS)))
+        if host.liveness_since:
+            latest.append(host.liveness_since - timedelta(seconds=seconds(settings.UNCLOUD_HEARTBEAT_SUSPECT_AFTER_MS)))
+        if latest:
+            silent_s = max(0.0, (timezone.now() - min(latest)).total_seconds())
+            with self.lock:
+                self.last_ok[host.id] = self.clock() - silent_s
+        if host.liveness in FAILED_STATES:
+            self.fencing[host.id] = fence_state_from_log(host, self.clock())
 
     # --- heartbeats (one thread per host) ------------------------------------------------------
 
@@ -191,10 +221,11 @@ class HostWatcher:
                                            killed=answer["killed_stale"]))
         with self.lock:
             self.last_ok[host.id] = now
+            self.answered.add(host.id)
             self.reported[host.id] = answer.get("guests", {})
             if entries:
                 self.pending_log.setdefault(host.id, []).extend(entries)
-            write = now - self.last_written.get(host.id, 0.0) >= 2.0
+            write = now - self.last_written.get(host.id, 0.0) >= HEARTBEAT_WRITE_S
             if write:
                 self.last_written[host.id] = now
         if write:
@@ -224,7 +255,10 @@ class HostWatcher:
         self._alarm(mass, silent, watched)
         for host in hosts:
             if silence[host.id] <= suspect_after:
-                self._heard(host)
+                with self.lock:
+                    answered = host.id in self.answered
+                if host.liveness == HostLiveness.ALIVE or answered:
+                    self._heard(host)
             elif host in watched:
                 self._silent(host, silence[host.id], mass, hosts, silence)
 
@@ -269,8 +303,9 @@ class HostWatcher:
             opinion = self.second_opinion(host, hosts, silence)
             if opinion is None:
                 return
-            if self._transition(host, HostLiveness.PARTITIONED if opinion else HostLiveness.DEAD):
-                hooks.host_failed(host)
+            with transaction.atomic():  # a watcher killed here leaves both done or neither
+                if self._transition(host, HostLiveness.PARTITIONED if opinion else HostLiveness.DEAD):
+                    hooks.host_failed(host)
         if host.liveness in FAILED_STATES:
             self.fence(host, silent_s, hosts, silence)
 
@@ -308,6 +343,8 @@ class HostWatcher:
         state = self.fencing.setdefault(host.id, {})
         entries = []
         if host.power_fence_command and "power" not in state:
+            # Logged before it runs: a watcher restarted mid-command never powers the host off twice.
+            append_fence_log(host, fence_log_entry(POWER_STARTED, True, "running the power fence command"))
             state["power"] = run_power_fence(host)
             entries.append(state["power"])
         storage = state.get("storage")
@@ -330,10 +367,11 @@ class HostWatcher:
         if not confirmed:
             return
         storage_address = state["storage"]["address"] if state.get("storage", {}).get("ok") else ""
-        if self._transition(host, HostLiveness.FENCED, fenced_at=timezone.now(),
-                            storage_fenced_address=storage_address):
-            audit.record(None, "host.fence_confirmed", target=host, by=confirmed, silent_s=round(silent_s, 1))
-            hooks.host_fenced(host)
+        with transaction.atomic():  # fenced and its VMs' evacuations started, or neither
+            if self._transition(host, HostLiveness.FENCED, fenced_at=timezone.now(),
+                                storage_fenced_address=storage_address):
+                audit.record(None, "host.fence_confirmed", target=host, by=confirmed, silent_s=round(silent_s, 1))
+                hooks.host_fenced(host)
 
     def storage_fence(self, host: Host, hosts: list[Host], silence: dict) -> dict:
         address = host.ceph_client_address or host.underlay_address
@@ -371,6 +409,29 @@ class HostWatcher:
                 Alarm.objects.filter(pk=open_alarm.pk).update(cleared=timezone.now())
                 audit.record(None, "alarm.cleared", kind=MASS_FAILURE_ALARM)
             log.warning("alarm cleared: hosts answer again")
+
+
+def fence_state_from_log(host: Host, clock_now: float) -> dict:
+    """The fence steps already taken for the host's current failure (its fence log since it
+    failed), as HostWatcher.fencing holds them: a restarted watcher neither repeats nor forgets them."""
+    state: dict = {}
+    since = host.liveness_since
+    now = timezone.now()
+    for entry in host.fence_log:
+        try:
+            at = datetime.fromisoformat(entry["at"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if since is not None and at < since:
+            continue
+        if entry.get("step") == POWER_STARTED:
+            state["power"] = fence_log_entry("power", False, "the watcher stopped while the power fence ran; "
+                                             "not run again (see the fence log)")
+        elif entry.get("step") == "power":
+            state["power"] = entry
+        elif entry.get("step") == "storage":
+            state["storage"] = {**entry, "tried": clock_now - max(0.0, (now - at).total_seconds())}
+    return state
 
 
 def ceph_blocklist_spec(address: str, action: str) -> dict:

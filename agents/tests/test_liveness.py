@@ -1,0 +1,80 @@
+"""The heartbeat watcher's decisions across its own restart (agents/liveness.py), on the database
+without hosts: the watcher is driven tick by tick with a clock of the test's (no heartbeat threads;
+the lab test vms/tests/test_failover_lab.py runs the real process against real hosts)."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from agents.choices import HostLiveness, HostTransport
+from agents.liveness import POWER_STARTED, HostWatcher, fence_log_entry
+from agents.models import Host
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def failed_host(name, *, failed_s_ago, heard_s_ago, **fields) -> Host:
+    now = timezone.now()
+    return Host.objects.create(name=name, transport=HostTransport.LOCAL, liveness=HostLiveness.DEAD,
+                               liveness_since=now - timedelta(seconds=failed_s_ago),
+                               last_heartbeat=now - timedelta(seconds=heard_s_ago), **fields)
+
+
+def restarted_watcher(clock, *hosts) -> HostWatcher:
+    watcher = HostWatcher(clock=clock)
+    for host in hosts:
+        watcher.first_seen(host)
+    return watcher
+
+
+def evaluate(watcher, host) -> Host:
+    watcher.evaluate([Host.objects.get(pk=host.pk)])
+    return Host.objects.get(pk=host.pk)
+
+
+def test_a_restarted_watcher_neither_revives_a_failed_host_nor_restarts_its_lease(db, settings):
+    settings.UNCLOUD_FENCE_LEASE_SECONDS, settings.UNCLOUD_FENCE_MARGIN_SECONDS = 15, 5
+    settings.UNCLOUD_HEARTBEAT_SUSPECT_AFTER_MS = 3000
+    # Dead for 8 s, so silent for at least 11 s: the lease (15 + 5 s) runs out 9 s from now.
+    host = failed_host("hv-dead", failed_s_ago=8, heard_s_ago=12)
+    clock = Clock()
+    watcher = restarted_watcher(clock, host)
+
+    assert evaluate(watcher, host).liveness == HostLiveness.DEAD  # not "heard" before it answers
+    clock.now += 8
+    assert evaluate(watcher, host).liveness == HostLiveness.DEAD  # its lease has not run out yet
+    clock.now += 2
+    fenced = evaluate(watcher, host)
+    assert fenced.liveness == HostLiveness.FENCED
+    assert [entry["step"] for entry in fenced.fence_log] == ["lease"]
+
+
+def test_a_restarted_watcher_never_runs_a_power_fence_twice(db, settings, tmp_path):
+    runs = tmp_path / "power-runs"
+    command = ["sh", "-c", f"echo off >> {runs}"]
+    now = timezone.now()
+    # The last watcher had started the power fence when it stopped: it is not run again.
+    interrupted = failed_host("hv-interrupted", failed_s_ago=2, heard_s_ago=6, power_fence_command=command,
+                              fence_log=[fence_log_entry(POWER_STARTED, True, "running the power fence command")])
+    # An earlier failure's power fence (before this failure) does not count for this one.
+    earlier = fence_log_entry("power", True, "exited 0")
+    earlier["at"] = (now - timedelta(hours=1)).isoformat()
+    fresh = failed_host("hv-fresh", failed_s_ago=2, heard_s_ago=6, power_fence_command=command, fence_log=[earlier])
+    clock = Clock()
+    watcher = restarted_watcher(clock, interrupted, fresh)
+
+    assert evaluate(watcher, interrupted).liveness == HostLiveness.DEAD  # waits for its lease instead
+    assert not runs.exists()
+    fenced = evaluate(watcher, fresh)
+    assert runs.read_text() == "off\n" and fenced.liveness == HostLiveness.FENCED
+    assert [entry["step"] for entry in fenced.fence_log] == ["power", POWER_STARTED, "power"]
+
+    again = restarted_watcher(Clock(), *Host.objects.filter(pk=fresh.pk))  # fenced: nothing left to do
+    evaluate(again, fresh)
+    assert runs.read_text() == "off\n"
