@@ -11,10 +11,13 @@ An app registers a workflow (`register_workflow("vm.create", [...steps])`) and s
 The Celery task uses `advance_steps(op_id, budget)`: the same, step after step, except that
 between two steps the worker keeps the lease (renewed in the UPDATE that records the step).
 
-A worker that dies mid-step loses nothing: its lease expires, `resume_stalled()` (beat)
-enqueues the operation again and the step runs again; steps are idempotent, so the result is
-the same. Transient errors retry with backoff; permanent errors, or too many attempts, end the
-operation as failed with the error text the customer sees.
+While a step runs, a heartbeat thread renews the lease (agents/leases.py), so leases are short.
+A worker that dies mid-step loses nothing: its lease expires within seconds, `resume_stalled()`
+(beat) enqueues the operation again and the step runs again; steps are idempotent, so the result
+is the same. A message that cannot be sent (the broker is down) is left to the resumer too: the
+operation is committed, and the caller is not told a lie (see send()). Transient errors retry with
+backoff; permanent errors, or too many attempts, end the operation as failed: `error` is what the
+customer sees (a cause in plain words), `error_detail` what staff need (host, paths, commands).
 """
 
 import logging
@@ -27,13 +30,14 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents import hostslots
 from agents.choices import TERMINAL_OPERATION_STATES, OperationState
+from agents.leases import lease_renewed
 from agents.models import Operation
 from agents.signals import operation_step_ran
 
@@ -41,7 +45,10 @@ log = logging.getLogger(__name__)
 
 
 class StepError(Exception):
-    """A step could not finish. `transient` ones are retried with backoff."""
+    """A step could not finish. `transient` ones are retried with backoff.
+
+    The message is for the customer: the cause in plain words, no host paths or command lines.
+    `details` are for staff only (Operation.error_detail)."""
 
     transient = False
 
@@ -120,7 +127,7 @@ def start_operation(kind: str, *, project=None, target=None, host=None, payload=
         payload=payload or {},
         created_by=created_by if created_by is not None and created_by.is_authenticated else None,
     )
-    transaction.on_commit(lambda: enqueue(operation.id))
+    transaction.on_commit(lambda: send(operation.id))
     return operation
 
 
@@ -136,6 +143,26 @@ def enqueue(operation_id: int, countdown: float = 0) -> None:
     if ADVANCE_TASK not in app.tasks:
         app.loader.import_default_modules()  # the apps' tasks modules, found by autodiscovery
     app.tasks[ADVANCE_TASK].apply_async((operation_id,), countdown=countdown)
+
+
+def send(operation_id: int, countdown: float = 0) -> bool:
+    """enqueue(), but a broker that is down is not the caller's failure: the operation row is
+    committed, so it is marked for the resumer (an expired lease: picked up at its next round)
+    and the request that made it still succeeds. False when the message was not sent."""
+    try:
+        if countdown:
+            enqueue(operation_id, countdown=countdown)
+        else:
+            enqueue(operation_id)
+        return True
+    except Exception as error:  # kombu/redis/amqp each raise their own connection errors
+        log.warning("operation %s: not sent to the queue (%s); the resumer sends it", operation_id, error)
+    try:
+        Operation.objects.filter(id=operation_id, lease_owner="", lease_until__isnull=True).update(
+            lease_until=timezone.now())
+    except Exception as error:  # the database is gone too: the resumer finds it by its age
+        log.warning("operation %s: not marked for the resumer (%s)", operation_id, error)
+    return False
 
 
 def _worker_id() -> str:
@@ -216,7 +243,8 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
     step = workflow.steps[index]
     step_started = time.monotonic()
     try:
-        step_result = step.run(operation) or {}
+        with lease_renewed(operation):
+            step_result = step.run(operation) or {}
     except StepWaiting as waiting:
         _step_ran(operation, step.name, step_started, "waiting")
         Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
@@ -226,10 +254,13 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
     except StepError as error:
         _step_ran(operation, step.name, step_started, "failed")
         return _step_failed(operation, workflow, error), None
+    except (OperationalError, InterfaceError):
+        raise  # the database went away mid-step: the task tries again (agents/tasks.py), nothing is decided
     except Exception as error:  # a bug or an unexpected host answer: fail visibly, never hang
         log.exception("operation %s step %s crashed", operation.uuid, step.name)
         _step_ran(operation, step.name, step_started, "failed")
-        error = PermanentStepError(f"Internal error in step {step.name}: {error}")
+        error = PermanentStepError(f"Internal error in step {step.name}; staff have been told.",
+                                   details=f"{type(error).__name__}: {error}")
         return _step_failed(operation, workflow, error), None
     _step_ran(operation, step.name, step_started, "succeeded")
 
@@ -249,10 +280,10 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
         with transaction.atomic():
             updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
                 step=next_step, steps_done=index + 1, attempts=0, lease_owner="", lease_until=None,
-                result=result, error="",
+                result=result, error="", error_detail="", updated=timezone.now(),  # sent now: not stale
             )
             if updated and enqueue_next:
-                transaction.on_commit(lambda: enqueue(operation.id))
+                transaction.on_commit(lambda: send(operation.id))
         return ("advanced" if updated else "lost-lease"), None
     operation.result = result
     operation.steps_done = len(workflow.steps)
@@ -274,25 +305,26 @@ def _backoff_seconds(attempts: int) -> float:
 
 
 def _step_failed(operation: Operation, workflow: Workflow, error: StepError) -> str:
-    message = str(error) + (f"\n{error.details}" if error.details else "")
+    message = str(error)
+    detail = "\n".join(part for part in (f"step {operation.step}, attempt {operation.attempts}", error.details) if part)
     if error.transient and operation.attempts < settings.UNCLOUD_OPERATION_MAX_ATTEMPTS:
         delay = _backoff_seconds(operation.attempts)
         # The lease doubles as "not before": nobody claims the operation until the backoff ends.
         Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
-            lease_owner="", lease_until=timezone.now() + timedelta(seconds=delay), error=message,
+            lease_owner="", lease_until=timezone.now() + timedelta(seconds=delay), error=message, error_detail=detail,
         )
-        enqueue(operation.id, countdown=delay + 0.1)
+        send(operation.id, countdown=delay + 0.1)
         return "retrying"
     if error.transient:
         message = f"Gave up after {operation.attempts} attempts: {message}"
-    _finish(operation, OperationState.FAILED, message, workflow=workflow)
+    _finish(operation, OperationState.FAILED, message, workflow=workflow, detail=detail)
     return "failed"
 
 
-def _finish(operation: Operation, state: str, error: str, workflow: Workflow | None = None) -> None:
+def _finish(operation: Operation, state: str, error: str, workflow: Workflow | None = None, detail: str = "") -> None:
     with transaction.atomic():
         updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
-            state=state, error=error, finished=timezone.now(), lease_owner="", lease_until=None,
+            state=state, error=error, error_detail=detail, finished=timezone.now(), lease_owner="", lease_until=None,
             result=operation.result, steps_done=operation.steps_done,
         )
         if not updated:
@@ -306,15 +338,43 @@ def _finish(operation: Operation, state: str, error: str, workflow: Workflow | N
             hook(operation)
 
 
+# Gates that say which parked operations of a kind can proceed now (register_wake_gate); a kind
+# without one is woken whenever its wake-up comes.
+WakeGate = Callable[[list[Operation]], list[int]]
+_WAKE_GATES: dict[str, WakeGate] = {}
+
+
+def register_wake_gate(kinds: list[str], gate: WakeGate) -> None:
+    """gate(waiting operations of these kinds, oldest first) -> the ids worth waking now (e.g. only
+    as many VMs as the freed room holds), so one freed slot does not wake every parked operation."""
+    for kind in kinds:
+        _WAKE_GATES[kind] = gate
+
+
 def wake_waiting(kinds: list[str] | None = None) -> int:
-    """Give parked operations another try (oldest first), e.g. after capacity was freed."""
+    """Give parked operations another try (oldest first), e.g. after capacity was freed; kinds with
+    a wake gate only as far as their gate lets them."""
     waiting = Operation.objects.filter(state=OperationState.WAITING)
     if kinds:
         waiting = waiting.filter(kind__in=kinds)
-    ids = list(waiting.order_by("created", "id").values_list("id", flat=True)[:500])
-    woken = Operation.objects.filter(id__in=ids, state=OperationState.WAITING).update(state=OperationState.PENDING)
+    parked = list(waiting.order_by("created", "id")[:500])
+    gated: dict[WakeGate, list[Operation]] = {}
+    ids = []
+    for operation in parked:
+        gate = _WAKE_GATES.get(operation.kind)
+        if gate is None:
+            ids.append(operation.id)
+        else:
+            gated.setdefault(gate, []).append(operation)
+    for gate, operations in gated.items():
+        ids.extend(gate(operations))
+    if not ids:
+        return 0
+    woken = Operation.objects.filter(id__in=ids, state=OperationState.WAITING).update(
+        state=OperationState.PENDING, updated=timezone.now())  # sent now: not stale for the resumer
     for operation_id in ids:
-        enqueue(operation_id)
+        if not send(operation_id):
+            break  # the broker is down: the resumer sends the rest
     return woken
 
 
@@ -335,8 +395,9 @@ def resume_stalled() -> int:
         Q(lease_until__lt=now) | Q(lease_until__isnull=True, updated__lt=stale_pending)
     )
     ids = list(stalled.values_list("id", flat=True)[:500])
-    for operation_id in ids:
-        enqueue(operation_id)
+    for sent, operation_id in enumerate(ids):
+        if not send(operation_id):
+            return sent  # the broker is down: the next round tries again
     return len(ids)
 
 

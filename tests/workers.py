@@ -117,3 +117,5 @@ def _use_broker(url: str) -> None:
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
     celery_app.conf.broker_url = url
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting (Settings.broker_url).
+    os.environ["CELERY_BROKER_URL"] = url

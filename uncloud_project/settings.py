@@ -224,12 +224,14 @@ UNCLOUD_HOSTSIDE_DIR = envstr("UNCLOUD_HOSTSIDE_DIR", "/var/lib/uncloud/bin")
 UNCLOUD_SSH_CONNECT_TIMEOUT = envint("UNCLOUD_SSH_CONNECT_TIMEOUT", 10)
 UNCLOUD_SSH_COMMAND_TIMEOUT = envint("UNCLOUD_SSH_COMMAND_TIMEOUT", 120)
 UNCLOUD_SSH_KEY_FILE = envstr("UNCLOUD_SSH_KEY_FILE", str(DATA_DIR / "ssh" / "id_ed25519"))
-UNCLOUD_OPERATION_LEASE_SECONDS = envint("UNCLOUD_OPERATION_LEASE_SECONDS", 300)
+# A step's worker renews its operation's lease while the step runs (agents/leases.py), so a short
+# lease only bounds how long a killed worker's operation waits before another worker resumes it.
+UNCLOUD_OPERATION_LEASE_SECONDS = envint("UNCLOUD_OPERATION_LEASE_SECONDS", 15)
 UNCLOUD_OPERATION_MAX_ATTEMPTS = envint("UNCLOUD_OPERATION_MAX_ATTEMPTS", 5)
 # A pending operation untouched this long has probably lost its Celery message: enqueue it again.
 UNCLOUD_OPERATION_STALE_SECONDS = envint("UNCLOUD_OPERATION_STALE_SECONDS", 30)
 # Beat looks for operations with an expired lease or a lost message this often (seconds).
-UNCLOUD_RESUME_INTERVAL = envint("UNCLOUD_RESUME_INTERVAL", 15)
+UNCLOUD_RESUME_INTERVAL = envint("UNCLOUD_RESUME_INTERVAL", 5)
 
 LOGGING = {
     "version": 1,
@@ -402,7 +404,7 @@ UNCLOUD_MIGRATION_DOWNTIME_STEP_S = envint("UNCLOUD_MIGRATION_DOWNTIME_STEP_S", 
 UNCLOUD_MIGRATION_BANDWIDTH_MIB = envint("UNCLOUD_MIGRATION_BANDWIDTH_MIB", 0)
 UNCLOUD_MIGRATION_AUTO_CONVERGE = envbool("UNCLOUD_MIGRATION_AUTO_CONVERGE", True)
 # A migration that has not finished after this many seconds is cancelled (the guest stays where it
-# was). Keep it below UNCLOUD_OPERATION_LEASE_SECONDS: the transfer is one step under one lease.
+# was). The transfer is one step; its worker renews the operation's lease while it runs.
 UNCLOUD_MIGRATION_TIMEOUT = envint("UNCLOUD_MIGRATION_TIMEOUT", 240)
 # Concurrent migrations per host, leaving and arriving (Nova: 1; KubeVirt: 2 outbound per node).
 UNCLOUD_MIGRATION_MAX_OUTGOING = envint("UNCLOUD_MIGRATION_MAX_OUTGOING", 2)

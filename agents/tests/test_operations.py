@@ -4,9 +4,12 @@
 broker + worker path is covered by test_worker.py.
 """
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from agents import operations
@@ -111,7 +114,9 @@ def test_permanent_error_fails_at_once_with_details(db, enqueued, django_capture
     op = start("test.broken", django_capture_on_commit_callbacks)
     assert operations.advance(op.id) == "failed"
     op.refresh_from_db()
-    assert op.state == "failed" and op.error == "disk full\nENOSPC" and op.finished is not None
+    # The customer reads the cause; the details (paths, commands, stderr) are for staff only.
+    assert op.state == "failed" and op.error == "disk full" and op.finished is not None
+    assert op.error_detail == "step broken, attempt 1\nENOSPC"
     assert failed_targets == [op.uuid]
 
 
@@ -119,7 +124,8 @@ def test_a_crashing_step_fails_visibly(db, enqueued, django_capture_on_commit_ca
     op = start("test.crash", django_capture_on_commit_callbacks)
     assert operations.advance(op.id) == "failed"
     op.refresh_from_db()
-    assert "Internal error in step crash" in op.error
+    assert op.error == "Internal error in step crash; staff have been told."
+    assert "ZeroDivisionError: division by zero" in op.error_detail
 
 
 def test_unknown_kind_fails_instead_of_hanging(db, enqueued):
@@ -217,3 +223,74 @@ def test_a_row_naming_a_merged_step_resumes_at_the_step_that_does_its_work(db, e
     assert [call[0] for call in calls] == ["c"]
     op.refresh_from_db()
     assert op.state == "succeeded" and op.result == {"c": True}
+
+
+def _slow_step(operation):
+    time.sleep(1.5)
+    return {"slept": True}
+
+
+register_workflow("test.slow", [Step("slow", _slow_step)])
+
+
+def test_a_long_step_keeps_its_lease_renewed_while_it_runs(transactional_db, enqueued, settings):
+    """A lease shorter than the step: the step's heartbeat thread keeps it, so no second worker can
+    claim the operation while the first is still working on it."""
+    settings.UNCLOUD_OPERATION_LEASE_SECONDS = 1  # renewed every 0.2 s
+    op = operations.start_operation("test.slow")
+    claimed_meanwhile = []
+
+    def try_to_claim():
+        time.sleep(1.2)  # past the first lease's end
+        claimed_meanwhile.append(operations.claim(op.id))
+        connections.close_all()
+
+    rival = threading.Thread(target=try_to_claim)
+    rival.start()
+    assert operations.advance(op.id) == "succeeded"
+    rival.join()
+    assert claimed_meanwhile == [None]
+    assert Operation.objects.get(id=op.id).attempts == 1
+
+
+def test_a_dead_worker_s_lease_is_not_renewed(db, enqueued, settings):
+    settings.UNCLOUD_OPERATION_LEASE_SECONDS = 1
+    op = operations.start_operation("test.two-steps")
+    assert operations.claim(op.id) is not None  # and the worker dies: nobody renews
+    time.sleep(1.1)
+    assert operations.claim(op.id) is not None
+
+
+def test_an_operation_the_broker_did_not_take_is_left_to_the_resumer(db, monkeypatch,
+                                                                     django_capture_on_commit_callbacks):
+    def broker_down(operation_id, countdown=0):
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(operations, "enqueue", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        op = operations.start_operation("test.two-steps")  # the on-commit send does not raise
+    op.refresh_from_db()
+    assert op.state == "pending" and op.lease_owner == "" and op.lease_until is not None
+    sent = []
+    monkeypatch.setattr(operations, "enqueue", lambda operation_id, countdown=0: sent.append(operation_id))
+    assert operations.resume_stalled() == 1 and sent == [op.id]  # at the resumer's next round
+
+
+register_workflow("test.parked", [Step("park", _record("park"))])
+
+
+def test_a_wake_gate_wakes_only_what_can_proceed(db, enqueued):
+    parked = [Operation.objects.create(kind="test.parked", step="park", steps_total=1, state="waiting")
+              for _ in range(5)]
+    other = Operation.objects.create(kind="test.two-steps", step="first", steps_total=2, state="waiting")
+    seen = []
+
+    def one_slot(operations_waiting):
+        seen.append([operation.id for operation in operations_waiting])
+        return [operations_waiting[0].id]
+
+    operations.register_wake_gate(["test.parked"], one_slot)
+    assert operations.wake_waiting(["test.parked", "test.two-steps"]) == 2
+    assert seen == [[operation.id for operation in parked]]  # oldest first
+    assert sorted(op_id for op_id, _ in enqueued) == sorted([parked[0].id, other.id])
+    assert Operation.objects.filter(kind="test.parked", state="waiting").count() == 4
