@@ -51,19 +51,48 @@ def call_host(host: Host, verb: str, spec: dict | None = None, timeout: float | 
         return agent_for(host).call(verb, spec, timeout=timeout or settings.UNCLOUD_HOST_CALL_TIMEOUT)
 
 
+# What a customer reads when a host verb fails: the cause in plain words. The host's own words (its
+# name, state-dir paths, the command line, stderr) go to staff only (Operation.error_detail).
+CUSTOMER_CAUSES = {
+    "disk_full": "Its host ran out of disk space.",
+    "timeout": "Its host did not finish in time.",
+    "busy": "Its host is busy with other work on it.",
+    "qemu_failed": "The virtual machine's process failed to start on its host.",
+    "bad_image": "The image cannot be used (its format or contents were refused).",
+    "checksum_mismatch": "A file copied to its host arrived damaged.",
+    "missing_binary": "Its host lacks a program it needs.",
+    "in_use": "Something on its host is still in use.",
+    "not_found": "Something it needs is missing on its host.",
+    "fenced": "Its host is fenced after a failure.",
+    "stale_generation": "A newer start of this VM exists elsewhere.",
+    "no_free_port": "Its host has no free port for it.",
+}
+UNREACHABLE = "Its host could not be reached."
+
+
+def customer_cause(error: Exception) -> str:
+    """The customer's words for a failed host call (TransportError or HostError)."""
+    if isinstance(error, TransportError):
+        return UNREACHABLE if error.transient else f"{UNREACHABLE} Staff have been told."
+    cause = CUSTOMER_CAUSES.get(getattr(error, "code", ""))
+    return cause or "Its host could not complete the work. Staff have been told."
+
+
+def staff_detail(error: Exception) -> str:
+    """Everything staff need: the host, its message and, for a HostError, stderr and the command."""
+    details = error.details() if isinstance(error, HostError) else ""
+    return "\n".join(part for part in (f"{type(error).__name__}: {error}", details) if part)
+
+
 @contextmanager
 def host_errors_as_step_errors():
-    """Transport and host-side failures as the Operation engine's step errors (transient ones retry)."""
+    """Transport and host-side failures as the Operation engine's step errors (transient ones
+    retry): the customer's cause as the message, the host's own words as the staff detail."""
     try:
         yield
-    except TransportError as error:
-        if error.transient:
-            raise TransientStepError(str(error)) from None
-        raise PermanentStepError(str(error)) from None
-    except HostError as error:
-        if error.transient:
-            raise TransientStepError(str(error), details=error.details()) from None
-        raise PermanentStepError(str(error), details=error.details()) from None
+    except (TransportError, HostError) as error:
+        kind = TransientStepError if error.transient else PermanentStepError
+        raise kind(customer_cause(error), details=staff_detail(error)) from None
 
 
 def _probe_host(operation):

@@ -94,7 +94,9 @@ class Operation(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
     payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="What went wrong, for the customer: the cause in plain words")
+    error_detail = models.TextField(
+        blank=True, help_text="Staff only: the host's own words, paths and commands behind the error")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)

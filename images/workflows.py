@@ -1,26 +1,11 @@
 """Host work of disks and snapshots, as Operation workflows (one idempotent step each)."""
 
-import contextlib
-
-from agents.hostagent import HostError
-from agents.hosts import agent_for
-from agents.operations import PermanentStepError, Step, TransientStepError, register_workflow
-from agents.transport import TransportError
+from agents.hosts import agent_for, host_errors_as_step_errors
+from agents.operations import Step, register_workflow
 from images import hostwork
 from images.choices import ImageStatus, SnapshotStatus, StorageBackend, UploadFormat
 from images.models import Disk, Image, Snapshot
 from images.validation import reject, upload_path, validate_image
-
-
-@contextlib.contextmanager
-def host_errors_as_step_errors():
-    try:
-        yield
-    except TransportError as error:
-        raise (TransientStepError if error.transient else PermanentStepError)(str(error)) from None
-    except HostError as error:
-        raise (TransientStepError if error.transient else PermanentStepError)(
-            str(error), details=error.details()) from None
 
 
 def _extend(operation):

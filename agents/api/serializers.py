@@ -38,10 +38,18 @@ class OperationSerializer(serializers.ModelSerializer):
     def get_figures(self, operation) -> dict:
         return operation.figures
 
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is None or not request.user.is_staff:
+            # The host's own words (paths, command lines, stderr) are for staff; customers read `error`.
+            fields.pop("error_detail")
+        return fields
+
     class Meta:
         model = Operation
         fields = [
             "uuid", "kind", "project", "target_kind", "target_uuid", "state", "step", "steps_done", "steps_total",
-            "progress", "attempts", "error", "figures", "created", "started", "finished",
+            "progress", "attempts", "error", "error_detail", "figures", "created", "started", "finished",
         ]
         read_only_fields = fields

@@ -220,3 +220,18 @@ def test_operations_isolation(api, alice_project):
     assert api["bob"].get(url).status_code == 200
     assert api["charlie"].get(url).status_code == 404
     assert api["alice"].delete(url).status_code == 405
+
+
+def test_an_operation_s_error_detail_is_for_staff_only(api, alice_project, staff, client_for):
+    from agents.models import Operation
+
+    op = Operation.objects.create(kind="vm.create", project=alice_project, state="failed",
+                                  error="Its host ran out of disk space.",
+                                  error_detail="HostError: hv1: qemu-img ran out of disk space\n"
+                                               "command: qemu-img create -f qcow2 /var/lib/uncloud/disks/x.qcow2.tmp")
+    url = f"/api/v1/operations/{op.uuid}/"
+    for who in ("alice", "bob"):
+        body = api[who].get(url).json()
+        assert body["error"] == "Its host ran out of disk space." and "error_detail" not in body
+        assert "qemu-img" not in str(api[who].get("/api/v1/operations/").json())
+    assert client_for(staff).get(f"{url}?all=1").json()["error_detail"].startswith("HostError: hv1")
