@@ -66,6 +66,8 @@ class Hooks:
     host_failed: Callable[[Host], None] = lambda host: None  # dead or partitioned: tell customers
     host_fenced: Callable[[Host], None] = lambda host: None  # restart elsewhere what can move
     host_returned: Callable[[Host, bool], None] = lambda host, was_fenced: None
+    # Guests whose qemu the host reported running and now does not (it exited or was killed).
+    guests_died: Callable[[Host, list[str]], None] = lambda host, vm_uuids: None
 
 
 hooks = Hooks()
@@ -212,6 +214,7 @@ class HostWatcher:
 
     def _answered(self, host: Host, answer: dict) -> None:
         now = self.clock()
+        before = self.reported.get(host.id, {})  # only this host's thread writes its entry
         entries = []
         if answer.get("fenced"):
             fenced = answer["fenced"]
@@ -230,6 +233,17 @@ class HostWatcher:
                 self.last_written[host.id] = now
         if write:
             Host.objects.filter(pk=host.pk).update(last_heartbeat=timezone.now())
+        self._notice_dead_guests(host, before, answer.get("guests", {}))
+
+    def _notice_dead_guests(self, host: Host, before: dict, now: dict) -> None:
+        """A qemu that died shows in the next heartbeat (a second), not at the next reconcile."""
+        died = [vm_uuid for vm_uuid, guest in before.items()
+                if guest.get("running") and not now.get(vm_uuid, {}).get("running")]
+        if died:
+            try:
+                hooks.guests_died(host, died)
+            except Exception:
+                log.exception("host %s: acting on guests that died failed (the reconciler will)", host.name)
 
     # --- decisions (main thread only) ----------------------------------------------------------
 

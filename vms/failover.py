@@ -23,6 +23,7 @@ from agents.models import Host
 from agents.operations import active_operation, cancel, start_operation, wake_waiting
 from images.choices import StorageBackend
 from images.models import Disk
+from vms import reconciler
 from vms.choices import DesiredState, VMStatus
 from vms.models import VM
 
@@ -121,3 +122,4 @@ def install() -> None:
     liveness.hooks.host_failed = host_failed
     liveness.hooks.host_fenced = host_fenced
     liveness.hooks.host_returned = host_returned
+    liveness.hooks.guests_died = reconciler.guests_died  # a qemu that died: started again at once

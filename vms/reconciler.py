@@ -26,7 +26,7 @@ from agents.choices import TERMINAL_OPERATION_STATES, HostLiveness, HostStatus, 
 from agents.hostagent import HostError
 from agents.hosts import agent_for
 from agents.models import Host, Operation
-from agents.operations import start_operation
+from agents.operations import active_operation, start_operation
 from agents.transport import TransportError
 from vms.choices import DesiredState, VMStatus
 from vms.models import VM, UnknownGuest
@@ -153,13 +153,31 @@ def _give_up_on_host(vm: VM, host: Host) -> str:
 
 
 @transaction.atomic
-def _restart(vm: VM) -> None:
+def _restart(vm: VM, why: str = "Found not running on its host; starting it again.") -> bool:
+    # The heartbeat watcher (guests_died) and the reconciler may both see the same death: the
+    # VM row's lock and its active operation let only the first start it again.
+    VM.objects.select_for_update().filter(pk=vm.pk).first()
+    if active_operation(vm.uuid) is not None:
+        return False
     VM.objects.filter(pk=vm.pk).update(
-        status=VMStatus.STARTING, restart_count=F("restart_count") + 1,
-        status_message="Found not running on its host; starting it again.",
+        status=VMStatus.STARTING, restart_count=F("restart_count") + 1, status_message=why,
     )
     audit.record(None, "vm.restart_by_reconciler", project=vm.project, target=vm)
     start_operation("vm.start", project=vm.project, target=vm, host=vm.host, payload={"by": "reconciler"})
+    return True
+
+
+def guests_died(host: Host, vm_uuids: list[str]) -> None:
+    """The host's heartbeat says these qemu stopped running by themselves (crashed, killed, the
+    guest powered off): a VM meant to run is started again at once, as the reconciler would at its
+    next tick. Only VMs that were running and that no operation owns (a stop, a move, a delete
+    end their qemu on purpose)."""
+    for vm in VM.objects.filter(host=host, uuid__in=vm_uuids, status=VMStatus.RUNNING,
+                                desired_state=DesiredState.RUNNING).select_related("host", "project"):
+        if _start_keeps_failing(vm, host):
+            _give_up_on_host(vm, host)
+        elif _restart(vm, "Its qemu stopped unexpectedly; starting it again."):
+            log.warning("host %s: VM %s stopped running by itself; starting it again", host.name, vm.uuid)
 
 
 @transaction.atomic

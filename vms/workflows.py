@@ -17,14 +17,23 @@ import time
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.units import format_mib
+from agents.choices import OperationState
 from agents.hosts import agent_for, call_host, host_errors_as_step_errors
 from agents.models import Operation
-from agents.operations import PermanentStepError, Step, StepWaiting, TransientStepError, register_workflow, wake_waiting
+from agents.operations import (
+    PermanentStepError,
+    Step,
+    StepWaiting,
+    TransientStepError,
+    register_wake_gate,
+    register_workflow,
+    wake_waiting,
+)
 from agents.signals import host_available
 from images import hostwork
 from images.models import Disk
@@ -38,6 +47,50 @@ from vms.specs import vm_up_spec
 
 # Operations that may wait for room (or for a host to return) and are woken when some appears.
 CAPACITY_KINDS = ["vm.create", "vm.start", "vm.evacuate"]
+
+
+def wake_only_what_fits(waiting: list[Operation]) -> list[int]:
+    """The parked capacity operations (oldest first) that would be placed now: as many VMs as the
+    hosts' free room holds, less what was woken before and is not placed yet, counted down as they
+    are handed out (one freed slot wakes one VM, not every parked one). A VM that no longer waits
+    for room (placed, stopped, deleted) is woken too: its step ends at once."""
+    rooms = scheduler.rooms([host for host in scheduler.candidate_hosts() if not scheduler.lacks_what_vms_need(host)])
+    in_flight = list(Operation.objects.filter(kind__in=CAPACITY_KINDS, state__in=[OperationState.PENDING, OperationState.RUNNING])
+                     .exclude(target_uuid=None))
+    vms = {vm.uuid: vm for vm in VM.objects.filter(
+        uuid__in=[operation.target_uuid for operation in [*in_flight, *waiting]])}
+    disks = dict(Disk.objects.filter(vm__in=list(vms.values())).values("vm__uuid").annotate(total=Sum("size_mib"))
+                 .values_list("vm__uuid", "total"))
+
+    def needs_room(vm) -> bool:
+        return (vm is not None and vm.host_id is None and vm.desired_state == DesiredState.RUNNING
+                and vm.status != VMStatus.DELETED)
+
+    def take_room(operation, vm) -> bool:
+        needs = (vm.cores, vm.memory_mib, disks.get(vm.uuid) or 0)
+        avoid = set(operation.payload.get("avoid_hosts", ()))
+        fitting = [room for room in rooms if room.host.id not in avoid and room.fits(*needs)]
+        if not fitting:
+            return False
+        room = scheduler.choose(fitting, vm.memory_mib)
+        room.free_cores -= needs[0]
+        room.free_memory_mib -= needs[1]
+        room.free_disk_mib -= needs[2]
+        return True
+
+    for operation in in_flight:  # woken or new, about to be placed: their room is spoken for
+        vm = vms.get(operation.target_uuid)
+        if needs_room(vm):
+            take_room(operation, vm)
+    woken = []
+    for operation in waiting:
+        vm = vms.get(operation.target_uuid)
+        if not needs_room(vm) or take_room(operation, vm):
+            woken.append(operation.id)
+    return woken
+
+
+register_wake_gate(CAPACITY_KINDS, wake_only_what_fits)
 
 
 @receiver(host_available, dispatch_uid="vms.wake_for_room_on_host_available")

@@ -177,3 +177,55 @@ def test_cancel_takes_the_lease_from_a_worker(alice, alice_project):
     Operation.objects.filter(pk=operation.pk).update(state="running", lease_owner="worker-1")
     assert cancel(operation, "deleted")
     assert Operation.objects.filter(pk=operation.pk, lease_owner="worker-1").count() == 0
+
+
+def test_one_freed_slot_wakes_one_waiting_create(alice, alice_project, monkeypatch):
+    """30 creates wait for room; a slot for one VM frees up: the reconcile tick's wake-up sends
+    exactly one of them (the oldest) to a worker, not all 30."""
+    from agents import operations
+    from vms.tasks import reconcile_all
+
+    sent = []
+    monkeypatch.setattr(operations, "enqueue", lambda operation_id, countdown=0: sent.append(operation_id))
+    monkeypatch.setattr("vms.tasks.reconcile_host.delay", lambda host_id: None)  # the host half: lab tests
+    do_set_quota(None, alice_project, quota_vms=40, quota_cores=40, quota_memory_mib=40 * 512,
+                 quota_disk_mib=40 * 1024)
+    host = make_host("hv1", cores=2)
+    running = [create(alice, alice_project, f"running-{index}") for index in range(2)]
+    VM.objects.filter(pk__in=[vm.pk for vm in running]).update(host=host, status="running")
+    Operation.objects.filter(target_uuid__in=[vm.uuid for vm in running]).update(state=OperationState.SUCCEEDED)
+    waiting = [create(alice, alice_project, f"waiting-{index}") for index in range(30)]
+    Operation.objects.filter(target_uuid__in=[vm.uuid for vm in waiting]).update(state=OperationState.WAITING)
+
+    reconcile_all()
+    assert sent == []  # no room: nobody is woken
+    VM.objects.filter(pk=running[0].pk).update(host=None, status="deleted", desired_state="deleted")
+    reconcile_all()
+    oldest = Operation.objects.get(target_uuid=waiting[0].uuid)
+    assert sent == [oldest.id]
+    assert Operation.objects.filter(state=OperationState.WAITING).count() == 29
+    # A waiting VM that was stopped meanwhile no longer needs room: it is woken to end its create.
+    stopped = waiting[5]
+    VM.objects.filter(pk=stopped.pk).update(desired_state="stopped")
+    sent.clear()
+    reconcile_all()
+    assert sent == [Operation.objects.get(target_uuid=stopped.uuid).id]
+
+
+def test_a_qemu_that_died_is_started_again_once(alice, alice_project):
+    """The heartbeat reports a guest no longer running: a VM meant to run, owned by no operation,
+    gets one vm.start (restart_count rises once however often the death is reported)."""
+    from vms import reconciler
+
+    host = make_host("hv1")
+    crashed, stopping = create(alice, alice_project, "crashed"), create(alice, alice_project, "stopping")
+    Operation.objects.update(state=OperationState.SUCCEEDED)
+    VM.objects.update(host=host, status="running")
+    do_stop_vm(alice, stopping)  # its qemu ends on purpose: its stop owns it
+    for _ in range(2):
+        reconciler.guests_died(host, [str(crashed.uuid), str(stopping.uuid)])
+    crashed.refresh_from_db()
+    assert (crashed.status, crashed.restart_count) == ("starting", 1)
+    assert Operation.objects.filter(target_uuid=crashed.uuid, kind="vm.start", state="pending").count() == 1
+    assert not Operation.objects.filter(target_uuid=stopping.uuid, kind="vm.start").exists()
+    assert VM.objects.get(pk=stopping.pk).restart_count == 0
