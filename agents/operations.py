@@ -238,7 +238,7 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
         _finish(operation, OperationState.FAILED, f"Unknown step {operation.step!r}.")
         return "failed", None
     if not hostslots.admitted(operation):  # its host has no free worker slot: the worker is for others
-        enqueue(operation.id, countdown=hostslots.QUEUED_RETRY_S + 0.1)
+        send(operation.id, countdown=hostslots.QUEUED_RETRY_S + 0.1)
         return hostslots.QUEUED_OUTCOME, None
     step = workflow.steps[index]
     step_started = time.monotonic()
