@@ -101,8 +101,9 @@ def test_prometheus_scrapes_the_control_plane_and_a_host_through_discovery(
 
     prometheus = pinger = None
     try:
-        assert ensure_exporter(host)["pid"] > 0
-        assert ensure_exporter(host)["started"] is False  # a second call finds it running
+        # The first sampling round finds no exporter and starts it (the beat task heals itself).
+        assert sampling.sample_host(host) == 0
+        assert ensure_exporter(host)["started"] is False  # now it runs: a second start changes nothing
         prometheus = Prometheus(tmp_path / "prometheus", f"{live_server.url}/metrics/targets")
 
         def both_up():
@@ -117,6 +118,14 @@ def test_prometheus_scrapes_the_control_plane_and_a_host_through_discovery(
         received = f'uncloud_vm_network_receive_bytes_total{{vm="{vm.uuid}", host="{host.name}"}}'
         wait_for(lambda: prometheus.value(received) is not None, timeout=30,
                  message=lambda: f"no {received}: {prometheus.targets()[:3000]}")
+        vm_label = f'vm="{vm.uuid}"'
+        assert prometheus.value(f"uncloud_vm_cpu_seconds_total{{{vm_label}}}") > 0
+        assert prometheus.value(f"uncloud_vm_memory_rss_bytes{{{vm_label}}}") > 64 << 20
+        assert prometheus.query(f"uncloud_vm_disk_read_bytes_total{{{vm_label}}}"), "no QMP block stats"
+        reasons = {item["metric"]["reason"] for item in
+                   prometheus.query(f"uncloud_vm_guard_dropped_packets_total{{{vm_label}}}")}
+        assert {"spoofed-mac", "spoofed-ipv6", "router-advert"} <= reasons, reasons
+        assert prometheus.value('uncloud_host_memory_available_bytes{uncloud_role="host"}') > 0
         pinger_ns = lab.add_guest_namespace(lab.hosts[0], f"br{network.vni}",
                                             addresses=[network.prefix.replace("::/64", "::c3/64")])
         wait_for(lambda: pinger_ns.run(["ping", "-c", "1", "-W", "1", address], check=False).returncode == 0,
