@@ -1,6 +1,6 @@
 """Real Celery workers (and beat) for tests, on the test database and a queue of their own.
 
-`celery_processes(broker_url=None, **settings)` starts workers/beat (and the host watcher) with extra UNCLOUD_* settings
+`celery_processes(broker_url=None, **settings)` starts workers/beat (the host watcher, the console gateway) with extra UNCLOUD_* settings
 in their environment; they are stopped after the test. Loaded by the root conftest.
 """
 
@@ -50,6 +50,10 @@ class CeleryProcesses:
     def watcher(self) -> subprocess.Popen:
         """The heartbeat watcher (`manage.py watch_hosts`) on the same database and settings."""
         return self._spawn("watcher", [sys.executable, "manage.py", "watch_hosts", "--loglevel=INFO"])
+
+    def console_gateway(self, bind: str) -> subprocess.Popen:
+        """The console gateway (`manage.py console_gateway`) on the same database and settings."""
+        return self._spawn("console", [sys.executable, "manage.py", "console_gateway", "--bind", bind])
 
     def worker(self, concurrency: int = 1) -> subprocess.Popen:
         return self._start("worker", [

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "proxy",
     "billing",
     "observability",
+    "consoles",
 ]
 
 MIDDLEWARE = [
@@ -191,6 +192,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Several apps have a field named "kind": each choice set gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {"ConsoleKindEnum": "consoles.choices.ConsoleKind"},
     # The error answers the API really gives (400/401/403/404/409/413/422/429), on every operation they apply to.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "accounts.api.schema.document_error_responses",
@@ -268,6 +271,25 @@ UNCLOUD_DEFAULT_QUOTA_CORES = envint("UNCLOUD_DEFAULT_QUOTA_CORES", 16)
 UNCLOUD_DEFAULT_QUOTA_MEMORY_MIB = envint("UNCLOUD_DEFAULT_QUOTA_MEMORY_MIB", 32768)
 UNCLOUD_DEFAULT_QUOTA_DISK_MIB = envint("UNCLOUD_DEFAULT_QUOTA_DISK_MIB", 512000)
 UNCLOUD_DEFAULT_QUOTA_IPV4 = envint("UNCLOUD_DEFAULT_QUOTA_IPV4", 1)
+
+# The browser console (consoles/, `manage.py console_gateway`). The gateway listens here; the
+# browser reaches it at UNCLOUD_CONSOLE_URL (ws:// or wss://, any path; empty: ws(s)://<the portal's
+# host>:<the bind port>), and only from pages of these origins (empty: SITE_URL's).
+UNCLOUD_CONSOLE_BIND = envstr("UNCLOUD_CONSOLE_BIND", "127.0.0.1:8001")
+UNCLOUD_CONSOLE_URL = envstr("UNCLOUD_CONSOLE_URL", "")
+UNCLOUD_CONSOLE_ALLOWED_ORIGINS = envlist("UNCLOUD_CONSOLE_ALLOWED_ORIGINS", "")
+# A ticket must be used within this many seconds, once.
+UNCLOUD_CONSOLE_TICKET_SECONDS = envint("UNCLOUD_CONSOLE_TICKET_SECONDS", 15)
+# Open sessions at once per user and per VM (a VM's serial console: one at a time anyway).
+UNCLOUD_CONSOLE_SESSIONS_PER_USER = envint("UNCLOUD_CONSOLE_SESSIONS_PER_USER", 4)
+UNCLOUD_CONSOLE_SESSIONS_PER_VM = envint("UNCLOUD_CONSOLE_SESSIONS_PER_VM", 2)
+# A session ends after this long without a keystroke or click from the user, and after this long at all.
+UNCLOUD_CONSOLE_IDLE_SECONDS = envint("UNCLOUD_CONSOLE_IDLE_SECONDS", 900)
+UNCLOUD_CONSOLE_MAX_SECONDS = envint("UNCLOUD_CONSOLE_MAX_SECONDS", 4 * 3600)
+# Every open session is checked this often (VM stopped or moved, access or token gone).
+UNCLOUD_CONSOLE_RECHECK_SECONDS = envint("UNCLOUD_CONSOLE_RECHECK_SECONDS", 2)
+# An open session its gateway has not renewed for this long counts as ended (the gateway died).
+UNCLOUD_CONSOLE_STALE_SECONDS = envint("UNCLOUD_CONSOLE_STALE_SECONDS", 60)
 
 # Images and disks (images app)
 # Validated images live in UNCLOUD_IMAGE_STORE_DIR; uploads stream into UNCLOUD_IMAGE_UPLOAD_DIR

@@ -8,6 +8,7 @@ from uncloud_project import views
 api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("agents.api.urls")),
+    path("", include("consoles.api.urls")),
     path("", include("vms.api.urls")),
     path("", include("networks.api.urls")),
     path("", include("images.api.urls")),
@@ -25,6 +26,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     # networks before vms: vms' catch-all /vms/<uuid>/<action>/ would take /vms/<uuid>/networking/.
     path("", include("networks.urls")),
+    path("", include("consoles.urls")),  # before vms too: "console" is not a verb either
     path("", include("vms.urls")),
     path("", include("images.urls")),
     path("admin/", admin.site.urls),
