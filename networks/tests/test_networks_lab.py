@@ -3,7 +3,6 @@ a private network spanning two hosts, isolation from another network, DNS from t
 advertisement, the stateful firewall, NIC hot-plug and public IPv4 through NAT64 (tayga)."""
 
 import json
-import subprocess
 
 import pytest
 
@@ -18,6 +17,7 @@ from tests.lab.controlplane import (
     wait_for_operation,
     wait_for_status,
 )
+from tests.lab.ipv4 import add_ipv4_client
 from tests.lab.qmp import qmp
 from tests.lab.waiting import wait_for
 from vms.models import VM
@@ -77,22 +77,9 @@ def wait_for_firewall(vm, processes, version):
 @pytest.fixture
 def ipv4_client(lab):
     """An IPv4-only namespace behind the NAT64 host (hv1): like a customer on the IPv4 internet."""
-    netns = f"uclab{lab.lab_id}-v4client"
-    hv1 = lab.hosts[0]
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "link", "add", "v4up", "netns", hv1.netns, "type", "veth", "peer", "name", "eth0",
-                    "netns", netns], check=True)
-    subprocess.run(["ip", "-n", hv1.netns, "addr", "add", f"{IPV4_GATEWAY}/24", "dev", "v4up"], check=True)
-    subprocess.run(["ip", "-n", hv1.netns, "link", "set", "v4up", "up"], check=True)
-    for command in (["link", "set", "lo", "up"], ["addr", "add", f"{IPV4_CLIENT}/24", "dev", "eth0"],
-                    ["link", "set", "eth0", "up"], ["route", "add", "default", "via", IPV4_GATEWAY]):
-        subprocess.run(["ip", "-n", netns, *command], check=True)
-    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], check=True)
-
-    def run(argv, check=True):
-        return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=check)
-    yield run
-    subprocess.run(["ip", "netns", "del", netns], check=False)
+    client = add_ipv4_client(lab, lab.hosts[0], address=IPV4_CLIENT, gateway=IPV4_GATEWAY)
+    yield client.run
+    client.remove()
 
 
 def pings(run, address) -> bool:
