@@ -2,16 +2,38 @@
 the Operation engine understands. No Django here either.
 """
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import sys
 import threading
+import time
 from functools import lru_cache
 
 from agents.hostside.build import build_zipapp
 from agents.transport import HostConnection, LineStream, StreamClosed, TransportError, transport_for
 
 REMOTE_PYTHON = "/usr/bin/python3"
+
+# The operation step this thread is running, sent with each of its host calls: a host refuses a call
+# from a step older than one of the same target it already heard of (its worker lost the operation).
+_holder: contextvars.ContextVar[dict | None] = contextvars.ContextVar("uncloud_holder", default=None)
+
+
+@contextlib.contextmanager
+def acting_for(target_uuid):
+    """Host calls made inside carry this step's claim on the target: the step's start in ms. A
+    worker that lost the operation started its step before the lease it held ran out, and the one
+    that took over started after (clocks kept by NTP are far closer than a lease)."""
+    if target_uuid is None:
+        yield
+        return
+    token = _holder.set({"target": str(target_uuid), "token": int(time.time() * 1000)})
+    try:
+        yield
+    finally:
+        _holder.reset(token)
 
 # Codes the host-side program answers with that are worth retrying.
 TRANSIENT_CODES = {"timeout", "busy"}
@@ -149,7 +171,8 @@ class HostAgent:
         if not self._is_shipped():
             self.ship()
         spec = {"state_dir": self.state_dir, **(spec or {})}
-        request = (json.dumps({"verb": verb, "spec": spec}) + "\n").encode()
+        holder = _holder.get()
+        request = (json.dumps({"verb": verb, "spec": spec, **({"holder": holder} if holder else {})}) + "\n").encode()
         timeout = timeout or self.connection.command_timeout
         for attempt in (1, 2):
             stream = self._take_stream()

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from agents import hostslots
 from agents.choices import TERMINAL_OPERATION_STATES, OperationState
+from agents.hostagent import acting_for
 from agents.leases import lease_renewed
 from agents.models import Operation
 from agents.signals import operation_step_ran
@@ -226,6 +227,12 @@ def _current_step(operation: Operation, workflow: Workflow) -> int | None:
     return workflow.step_names.index(name) if name in workflow.step_names else None
 
 
+def _claimed_target(operation: Operation):
+    """The target whose host calls carry this step's claim: one operation at a time works on a VM (or
+    a disk, a NIC); a host's own operations (checks, drains, clean-ups) may overlap, so none."""
+    return None if operation.target_kind == "host" else operation.target_uuid
+
+
 def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | None = None):
     """Run the claimed operation's current step: (outcome, the operation when this worker still
     holds it for its next step, else None)."""
@@ -243,7 +250,8 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
     step = workflow.steps[index]
     step_started = time.monotonic()
     try:
-        with lease_renewed(operation):
+        # Its host calls carry this claim (a late one is refused); the lease is renewed while it runs.
+        with lease_renewed(operation), acting_for(_claimed_target(operation)):
             step_result = step.run(operation) or {}
     except StepWaiting as waiting:
         _step_ran(operation, step.name, step_started, "waiting")

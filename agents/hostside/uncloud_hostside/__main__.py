@@ -10,6 +10,7 @@ import sys
 
 from .dispatch import VERBS, run_verb
 from .errors import EXIT_BAD_SPEC, EXIT_FAILURE, EXIT_OK, HostsideError, bad_spec
+from .ha import spec_of_request
 
 
 def read_spec(stdin_text):
@@ -47,15 +48,16 @@ def serve():
             continue
         try:
             request = read_spec(line)
-            if not isinstance(request, dict) or set(request) != {"verb", "spec"} \
+            if not isinstance(request, dict) or set(request) - {"holder"} != {"verb", "spec"} \
                     or not isinstance(request["verb"], str):
-                raise bad_spec('a request is one line: {"verb": "...", "spec": {...}}')
+                raise bad_spec('a request is one line: {"verb": "...", "spec": {...}, "holder": {...}?}')
             if request["verb"] == "serve":
                 raise bad_spec("serve cannot be requested inside serve")
         except HostsideError as error:
             write_answer({"ok": False, "error": error.as_dict()})
             continue
-        answer, _ = answer_for(request["verb"], lambda request=request: request["spec"])
+        # A step's call is refused when a newer step of its target already reached this host.
+        answer, _ = answer_for(request["verb"], lambda request=request: spec_of_request(request))
         write_answer(answer)
     return EXIT_OK
 

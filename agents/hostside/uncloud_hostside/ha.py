@@ -5,6 +5,7 @@ peer probes, start generations and the Ceph blocklist fence.
     <state_dir>/ha/guard.pid        the guard (started by heartbeat; a systemd unit on real hosts)
     <state_dir>/ha/fenced.json      what the guard did when the lease ran out (reported, then removed)
     <state_dir>/vms/<uuid>/generation   the highest start generation this host has heard of
+    <state_dir>/ha/holders/<uuid>       the newest claim on that target (an operation's step) heard of
 
 The guard kills every guest of this host when the lease ran out AND the host is the one cut off:
 a peer (over the underlay) still hears the control plane, or no peer answers at all. When peers
@@ -44,6 +45,7 @@ from .program import program_path
 from .rbd import check_ceph_conf, parse_rbd_target, rbd_command, rbd_spec_of
 from .state import (
     ensure_directory,
+    file_lock,
     process_cmdline,
     process_is_alive,
     read_json_file,
@@ -279,6 +281,40 @@ def refuse_stale_start(state_dir, vm_uuid, generation):
         raise HostsideError("stale_generation", f"start generation {generation} of VM {vm_uuid} is older "
                             f"than generation {known}: the caller lost the VM to a newer start")
     remember_generation(state_dir, vm_uuid, generation)
+
+
+HOLDER_TOKEN_MAX = 2**53
+
+
+def spec_of_request(request):
+    """The spec of a `serve` request, after its holder check: a call made by an operation's step
+    carries {"target": the operation's target uuid, "token": when the step started (ms)}."""
+    spec = request["spec"]
+    if request.get("holder") is not None:
+        if not isinstance(spec, dict):
+            raise bad_spec("spec must be a JSON object")
+        refuse_stale_holder(check_state_dir(spec.get("state_dir")), request["holder"])
+    return spec
+
+
+def refuse_stale_holder(state_dir, holder):
+    """Refuse a call from a worker that lost its operation: once a newer step of the same target
+    (another worker that took the operation over, or a later operation) has called this host, an
+    older step's call that arrives late (a partition healed, a worker paused) changes nothing."""
+    check_fields(holder, ["target", "token"])
+    target = check_uuid(holder["target"])
+    token = check_int(holder["token"], "holder.token", 0, HOLDER_TOKEN_MAX)
+    directory = ha_paths(state_dir)["holders"]
+    ensure_directory(directory)
+    path = os.path.join(directory, target)
+    with file_lock(os.path.join(directory, ".lock"), "another call holds the holders' lock"):
+        text = read_text(path)
+        known = int(text) if text and text.strip().isdigit() else None
+        if known is not None and token < known:
+            raise HostsideError("stale_holder", f"this call for {target} comes from a step that started before "
+                                "a newer one that already reached this host: its worker lost the operation")
+        if known is None or token > known:
+            write_file_atomically(path, f"{token}\n")
 
 
 def guest_generations(state_dir):

@@ -149,6 +149,8 @@ def ha_paths(state_dir):
             "lease": os.path.join(directory, "lease.json"),
             "pid": os.path.join(directory, "guard.pid"),
             "fenced": os.path.join(directory, "fenced.json"),
+            # The newest step of each target that called this host (refuse_stale_holder).
+            "holders": os.path.join(directory, "holders"),
             "log": os.path.join(directory, "guard.log")}
 
 
