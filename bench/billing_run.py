@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 BENCH_DB = "uncloud_bench_billing"
 
 
-def prepare_database(url: str) -> str:
+def prepare_database(url: str, name: str = BENCH_DB) -> str:
+    """A fresh scratch database `name` (dropped first) beside the one url names; its URL."""
     import dj_database_url
     import psycopg
 
@@ -30,10 +31,10 @@ def prepare_database(url: str) -> str:
         sys.exit("DATABASE_URL must point at PostgreSQL")
     with psycopg.connect(host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"],
                          password=config["PASSWORD"] or None, dbname=config["NAME"], autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
     base = url.rsplit("/", 1)[0]
-    return f"{base}/{BENCH_DB}"
+    return f"{base}/{name}"
 
 
 def main():

@@ -44,20 +44,6 @@ def percentiles(values):
     return ordered[len(ordered) // 2], ordered[max(0, int(len(ordered) * 0.95 + 0.5) - 1)]
 
 
-def prepare_database(url: str) -> str:
-    import dj_database_url
-    import psycopg
-
-    config = dj_database_url.parse(url)
-    if "postgres" not in config["ENGINE"]:
-        sys.exit("DATABASE_URL must point at PostgreSQL")
-    with psycopg.connect(host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"],
-                         password=config["PASSWORD"] or None, dbname=config["NAME"], autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    return f"{url.rsplit('/', 1)[0]}/{BENCH_DB}"
-
-
 def fill_database(n_vms: int, n_hosts: int, operations_per_vm: int) -> dict:
     from datetime import timedelta
     from decimal import Decimal
@@ -114,8 +100,10 @@ def fill_database(n_vms: int, n_hosts: int, operations_per_vm: int) -> dict:
 
 
 def bench_control_plane(args) -> None:
-    os.environ["DATABASE_URL"] = prepare_database(os.environ.get("DATABASE_URL",
-                                                                 "postgres://postgres@127.0.0.1:5432/postgres"))
+    from bench.billing_run import prepare_database
+
+    os.environ["DATABASE_URL"] = prepare_database(
+        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), BENCH_DB)
     os.environ.setdefault("UNCLOUD_DATA_DIR", str(ROOT / "var" / "bench-metrics"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "uncloud_project.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

@@ -1,11 +1,16 @@
 """A VM's usage over the last hour or day, from the samples the control plane keeps (VMSample)."""
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from observability.models import VMSample
+from observability.prometheus_source import PrometheusUnavailable, series_from_prometheus
+
+log = logging.getLogger(__name__)
 
 RANGES = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 # At most this many points per series: a day of one-minute samples is thinned to five-minute steps.
@@ -32,6 +37,7 @@ class Usage:
     end: object
     series: dict  # name -> {"unit": ..., "points": [[unix seconds, rate], ...]}
     memory_bytes: int | None
+    source: str = "samples"
 
 
 def _rate(previous, current, field, seconds):
@@ -44,6 +50,15 @@ def _rate(previous, current, field, seconds):
 def vm_usage(vm_uuid, range_name: str) -> Usage:
     end = timezone.now()
     start = end - RANGES[range_name]
+    if settings.UNCLOUD_METRICS_PROMETHEUS_URL:
+        try:
+            points, memory = series_from_prometheus(vm_uuid, range_name, start, end)
+        except PrometheusUnavailable as error:
+            log.warning("Prometheus did not answer (%s): graphs from the kept samples", error)
+        else:
+            series = {name: {"unit": unit, "points": points[name]} for name, (_, unit) in SERIES.items()}
+            return Usage(range=range_name, start=start, end=end, series=series, memory_bytes=memory,
+                         source="prometheus")
     samples = list(VMSample.objects.filter(vm_uuid=vm_uuid, taken__gte=start, taken__lte=end).order_by("taken"))
     stride = max(1, -(-len(samples) // MAX_POINTS))
     kept = samples[::stride]

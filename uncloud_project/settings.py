@@ -472,3 +472,6 @@ UNCLOUD_HOST_EXPORTER_PORT = envint("UNCLOUD_HOST_EXPORTER_PORT", 9847)
 # Customers' graphs: every host's exporter is read this often (seconds); samples are kept this long.
 UNCLOUD_METRICS_SAMPLE_INTERVAL = envint("UNCLOUD_METRICS_SAMPLE_INTERVAL", 60)
 UNCLOUD_METRICS_RETENTION_HOURS = envint("UNCLOUD_METRICS_RETENTION_HOURS", 48)
+# A Prometheus that scrapes the host exporters (http://prometheus:9090): graphs come from it, and from
+# the kept samples when it does not answer. Empty: the kept samples only.
+UNCLOUD_METRICS_PROMETHEUS_URL = envstr("UNCLOUD_METRICS_PROMETHEUS_URL", "")

@@ -18,6 +18,9 @@ class UsageSerializer(serializers.Serializer):
     range = serializers.CharField()
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
+    source = serializers.ChoiceField(choices=["samples", "prometheus"],
+                                     help_text="Where the series come from: the control plane's kept samples, "
+                                               "or Prometheus (UNCLOUD_METRICS_PROMETHEUS_URL)")
     memory_bytes = serializers.IntegerField(allow_null=True, help_text="Resident memory at the last sample")
     series = serializers.DictField(child=SeriesSerializer(),
                                    help_text="cpu (cores busy), network_receive/network_transmit and "

@@ -18,4 +18,5 @@ class VMMetricsView(APIView):
         query.is_valid(raise_exception=True)
         usage = vm_usage(vm.uuid, query.validated_data["range"])
         return Response(UsageSerializer({"vm": vm.uuid, "range": usage.range, "start": usage.start, "end": usage.end,
-                                         "memory_bytes": usage.memory_bytes, "series": usage.series}).data)
+                                         "memory_bytes": usage.memory_bytes, "series": usage.series,
+                                         "source": usage.source}).data)

@@ -105,3 +105,12 @@ def test_exporter_text_becomes_one_row_of_counters_per_vm():
     assert counters["a"]["network_receive_bytes"] == 150
     assert counters["b"]["disk_write_bytes"] == 4096
     assert set(counters) == {"a", "b"}
+
+
+def test_without_an_answer_from_prometheus_the_kept_samples_are_used(api, vm, settings):
+    now = timezone.now()
+    sample(vm, 2, cpu=0.0, received=0, now=now)
+    sample(vm, 1, cpu=30.0, received=0, now=now)
+    settings.UNCLOUD_METRICS_PROMETHEUS_URL = "http://127.0.0.1:9"  # discard port: nothing listens
+    body = api["alice"].get(f"/api/v1/vms/{vm.uuid}/metrics/").json()
+    assert body["source"] == "samples" and body["series"]["cpu"]["points"][0][1] == 0.5

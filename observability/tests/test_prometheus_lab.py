@@ -150,6 +150,13 @@ def test_prometheus_scrapes_the_control_plane_and_a_host_through_discovery(
         assert series["network_receive"]["points"] and series["network_receive"]["points"][-1][1] > 0
         assert series["cpu"]["points"][-1][1] > 0
         assert api["charlie"].get(f"/api/v1/vms/{vm.uuid}/metrics/").status_code == 404
+
+        # A site whose Prometheus scrapes the exporters: the graphs come from it.
+        settings.UNCLOUD_METRICS_PROMETHEUS_URL = f"http://127.0.0.1:{prometheus.port}"
+        usage = api["bob"].get(f"/api/v1/vms/{vm.uuid}/metrics/?range=1h").json()
+        assert usage["source"] == "prometheus"
+        assert max(point[1] for point in usage["series"]["network_receive"]["points"]) > 0, usage
+        assert usage["memory_bytes"] > 64 << 20
     finally:
         if pinger is not None:
             pinger.stop()
