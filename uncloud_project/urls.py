@@ -27,6 +27,7 @@ urlpatterns = [
     # networks before vms: vms' catch-all /vms/<uuid>/<action>/ would take /vms/<uuid>/networking/.
     path("", include("networks.urls")),
     path("", include("consoles.urls")),  # before vms too: "console" is not a verb either
+    path("", include("proxy.urls")),  # and neither is "domains"
     path("", include("vms.urls")),
     path("", include("images.urls")),
     path("admin/", admin.site.urls),
