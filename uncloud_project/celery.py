@@ -55,4 +55,6 @@ app.conf.beat_schedule = {
     # The customers' graphs: every host exporter's counters, one sample per VM.
     "sample-vm-metrics": {"task": "observability.sample_vms",
                           "schedule": float(settings.UNCLOUD_METRICS_SAMPLE_INTERVAL)},
+    # Proxy hosts (IPv4 proxy and jump host) get their whole state again.
+    "sync-proxy-hosts": {"task": "proxy.sync_all", "schedule": float(settings.UNCLOUD_PROXY_SYNC_INTERVAL)},
 }

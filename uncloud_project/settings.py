@@ -264,6 +264,7 @@ UNCLOUD_PROXY_JUMP_USER = envstr("UNCLOUD_PROXY_JUMP_USER", "uncloud-jump")  # s
 # Where the control plane fetches a name's challenge instead of resolving it (a lab without DNS)
 UNCLOUD_PROXY_CHALLENGE_ADDRESS = envstr("UNCLOUD_PROXY_CHALLENGE_ADDRESS", "")
 UNCLOUD_PROXY_CHALLENGE_TIMEOUT = envint("UNCLOUD_PROXY_CHALLENGE_TIMEOUT", 10)
+UNCLOUD_PROXY_SYNC_INTERVAL = envint("UNCLOUD_PROXY_SYNC_INTERVAL", 300)  # beat: proxy hosts re-synced (s)
 
 # Quotas every new project starts with (staff raise them per project)
 UNCLOUD_DEFAULT_QUOTA_VMS = envint("UNCLOUD_DEFAULT_QUOTA_VMS", 10)

@@ -165,3 +165,11 @@ def test_the_challenge_must_answer_the_token_for_that_name(challenge_server):
 def test_without_a_challenge_address_the_name_must_point_at_the_proxy(db):
     with pytest.raises(ChallengeFailed, match="not at the proxy"):
         fetch_challenge("localhost", "/.well-known/uncloud-challenge/t", "t", ["192.0.2.80"])
+
+
+def test_beat_resyncs_every_proxy_host_once_while_a_sync_is_queued(proxy_host):
+    from proxy.tasks import sync_all
+
+    sync_all()
+    sync_all()  # the first sync has not read the state yet: no second one
+    assert Operation.objects.filter(kind="proxy.sync", target_uuid=proxy_host.uuid).count() == 1
