@@ -1,13 +1,9 @@
 from django.contrib import admin
 
-from observability.models import JobRun, StepTiming
+from observability.models import JobStat, StepDuration
 
 
-@admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
-    list_display = ("task", "started", "seconds", "succeeded")
-    list_filter = ("task", "succeeded")
-
+class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
@@ -15,13 +11,12 @@ class JobRunAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(StepTiming)
-class StepTimingAdmin(admin.ModelAdmin):
-    list_display = ("kind", "step", "outcome", "seconds", "ran")
+@admin.register(JobStat)
+class JobStatAdmin(ReadOnlyAdmin):
+    list_display = ("task", "runs", "failures", "last_started", "last_seconds", "last_succeeded")
+
+
+@admin.register(StepDuration)
+class StepDurationAdmin(ReadOnlyAdmin):
+    list_display = ("kind", "step", "outcome", "bucket", "count", "seconds")
     list_filter = ("kind", "outcome")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -9,7 +9,7 @@ exist (operations, step timings), as Prometheus expects of a histogram.
 import time
 from datetime import timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Max, Min, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
@@ -19,14 +19,14 @@ from agents.choices import HostStatus, OperationState
 from agents.models import Alarm, Host, Operation
 from billing.choices import BankEntryState
 from billing.models import BankEntry, Payment
-from observability.models import JobRun, StepTiming
+from observability.models import JobStat, StepDuration
+from observability.recording import STEP_BUCKETS
 from vms.choices import VMStatus
 from vms.models import VM, UnknownGuest
 from vms.scheduler import rooms
 
 # Seconds. Lifecycle operations under TCG take 5 s to minutes; a drain or a big image longer.
 OPERATION_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600)
-STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
 # Audit actions that are reconciler drift (the database and a host disagreed) and HA events.
 DRIFT_ACTIONS = {
@@ -55,9 +55,8 @@ def _histogram(name, documentation, labels, rows, buckets, value_of_sum):
     return family
 
 
-def _bucket_counts(field, buckets, as_duration):
-    return {f"le_{index}": Count("id", filter=Q(**{f"{field}__lte": timedelta(seconds=bound) if as_duration
-                                                    else bound}))
+def _bucket_counts(field, buckets):
+    return {f"le_{index}": Count("id", filter=Q(**{f"{field}__lte": timedelta(seconds=bound)}))
             for index, bound in enumerate(buckets)}
 
 
@@ -108,18 +107,30 @@ class ControlPlaneCollector:
         finished = Operation.objects.filter(finished__isnull=False).annotate(
             took=ExpressionWrapper(F("finished") - F("created"), output_field=DurationField()))
         rows = finished.values("kind", "state").annotate(
-            n=Count("id"), sum=Sum("took"), **_bucket_counts("took", OPERATION_BUCKETS, True)
+            n=Count("id"), sum=Sum("took"), **_bucket_counts("took", OPERATION_BUCKETS)
         ).order_by("kind", "state")
         yield _histogram("uncloud_operation_duration_seconds",
                          "From request to terminal state, per kind and end state (vm.create: create to running)",
                          ["kind", "state"], rows, OPERATION_BUCKETS, _seconds)
 
-        steps = StepTiming.objects.values("kind", "step", "outcome").annotate(
-            n=Count("id"), sum=Sum("seconds", output_field=FloatField()),
-            **_bucket_counts("seconds", STEP_BUCKETS, False),
-        ).order_by("kind", "step", "outcome")
-        yield _histogram("uncloud_operation_step_duration_seconds", "One run of one step of an operation",
-                         ["kind", "step", "outcome"], steps, STEP_BUCKETS, lambda total: total or 0.0)
+        yield self.step_histogram()
+
+    def step_histogram(self):
+        """From the bucket rows (one per kind, step, outcome and bucket) to cumulative buckets."""
+        groups: dict[tuple, dict] = {}
+        for row in StepDuration.objects.values_list("kind", "step", "outcome", "bucket", "count", "seconds"):
+            group = groups.setdefault(row[:3], {"counts": [0] * (len(STEP_BUCKETS) + 1), "sum": 0.0})
+            group["counts"][min(row[3], len(STEP_BUCKETS))] += row[4]
+            group["sum"] += row[5]
+        family = HistogramMetricFamily("uncloud_operation_step_duration_seconds", "One run of one step of an operation",
+                                       labels=["kind", "step", "outcome"])
+        for labels, group in sorted(groups.items()):
+            running, buckets = 0, []
+            for bound, count in zip([*map(floatToGoString, STEP_BUCKETS), "+Inf"], group["counts"], strict=True):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric(list(labels), buckets, group["sum"])
+        return family
 
     def hosts(self, now):
         hosts = list(Host.objects.all())
@@ -204,13 +215,8 @@ class ControlPlaneCollector:
         yield alarms
 
     def jobs(self):
-        rows = JobRun.objects.values("task").annotate(n=Count("id"), total=Sum("seconds", output_field=FloatField()),
-                                                      last_started=Max("started"))
-        last = {}
-        for run in JobRun.objects.filter(
-                started__in=[row["last_started"] for row in rows]).values("task", "started", "seconds", "succeeded"):
-            last[run["task"]] = run
         runs = CounterMetricFamily("uncloud_job_runs", "Runs of periodic jobs", labels=["task"])
+        failures = CounterMetricFamily("uncloud_job_failures", "Runs of periodic jobs that failed", labels=["task"])
         seconds = CounterMetricFamily("uncloud_job_seconds", "Time spent in periodic jobs", labels=["task"])
         last_seconds = GaugeMetricFamily("uncloud_job_last_duration_seconds",
                                          "Duration of the last run (billing.run_monthly_billing: the billing run)",
@@ -218,15 +224,15 @@ class ControlPlaneCollector:
         last_ok = GaugeMetricFamily("uncloud_job_last_success", "1 when the last run succeeded", labels=["task"])
         last_time = GaugeMetricFamily("uncloud_job_last_run_timestamp_seconds", "When the last run started",
                                       labels=["task"])
-        for row in rows:
-            runs.add_metric([row["task"]], row["n"])
-            seconds.add_metric([row["task"]], row["total"] or 0.0)
-            run = last.get(row["task"])
-            if run is not None:
-                last_seconds.add_metric([row["task"]], run["seconds"])
-                last_ok.add_metric([row["task"]], 1 if run["succeeded"] else 0)
-                last_time.add_metric([row["task"]], run["started"].timestamp())
-        yield from (runs, seconds, last_seconds, last_ok, last_time)
+        for stat in JobStat.objects.all():
+            runs.add_metric([stat.task], stat.runs)
+            failures.add_metric([stat.task], stat.failures)
+            seconds.add_metric([stat.task], stat.seconds)
+            last_seconds.add_metric([stat.task], stat.last_seconds)
+            last_ok.add_metric([stat.task], 1 if stat.last_succeeded else 0)
+            if stat.last_started is not None:
+                last_time.add_metric([stat.task], stat.last_started.timestamp())
+        yield from (runs, failures, seconds, last_seconds, last_ok, last_time)
 
     def billing(self, now):
         payments = CounterMetricFamily("uncloud_payments", "Payments received, by method and currency",

@@ -1,42 +1,53 @@
 """What the control plane keeps for metrics that no other row already says.
 
 Most metrics are read from the rows that are the truth anyway (Operation, Host, VM, AuditEntry, the
-billing models): see collectors.py. Kept here: how long each operation step took, how long the
-periodic jobs ran, and the samples behind the customers' graphs."""
+billing models): see collectors.py. Kept here, in tables that do not grow with time: how long
+operation steps took, how long the periodic jobs ran; and the samples behind the customers' graphs
+(pruned after their retention)."""
 
 from django.db import models
 
 
-class StepTiming(models.Model):
-    """One run of one operation step (agents/operations.py sends operation_step_ran)."""
+class StepDuration(models.Model):
+    """How long the steps of operations took, as histogram buckets: one row per kind, step, outcome
+    and bucket, counted up as steps run (agents/operations.py sends operation_step_ran). The table
+    stays as small as the set of steps, so a scrape costs the same after a million operations.
+    `bucket` is the index of the first bound the duration does not exceed (len(STEP_BUCKETS): above
+    all of them)."""
 
     kind = models.CharField(max_length=64)
     step = models.CharField(max_length=64)
     outcome = models.CharField(max_length=10)
-    seconds = models.FloatField()
-    ran = models.DateTimeField(auto_now_add=True, db_index=True)
+    bucket = models.PositiveSmallIntegerField()
+    count = models.PositiveBigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
 
     class Meta:
-        ordering = ["-ran", "-id"]
-        indexes = [models.Index(fields=["kind", "step"])]
+        ordering = ["kind", "step", "outcome", "bucket"]
+        constraints = [models.UniqueConstraint(fields=["kind", "step", "outcome", "bucket"],
+                                               name="step_duration_once")]
 
     def __str__(self):
-        return f"{self.kind}/{self.step} {self.seconds:.3f} s ({self.outcome})"
+        return f"{self.kind}/{self.step} {self.outcome} bucket {self.bucket}: {self.count}"
 
 
-class JobRun(models.Model):
-    """One run of a periodic Celery task (billing run, dunning, reconcile, sampling)."""
+class JobStat(models.Model):
+    """Runs of one periodic Celery task (billing run, dunning, reconcile, sampling): totals and the
+    last run, one row per task."""
 
-    task = models.CharField(max_length=100, db_index=True)
-    started = models.DateTimeField()
-    seconds = models.FloatField()
-    succeeded = models.BooleanField()
+    task = models.CharField(max_length=100, unique=True)
+    runs = models.PositiveBigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+    failures = models.PositiveBigIntegerField(default=0)
+    last_started = models.DateTimeField(null=True, blank=True)
+    last_seconds = models.FloatField(default=0)
+    last_succeeded = models.BooleanField(default=True)
 
     class Meta:
-        ordering = ["-started", "-id"]
+        ordering = ["task"]
 
     def __str__(self):
-        return f"{self.task} {self.started:%Y-%m-%d %H:%M} {self.seconds:.1f} s"
+        return f"{self.task}: {self.runs} runs"
 
 
 class VMSample(models.Model):

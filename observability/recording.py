@@ -1,16 +1,20 @@
 """Listeners that record step and job durations (the engine and Celery know nothing of metrics)."""
 
+import bisect
 import logging
 import time
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from observability.models import JobRun, StepTiming
+from observability.models import JobStat, StepDuration
 
 log = logging.getLogger(__name__)
 
-# Periodic tasks whose run time is a metric (uncloud_job_duration_seconds).
+# Seconds; the step histogram's bounds (uncloud_operation_step_duration_seconds).
+STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+# Periodic tasks whose run time is a metric (uncloud_job_*).
 TIMED_TASKS = frozenset({
     "billing.run_monthly_billing", "billing.run_dunning", "vms.reconcile_all", "images.sweep",
     "agents.resume_stalled_operations", "observability.sample_vms",
@@ -18,9 +22,24 @@ TIMED_TASKS = frozenset({
 _started: dict[str, tuple[float, object]] = {}
 
 
+def _count_up(model, key: dict, **changes) -> None:
+    """UPDATE the row by `key` with `changes` (F expressions), creating it first when missing; two
+    writers racing to create it both end up counted."""
+    with transaction.atomic():  # a savepoint: a failure never breaks the caller's transaction
+        if model.objects.filter(**key).update(**changes):
+            return
+        try:
+            with transaction.atomic():
+                model.objects.create(**key)
+        except IntegrityError:
+            pass
+        model.objects.filter(**key).update(**changes)
+
+
 def on_operation_step_ran(sender, operation, step, seconds, outcome, **kwargs):
-    with transaction.atomic():  # a savepoint: a failed insert never breaks the caller's transaction
-        StepTiming.objects.create(kind=operation.kind, step=step, outcome=outcome, seconds=seconds)
+    bucket = bisect.bisect_left(STEP_BUCKETS, seconds)
+    _count_up(StepDuration, {"kind": operation.kind, "step": step, "outcome": outcome, "bucket": bucket},
+              count=F("count") + 1, seconds=F("seconds") + seconds)
 
 
 def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
@@ -32,8 +51,10 @@ def on_task_postrun(sender=None, task_id=None, task=None, state=None, **kwargs):
     begun = _started.pop(task_id, None)
     if begun is None:
         return
+    seconds, succeeded = time.monotonic() - begun[0], state == "SUCCESS"
     try:
-        JobRun.objects.create(task=task.name, started=begun[1], seconds=time.monotonic() - begun[0],
-                              succeeded=state == "SUCCESS")
+        _count_up(JobStat, {"task": task.name}, runs=F("runs") + 1, seconds=F("seconds") + seconds,
+                  failures=F("failures") + (0 if succeeded else 1), last_started=begun[1],
+                  last_seconds=seconds, last_succeeded=succeeded)
     except Exception:  # a metric must never fail the job it measures
         log.exception("could not record the run of %s", task.name)
