@@ -70,7 +70,8 @@ def _active_proxy_hosts():
     return proxy_hosts
 
 
-def step_publish(operation):
+def step_sync_everywhere(operation):
+    """publish (the challenge path is routed) and serve (the proven name is): every proxy host syncs."""
     _domain(operation)
     for proxy_host in _active_proxy_hosts():
         sync_proxy_host(proxy_host)
@@ -90,13 +91,6 @@ def step_challenge(operation):
     return {"proven": domain.name}
 
 
-def step_serve(operation):
-    _domain(operation)
-    for proxy_host in _active_proxy_hosts():
-        sync_proxy_host(proxy_host)
-    return {}
-
-
 def prove_failed(operation):
     domain = DomainName.objects.filter(uuid=operation.target_uuid).first()
     if domain is not None and domain.proven_at is None:
@@ -104,5 +98,5 @@ def prove_failed(operation):
         request_proxy_sync()  # the failed name's challenge route goes
 
 
-register_workflow("domain.prove", [Step("publish", step_publish), Step("challenge", step_challenge),
-                                   Step("serve", step_serve)], on_failure=prove_failed)
+register_workflow("domain.prove", [Step("publish", step_sync_everywhere), Step("challenge", step_challenge),
+                                   Step("serve", step_sync_everywhere)], on_failure=prove_failed)

@@ -11,7 +11,6 @@ import os
 import pwd
 import re
 import signal
-import time
 
 from .checks import check_bool, check_fields, check_int, check_ipv6_address, check_list, check_state_dir
 from .errors import HostsideError, bad_spec
@@ -24,7 +23,7 @@ from .state import (
     remove_file,
     send_signal,
     stop_process,
-    tail_of_file,
+    wait_for_owned_process,
     write_file_atomically,
 )
 from .system import require_binaries, run_command
@@ -130,16 +129,6 @@ def ensure_host_key(paths, changes):
     return read_text(f"{paths['host_key']}.pub").split()[:2]
 
 
-def wait_for_sshd(paths, timeout_s=5):
-    deadline = time.monotonic() + timeout_s
-    while (pid := owned_process(paths["pid"], paths["config"])) is None:
-        if time.monotonic() > deadline:
-            raise HostsideError("command_failed", "the jump sshd did not stay up", stderr=tail_of_file(paths["log"]),
-                                argv=[SSHD, "-f", paths["config"]])
-        time.sleep(0.02)
-    return pid
-
-
 def verb_jump_sync(spec):
     """Make this host's jump sshd allow exactly the given keys to the given guests (the whole desired
     state), or stop it (enabled: false)."""
@@ -176,7 +165,7 @@ def verb_jump_sync(spec):
         if pid is None:
             remove_file(paths["pid"])
             run_command([SSHD, "-f", paths["config"], "-E", paths["log"]])
-            pid = wait_for_sshd(paths)
+            pid = wait_for_owned_process(paths["pid"], paths["config"], "the jump sshd", log=paths["log"])
             changes.append("started the jump sshd")
         elif not unchanged:
             send_signal(pid, signal.SIGHUP)  # sshd re-executes itself with the new config

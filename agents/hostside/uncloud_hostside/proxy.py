@@ -11,7 +11,6 @@ import ipaddress
 import os
 import pwd
 import signal
-import time
 
 from .checks import (
     check_bool,
@@ -23,7 +22,7 @@ from .checks import (
     check_list,
     check_state_dir,
 )
-from .errors import HostsideError, bad_spec
+from .errors import bad_spec
 from .paths import proxy_paths
 from .state import (
     ensure_directory,
@@ -34,6 +33,7 @@ from .state import (
     remove_file,
     send_signal,
     stop_process,
+    wait_for_owned_process,
     write_file_atomically,
     write_json_file,
 )
@@ -162,15 +162,6 @@ def sync_routes(paths, wanted, underlay_device, changes):
     return [[address, via, underlay_device] for address, via in wanted]
 
 
-def wait_for_master(paths, timeout_s=5):
-    deadline = time.monotonic() + timeout_s
-    while (pid := owned_process(paths["pid"], paths["config"])) is None:
-        if time.monotonic() > deadline:
-            raise HostsideError("command_failed", "haproxy did not stay up", argv=["haproxy", "-f", paths["config"]])
-        time.sleep(0.02)
-    return pid
-
-
 def load_config(paths, config, changes):
     """Check the candidate, swap it in, and start or reload HAProxy. A config that fails the check
     never replaces the running one."""
@@ -182,7 +173,7 @@ def load_config(paths, config, changes):
     if pid is None:
         remove_file(paths["pid"])
         run_command(["haproxy", "-W", "-D", "-f", paths["config"], "-p", paths["pid"]])
-        pid = wait_for_master(paths)
+        pid = wait_for_owned_process(paths["pid"], paths["config"], "haproxy")
         changes.append("started haproxy")
     elif not unchanged:
         send_signal(pid, signal.SIGUSR2)  # the master re-reads the file and replaces its workers

@@ -124,6 +124,17 @@ def owned_process(pid_file, marker):
     return pid
 
 
+def wait_for_owned_process(pid_file, marker, what, timeout_s=5, log=None):
+    """The pid of a daemon just started (it writes pid_file once it runs), or HostsideError."""
+    deadline = time.monotonic() + timeout_s
+    while (pid := owned_process(pid_file, marker)) is None:
+        if time.monotonic() > deadline:
+            raise HostsideError("command_failed", f"{what} did not stay up",
+                                stderr=tail_of_file(log) if log else "", argv=[what])
+        time.sleep(0.02)
+    return pid
+
+
 def wait_for_exit(pid, timeout_s):
     """True once pid has exited (a zombie counts). The process is seldom our child (qemu and radvd
     daemonize), so a pidfd is what wakes us the moment it exits, not the next tick of a poll."""
