@@ -13,7 +13,7 @@ both, the scrape's SQL queries and its size.
 Host exporter (issue goal: <= 200 ms with 50 VMs): in a scratch network namespace (root) with one
 tap per VM (so /proc/net/dev has 50 of them) and the host program's real nft rule set
 for those ports loaded, --exporter-vms VMs answer QMP from one stand-in process
-(agents/hostside/tests/fake_qmp.py: 50 TCG guests do not fit on this machine; per guest the exporter
+(tests/lab/fake_qmp.py: 50 TCG guests do not fit on this machine; per guest the exporter
 does the same reads against it: /proc/PID/stat, a QMP query-blockstats round trip, its tap's
 counters, its guard counters). The exporter's collect() is timed --runs times beside a baseline in
 the same process: the same exporter with no guests (the host part alone). Without root, only the
@@ -171,8 +171,8 @@ print(json.dumps({"full": full, "empty": empty, "nft": nft, "lines": text.count(
 
 
 def bench_exporter(args) -> None:
-    from agents.hostside.tests.fake_qmp import start_fake_guests, stop, write_port
     from agents.hostside.uncloud_hostside.nft import render_ruleset
+    from tests.lab.fake_qmp import start_fake_guests, stop, write_port
 
     netns = f"ucbench-metrics-{os.getpid()}"
     state_dir = Path(tempfile.mkdtemp(prefix="ucbm-", dir="/tmp"))

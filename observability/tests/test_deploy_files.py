@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.hostside.tests.fake_qmp import start_fake_guests, stop, write_port
 from agents.hostside.uncloud_hostside import exporter
+from tests.lab.fake_qmp import start_fake_guests, stop, write_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 # A metric name, not a label (uncloud_role="host") of a selector.

@@ -1,4 +1,4 @@
-"""The host exporter's answer, without root: stand-in qemu processes answering QMP (fake_qmp.py),
+"""The host exporter's answer, without root: stand-in qemu processes answering QMP (tests/lab/fake_qmp.py),
 ports named after the loopback interface so /proc/net/dev has counters for them, and the nft guard
 counters parsed from `nft -j` output as the kernel prints it."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.hostside.tests.fake_qmp import READ_BYTES, WRITTEN_BYTES, start_fake_guests, stop, write_port
 from agents.hostside.uncloud_hostside import exporter
+from tests.lab.fake_qmp import READ_BYTES, WRITTEN_BYTES, start_fake_guests, stop, write_port
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .checks import check_fields, check_int, check_ipv6_address, check_state_dir
 from .errors import HostsideError, bad_spec
 from .nft import NFT_FAMILY, NFT_TABLE, load_port_states
-from .paths import vm_paths, vms_dir
+from .paths import exporter_paths, vm_paths, vms_dir
 from .program import program_path
 from .qmp import qmp_execute
 from .state import (
@@ -47,12 +47,6 @@ GUARD_REFRESH_S = 10.0
 QMP_THREADS = 16
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def exporter_paths(state_dir):
-    directory = os.path.join(state_dir, "exporter")
-    return {"dir": directory, "spec": os.path.join(directory, "exporter.json"),
-            "pid": os.path.join(directory, "exporter.pid"), "log": os.path.join(directory, "exporter.log")}
 
 
 # --- reading ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
     <state_dir>/kvm-probe.json                   whether KVM runs guests, for this boot and qemu
     <state_dir>/ha/                              the fence guard: lease.json, guard.pid, fenced.json, guard.log
     <state_dir>/migration/                       migrations in progress (migration.py)
+    <state_dir>/exporter/                        the metrics exporter (exporter.py): spec, pid, log
 """
 
 import os
@@ -189,3 +190,9 @@ def jump_paths(state_dir):
             "host_key": os.path.join(directory, "ssh_host_ed25519_key"),
             "pid": os.path.join(directory, "sshd.pid"),
             "log": os.path.join(directory, "sshd.log")}
+
+
+def exporter_paths(state_dir):
+    directory = os.path.join(state_dir, "exporter")
+    return {"dir": directory, "spec": os.path.join(directory, "exporter.json"),
+            "pid": os.path.join(directory, "exporter.pid"), "log": os.path.join(directory, "exporter.log")}
