@@ -157,11 +157,12 @@ def verb_jump_sync(spec):
             write_file_atomically(paths["authorized_keys"], keys_text)
             changes.append("wrote authorized keys")
         config = render_sshd_config(jump, paths)
-        write_file_atomically(paths["candidate"], config)
-        run_command([SSHD, "-t", "-f", paths["candidate"]])
         unchanged = read_text(paths["config"]) == config
-        os.replace(paths["candidate"], paths["config"])
         pid = owned_process(paths["pid"], paths["config"])
+        if not (unchanged and pid is not None):  # the same config on a running sshd: nothing to check
+            write_file_atomically(paths["candidate"], config)
+            run_command([SSHD, "-t", "-f", paths["candidate"]])
+            os.replace(paths["candidate"], paths["config"])
         if pid is None:
             remove_file(paths["pid"])
             run_command([SSHD, "-f", paths["config"], "-E", paths["log"]])

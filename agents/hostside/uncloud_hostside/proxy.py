@@ -164,12 +164,15 @@ def sync_routes(paths, wanted, underlay_device, changes):
 
 def load_config(paths, config, changes):
     """Check the candidate, swap it in, and start or reload HAProxy. A config that fails the check
-    never replaces the running one."""
+    never replaces the running one. The same config on a running HAProxy costs nothing (the beat's
+    re-sync of an idle host)."""
+    unchanged = read_text(paths["config"]) == config
+    pid = owned_process(paths["pid"], paths["config"])
+    if unchanged and pid is not None:
+        return pid
     write_file_atomically(paths["candidate"], config)
     run_command(["haproxy", "-c", "-q", "-f", paths["candidate"]])
-    unchanged = read_text(paths["config"]) == config
     os.replace(paths["candidate"], paths["config"])
-    pid = owned_process(paths["pid"], paths["config"])
     if pid is None:
         remove_file(paths["pid"])
         run_command(["haproxy", "-W", "-D", "-f", paths["config"], "-p", paths["pid"]])
