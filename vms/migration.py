@@ -6,15 +6,20 @@
 plan        picks the destination (the scheduler, unless staff named one), waits for a free
             migration slot on both hosts (UNCLOUD_MIGRATION_MAX_OUTGOING/_INCOMING), and marks the
             VM migrating.
-prepare     the source's migration key is let in on the destination (for the relay only), the
+prepare     the key the source made for this VM's migration is let in on the destination (for the
+            relay to this VM's incoming sockets only, removed when the move ends), the
             destination gets the base images, empty local disks, the metadata, the VM's networks
             and the metadata service, then qemu with the same device model waiting for the guest
             (`vm-incoming`: ports, taps and firewall rules are in place before it can run).
 transfer    the source mirrors local disks into the destination's NBD exports and sends the
-            guest, both through SSH between the hosts' underlay addresses (`migrate-send`);
+            guest, both through SSH between the hosts' underlay addresses (`migrate-send`; the
+            mirrors complete while the guest is paused before the switchover). Alongside, the
+            destination waits for the guest and continues it the moment it is all there
+            (`migrate-finish` with wait_s, NBD server stopped, announced): no poll of the source
+            and no round trip through the control plane is in the guest's pause.
             QEMU's figures (total time, downtime, bytes) land in the operation's result.
-switch      source mirrors released, destination NBD server stopped, the guest continued and
-            announced there; the VM row (and its local disks) name the destination from now on.
+switch      source mirror targets and tunnel released, the migration key revoked on the
+            destination; the VM row (and its local disks) name the destination from now on.
 clean_source  the source qemu quits, its local disks and metadata go, networks no VM there
             needs any more go down, NAT64 maps follow the VM.
 
@@ -24,10 +29,11 @@ got: qemu, taps, disks, metadata. If the guest already runs on the destination, 
 the move instead: a VM never runs twice and is never lost.
 """
 
+import threading
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 
 from agents.choices import TERMINAL_OPERATION_STATES
 from agents.hostagent import HostError
@@ -128,7 +134,8 @@ def step_prepare(operation):
         if facts.get("status") not in wanted:
             raise PermanentStepError(f"{vm.name} is {facts.get('status')} on {source.name}, not {wanted[0]}.")
         target = agent_for(destination)
-        target.call("migration-authorize", {"source": source.name, "public_key": facts["public_key"],
+        target.call("migration-authorize", {"uuid": str(vm.uuid), "source": source.name,
+                                            "public_key": facts["public_key"],
                                             **({"source_address": source.underlay_address}
                                                if source.underlay_address else {})})
         disks = destination_disks(target, vm)
@@ -184,15 +191,53 @@ def step_transfer(operation):
             "destination": {"address": destination.underlay_address, "port": destination.ssh_port,
                             "host_key": destination.host_key}}
     with host_errors_as_step_errors():
+        arrival = ArrivalWatch(agent_for(destination), str(vm.uuid)) if operation.kind == MIGRATE else None
         try:
             figures = agent_for(source).call("migrate-send", spec, timeout=settings.UNCLOUD_MIGRATION_TIMEOUT + 180)
         except HostError as error:
+            # The watch ends by itself: the abort stops the destination's qemu, or wait_s runs out.
             if error.code in ("migration_failed", "not_converged"):
                 raise PermanentStepError(str(error), details=str(error.extra.get("figures", ""))) from None
             raise
+        if arrival is not None:
+            arrived = arrival.result()
+    if operation.kind == MIGRATE and arrived.get("status") != "running":
+        raise PermanentStepError(f"The guest is {arrived.get('status')} on {destination.name} after the move.")
     return {key: figures.get(key) for key in ("migration_status", "total_time_ms", "downtime_ms", "setup_time_ms",
                                               "ram_transferred_bytes", "ram_total_bytes", "mirror_bytes",
                                               "downtime_limit_ms")}
+
+
+class ArrivalWatch:
+    """migrate-finish on the destination, in a thread of its own while the source sends: the host
+    continues the guest the moment it has arrived. result() is its answer (or its error); a watch
+    that has not answered by then is asked again without waiting (the guest arrived: the source
+    said `completed`)."""
+
+    def __init__(self, agent, vm_uuid: str):
+        self.agent, self.vm_uuid = agent, vm_uuid
+        self.answer, self.error = None, None
+        wait_s = settings.UNCLOUD_MIGRATION_TIMEOUT + 120  # the send's own limit, and its setup
+        self.thread = threading.Thread(target=self._watch, args=(wait_s,), daemon=True,
+                                       name=f"arrival-{vm_uuid[:8]}")
+        self.thread.start()
+
+    def _watch(self, wait_s: float) -> None:
+        try:
+            self.answer = self.agent.call("migrate-finish", {"uuid": self.vm_uuid, "wait_s": wait_s},
+                                          timeout=wait_s + 60)
+        except Exception as error:  # handed to result(), in the step's thread
+            self.error = error
+        finally:
+            connections.close_all()  # this thread's own (the agent asks whether the host is silent)
+
+    def result(self, timeout_s: float = 60) -> dict:
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            return self.agent.call("migrate-finish", {"uuid": self.vm_uuid})
+        if self.error is not None:
+            raise self.error
+        return self.answer
 
 
 def step_switch(operation):
@@ -205,10 +250,11 @@ def step_switch(operation):
         if cold:
             # The mirrors were in step and are cancelled: the disks are here now. The waiting qemu
             # never received a guest; stopping it (SIGTERM) closes the disks cleanly.
-            agent_for(destination).call("vm-down", {"uuid": str(vm.uuid), "hard": True})
-            answer = {}
+            calls = [("vm-down", {"uuid": str(vm.uuid), "hard": True})]
         else:
-            answer = agent_for(destination).call("migrate-finish", {"uuid": str(vm.uuid)})
+            calls = [("migrate-finish", {"uuid": str(vm.uuid)})]  # already done by transfer: it checks
+        calls.append(("migration-deauthorize", {"uuid": str(vm.uuid)}))
+        answer = agent_for(destination).call_batch(calls, timeout=120)[0]
     if not cold and answer.get("status") != "running":
         raise PermanentStepError(f"The guest is {answer.get('status')} on {destination.name} after the move.")
     move_rows(vm, destination)
@@ -244,6 +290,7 @@ def remove_from_host(agent, vm: VM, host: Host) -> None:
     calls += [("disk-delete", {"disk_uuid": str(disk.uuid)})
               for disk in Disk.objects.filter(vm=vm).exclude(storage=StorageBackend.RBD)]
     calls.append(("vm-metadata-delete", {"uuid": str(vm.uuid)}))
+    calls.append(("migration-deauthorize", {"uuid": str(vm.uuid)}))  # a destination it never reached
     agent.call_batch(calls, timeout=120)
 
 

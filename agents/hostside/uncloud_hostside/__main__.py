@@ -66,12 +66,15 @@ def main():
     argv = sys.argv[1:]
     if argv == ["serve"]:
         return serve()
-    if len(argv) == 2 and argv[0] in ("migration-relay", "migration-tunnel"):
-        from .migration import migration_relay, migration_tunnel
+    if len(argv) == 3 and argv[0] == "migration-relay":
+        from .migration import migration_relay
 
-        # The relay is sshd's forced command for a source host's migration key (destination side);
-        # the tunnel is the source side's daemon. Neither reads a spec from stdin.
-        return (migration_relay if argv[0] == "migration-relay" else migration_tunnel)(argv[1])
+        # sshd's forced command for one migration's key (destination side): <state_dir> <vm uuid>.
+        return migration_relay(argv[1], argv[2])
+    if len(argv) == 2 and argv[0] == "migration-tunnel":
+        from .migration import migration_tunnel
+
+        return migration_tunnel(argv[1])  # the source side's daemon; neither reads a spec from stdin
     if argv == ["console-pipe"]:
         from .console import console_pipe
 

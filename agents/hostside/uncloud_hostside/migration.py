@@ -4,20 +4,28 @@ The stream never crosses the underlay in the clear: qemu on each side talks to a
 the VM's directory, and the hosts join those sockets over SSH.
 
   source: qemu --migrate/NBD--> vms/<uuid>/migo.sock, nbdo.sock   (migration-tunnel, a daemon)
-          each connection -> `ssh -i <state_dir>/migration/id_ed25519 root@<dest underlay> KIND UUID`
-  dest:   sshd forces `uncloud_hostside.pyz migration-relay <state_dir>` for that key (and only
-          from the source's underlay address), which joins the SSH channel to
+          each connection -> `ssh -i vms/<uuid>/migration_key root@<dest underlay> KIND UUID`
+  dest:   sshd forces `uncloud_hostside.pyz migration-relay <state_dir> <uuid>` for that key (and
+          only from the source's underlay address), which joins the SSH channel to
           vms/<uuid>/mig.sock (qemu -incoming) or vms/<uuid>/nbd.sock (qemu's NBD server).
 
-The source's key can open nothing but those two sockets on the destination. Local qcow2 disks
+The key is made for one migration of one VM: it can open nothing but that VM's two incoming
+sockets on the destination, and its authorized_keys line goes when the move ends either way
+(migration-deauthorize). Two VMs leaving one host for another at once have a key each (sshd takes
+the first line a key matches, so one host-wide key could not be bound to a VM). Local qcow2 disks
 travel as a blockdev-mirror into the destination's NBD export; RBD disks are shared.
 
-  source: migrate-source-prepare  its public key, the VM's accel and drives, refuses hot-plugged disks
-  dest:   migration-authorize     the source's key in <state_dir>/migration/authorized_keys
+  source: migrate-source-prepare  the migration's public key, the VM's accel and drives, refuses
+                                  hot-plugged disks
+  dest:   migration-authorize     that key in <state_dir>/migration/authorized_keys, bound to the VM
   dest:   vm-incoming             ports, taps, rules, qemu -S -incoming defer, migrate-incoming, NBD exports
-  source: migrate-send            tunnel, mirrors until READY, capabilities, migrate, poll, raise downtime
-  source: migrate-source-release  mirrors cancelled (the destination has the data), tunnel down
-  dest:   migrate-finish          NBD server stopped, cont, announce-self
+  source: migrate-send            tunnel, mirrors until READY, capabilities, migrate, poll, raise downtime;
+                                  with mirrors it pauses before the switchover and completes them
+                                  there (the guest is stopped: the copies are equal), then goes on
+  dest:   migrate-finish          NBD server stopped, cont, announce-self (called at once after the
+                                  send: the guest's pause ends before the source is tidied)
+  source: migrate-source-release  mirror targets removed, tunnel down, the migration key gone
+  dest:   migration-deauthorize   the VM's key line removed
   source: migrate-abort           migration and mirrors cancelled, tunnel down, the guest runs again
 Each verb can run twice.
 """
@@ -51,7 +59,7 @@ from .guests import running_qemu
 from .ha import refuse_stale_start
 from .metadata import SSH_PUBLIC_KEY_RE
 from .nft import apply_ruleset
-from .paths import disks_dir, migration_dir, vm_dir, vm_paths
+from .paths import disks_dir, migration_dir, vm_dir, vm_migration_key_path, vm_paths
 from .program import program_path
 from .qmp import qmp_status
 from .state import (
@@ -75,14 +83,12 @@ from .vmspec import parse_vm_up_spec, qemu_argv, resolve_accel
 MIGRATION_SOCKETS = {"migrate": ("mig.sock", "migo.sock"), "nbd": ("nbd.sock", "nbdo.sock")}
 MIRROR_JOB_PREFIX = "migmirror"
 MIRROR_TARGET_PREFIX = "migtarget"
-MIGRATION_POLL_S = 0.25
+# The poll that sees `completed` (and `pre-switchover`) ends the guest's pause sooner when short.
+MIGRATION_POLL_S = 0.05
+ARRIVAL_POLL_S = 0.01  # the destination's look for its arrived guest: its pause lasts until then
 QEMU_DEFAULT_BANDWIDTH_MIB = 128
 PUMP_CHUNK = 256 * 1024
 ANNOUNCE = {"initial": 50, "max": 550, "rounds": 5, "step": 100}
-
-
-def migration_key_path(state_dir):
-    return os.path.join(migration_dir(state_dir), "id_ed25519")
 
 
 class QmpSession:
@@ -163,8 +169,8 @@ def running_migration_vm(state_dir, vm_uuid):
 
 
 def verb_migrate_source_prepare(spec):
-    """What the destination needs from the source: the source's public key (made once), the VM's
-    accelerator and which drives are copied. A VM with hot-plugged data volumes is refused: the
+    """What the destination needs from the source: the public key of this VM's migration (made for
+    it, removed when the migration ends), the VM's accelerator and which drives are copied. A VM with hot-plugged data volumes is refused: the
     destination would start it with a different device model (it moves after a restart)."""
     state_dir, vm_uuid, paths = migration_vm(spec, optional=["comment"])
     require_binaries("ssh", "ssh-keygen")
@@ -174,13 +180,13 @@ def verb_migrate_source_prepare(spec):
     if hot:
         raise HostsideError("in_use", "the VM has data volumes plugged in while it ran; it can move live "
                             "after a restart (or cold)", details={"hotplugged_disks": hot})
-    key = migration_key_path(state_dir)
+    key = vm_migration_key_path(state_dir, vm_uuid)
     with host_lock(state_dir):
-        ensure_directory(migration_dir(state_dir))
         if not os.path.isfile(key) or not os.path.isfile(key + ".pub"):
             for stale in (key, key + ".pub"):
                 remove_file(stale)
-            run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "uncloud-migration", "-f", key])
+            run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"uncloud-migration-{vm_uuid}",
+                         "-f", key])
     public_key = read_text(key + ".pub").split()
     status, qmp_error = qmp_status(paths["qmp"])
     return {"uuid": vm_uuid, "pid": pid, "status": status, "qmp_error": qmp_error,
@@ -188,38 +194,62 @@ def verb_migrate_source_prepare(spec):
             "mirrored_drives": mirrored_drives(state_dir, recorded.get("disks", []))}
 
 
-def relay_command(state_dir):
+def relay_command(state_dir, vm_uuid):
     program = program_path()
     if not SAFE_PATH_RE.match(program):
         raise HostsideError("bad_spec", f"the host-side program's path {program!r} cannot be a forced command")
-    return f"/usr/bin/python3 -I -S {program} migration-relay {state_dir}"
+    return f"/usr/bin/python3 -I -S {program} migration-relay {state_dir} {vm_uuid}"
+
+
+def key_line_comment(vm_uuid):
+    return f" uncloud-migration-{vm_uuid}"
+
+
+def rewrite_authorized_keys(state_dir, keep, added=None):
+    """Keep the lines `keep` accepts, append `added` (once); True when the file changed."""
+    path = os.path.join(migration_dir(state_dir), "authorized_keys")
+    with host_lock(state_dir):
+        ensure_directory(migration_dir(state_dir))
+        before = (read_text(path) or "").splitlines(keepends=True)
+        lines = [line for line in before if keep(line.rstrip())]
+        if added is not None and added not in lines:
+            lines.append(added)
+        if lines == before:
+            return path, False
+        write_file_atomically(path, "".join(lines))
+        os.chmod(path, 0o600)
+    return path, True
 
 
 def verb_migration_authorize(spec):
-    """Let `source` (a host name) in with its migration key, for the relay only: sshd reads
-    <state_dir>/migration/authorized_keys (see agents/hostside/README.md) and forces the relay."""
-    check_fields(spec, ["state_dir", "source", "public_key"], ["source_address"])
+    """Let the key of one migration of VM `uuid` from `source` (a host name) in, for the relay of
+    that VM only: sshd reads <state_dir>/migration/authorized_keys (see agents/hostside/README.md)
+    and forces `migration-relay <state_dir> <uuid>`, which opens nothing but that VM's incoming
+    sockets. Host-wide lines of earlier versions (`uncloud-migration-from-<source>`) go."""
+    check_fields(spec, ["state_dir", "source", "public_key", "uuid"], ["source_address"])
     state_dir = check_state_dir(spec["state_dir"])
+    vm_uuid = check_uuid(spec["uuid"])
     source = check_string(spec["source"], "source", VM_NAME_RE, "a host name")
     public_key = check_string(spec["public_key"], "public_key", SSH_PUBLIC_KEY_RE, "an OpenSSH public key")
     if not public_key.startswith("ssh-ed25519 "):
         raise bad_spec("public_key must be an ssh-ed25519 key")
-    options = ["restrict", f'command="{relay_command(state_dir)}"']
+    options = ["restrict", f'command="{relay_command(state_dir, vm_uuid)}"']
     if spec.get("source_address") is not None:
         address = check_ipv6_address(spec["source_address"], "source_address")
         options.insert(0, f'from="{address}"')
-    line = f"{','.join(options)} {' '.join(public_key.split()[:2])} uncloud-migration-from-{source}\n"
-    path = os.path.join(migration_dir(state_dir), "authorized_keys")
-    changes = []
-    with host_lock(state_dir):
-        ensure_directory(migration_dir(state_dir))
-        lines = [kept for kept in (read_text(path) or "").splitlines(keepends=True)
-                 if not kept.rstrip().endswith(f" uncloud-migration-from-{source}")]
-        if line not in lines:
-            write_file_atomically(path, "".join([*lines, line]))
-            os.chmod(path, 0o600)
-            changes.append(f"authorized {source}")
-    return {"path": path, "changes": changes}
+    line = f"{','.join(options)} {' '.join(public_key.split()[:2])}{key_line_comment(vm_uuid)} from {source}\n"
+    marker = key_line_comment(vm_uuid) + " "
+    path, changed = rewrite_authorized_keys(
+        state_dir, lambda kept: marker not in kept and not kept.endswith(f" uncloud-migration-from-{source}"), line)
+    return {"path": path, "changes": [f"authorized {source} for {vm_uuid}"] if changed else []}
+
+
+def verb_migration_deauthorize(spec):
+    """The migration key of VM `uuid` no longer opens anything here (its move ended either way)."""
+    state_dir, vm_uuid, _ = migration_vm(spec)
+    marker = key_line_comment(vm_uuid) + " "
+    path, changed = rewrite_authorized_keys(state_dir, lambda kept: marker not in kept)
+    return {"path": path, "changes": [f"revoked the migration key of {vm_uuid}"] if changed else []}
 
 
 def pump(read_chunk, write_all, on_end):
@@ -255,18 +285,22 @@ def join_fds_and_socket(read_fd, write_fd, connection):
     inbound.join()
 
 
-def migration_relay(state_dir):
-    """The forced command of a source's key (destination side): SSH_ORIGINAL_COMMAND names the
-    socket, `migrate <uuid>` or `nbd <uuid>`; stdin/stdout become that socket's stream."""
+def migration_relay(state_dir, allowed_uuid):
+    """The forced command of one migration's key (destination side): SSH_ORIGINAL_COMMAND names the
+    socket, `migrate <uuid>` or `nbd <uuid>`, of the one VM the key was let in for (allowed_uuid);
+    stdin/stdout become that socket's stream."""
     check_state_dir(state_dir)
     words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
     if len(words) != 2 or words[0] not in MIGRATION_SOCKETS:
         sys.stderr.write("usage: migrate|nbd <vm uuid>\n")
         return EXIT_BAD_SPEC
     try:
-        vm_uuid = check_uuid(words[1])
+        vm_uuid, allowed = check_uuid(words[1]), check_uuid(allowed_uuid)
     except HostsideError as error:
         sys.stderr.write(error.message + "\n")
+        return EXIT_BAD_SPEC
+    if vm_uuid != allowed:
+        sys.stderr.write(f"this key opens only the sockets of VM {allowed}\n")
         return EXIT_BAD_SPEC
     path = os.path.join(vm_dir(state_dir, vm_uuid), MIGRATION_SOCKETS[words[0]][0])
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -337,7 +371,7 @@ def start_tunnel(state_dir, vm_uuid, destination):
     address = destination["address"]
     known_host = address if destination["port"] == 22 else f"[{address}]:{destination['port']}"
     write_file_atomically(paths["known_hosts"], f"{known_host} {destination['host_key']}\n")
-    ssh = ["ssh", "-F", "/dev/null", "-i", migration_key_path(state_dir), "-p", str(destination["port"]),
+    ssh = ["ssh", "-F", "/dev/null", "-i", vm_migration_key_path(state_dir, vm_uuid), "-p", str(destination["port"]),
            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
            "-o", f"UserKnownHostsFile={paths['known_hosts']}", "-o", "GlobalKnownHostsFile=/dev/null",
            "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "Compression=no",
@@ -368,7 +402,9 @@ def stop_tunnel(state_dir, vm_uuid, changes):
         wait_for_exit(pid, 5)
         changes.append("stopped the migration tunnel")
     paths = tunnel_paths(state_dir, vm_uuid)
-    for leftover in (paths["pid"], paths["config"], paths["known_hosts"], paths["migrate"], paths["nbd"]):
+    key = vm_migration_key_path(state_dir, vm_uuid)  # the next migration of this VM gets a new one
+    for leftover in (paths["pid"], paths["config"], paths["known_hosts"], paths["migrate"], paths["nbd"], key,
+                     key + ".pub"):
         remove_file(leftover)
 
 
@@ -502,6 +538,24 @@ def wait_for_mirrors(qmp, drives, timeout_s):
         time.sleep(MIGRATION_POLL_S)
 
 
+def complete_mirrors(qmp, changes, timeout_s=60):
+    """The guest is paused before the switchover: each mirror is cancelled without force, which
+    ends it once its last writes are on the destination (BLOCK_JOB_COMPLETED, a point-in-time copy).
+    Returns the bytes the mirrors copied."""
+    jobs = mirror_jobs(qmp)
+    copied = sum(int(job.get("offset", 0)) for job in jobs.values())
+    for job in jobs:
+        qmp.execute("block-job-cancel", {"device": job}, allow_error=True)
+    deadline = time.monotonic() + timeout_s
+    while mirror_jobs(qmp):
+        if time.monotonic() > deadline:
+            raise HostsideError("not_converged", f"the disk mirrors did not complete within {timeout_s} s")
+        time.sleep(0.005)
+    if jobs:
+        changes.append(f"completed {len(jobs)} mirror(s) before the switchover")
+    return copied
+
+
 def release_mirrors(qmp, drives, changes):
     """Cancel the mirrors (a READY mirror cancelled leaves both copies consistent; after the switch
     the destination's is the one in use) and remove their NBD target nodes."""
@@ -569,8 +623,11 @@ def verb_migrate_send(spec):
                 # In step and nothing writes (the guest never ran): the copies are the same now.
                 return {"migration_status": "disks-copied", "mirror_bytes": mirror_bytes,
                         "total_time_ms": round((time.monotonic() - started) * 1000), "changes": changes}
+            # With disks mirrored the migration stops before the switchover (the guest is paused
+            # then) so that the mirrors complete first: the destination may run its guest at once.
             capabilities = [{"capability": "auto-converge", "state": parameters["auto_converge"]},
-                            {"capability": "events", "state": True}]
+                            {"capability": "events", "state": True},
+                            {"capability": "pause-before-switchover", "state": bool(drives)}]
             qmp.execute("migrate-set-capabilities", {"capabilities": capabilities})
             # Both always set: qemu keeps what an earlier (failed) migration of this guest set.
             migrate_parameters = {"downtime-limit": parameters["downtime_ms"],
@@ -585,6 +642,10 @@ def verb_migrate_send(spec):
         while True:
             info = qmp.execute("query-migrate")
             status = info.get("status")
+            if status == "pre-switchover":
+                mirror_bytes = complete_mirrors(qmp, changes) or mirror_bytes
+                qmp.execute("migrate-continue", {"state": "pre-switchover"})
+                continue
             if status == "completed":
                 mirror_bytes = sum(int(job.get("offset", 0)) for job in mirror_jobs(qmp).values()) or mirror_bytes
                 return {**migration_figures(info, mirror_bytes), "downtime_limit_ms": downtime,
@@ -655,14 +716,36 @@ def verb_migrate_source_release(spec):
     return {"uuid": vm_uuid, "changes": changes}
 
 
+def wait_for_arrival(paths, vm_uuid, wait_s):
+    """Until the incoming guest is all here (paused), its migration failed, or wait_s ends. The
+    monitor takes one client at a time: each look is a short connection of its own, so vm-status
+    and vm-down (an abort) are never locked out meanwhile."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with QmpSession(paths["qmp"]) as qmp:
+            status = qmp.execute("query-status")["status"]
+            if status != "inmigrate":
+                return
+            incoming = qmp.execute("query-migrate").get("status")
+        if incoming in ("failed", "cancelled"):
+            raise HostsideError("migration_failed", f"the incoming migration of {vm_uuid} {incoming}")
+        if time.monotonic() > deadline:
+            raise HostsideError("busy", f"VM {vm_uuid} is still receiving its state")
+        time.sleep(ARRIVAL_POLL_S)
+
+
 def verb_migrate_finish(spec):
-    """Destination, after the source reported `completed`: stop the NBD server, run the guest, and
-    announce it (RARP + the guest's own announcement) so the VXLAN fabric learns where it is now.
-    `run: false` (a cold move) leaves the guest paused: its disks are here now, it never ran."""
-    state_dir, vm_uuid, paths = migration_vm(spec, optional=["run"])
+    """Destination, once the guest is all here: stop the NBD server, run the guest, and announce it
+    (RARP + the guest's own announcement) so the VXLAN fabric learns where it is now. `wait_s`: wait
+    that long for the guest to arrive (called alongside migrate-send, it continues the guest the
+    moment it is here: nobody else's round trip is in the guest's pause). `run: false` (a cold
+    move) leaves the guest paused: its disks are here now, it never ran."""
+    state_dir, vm_uuid, paths = migration_vm(spec, optional=["run", "wait_s"])
     run = check_bool(spec.get("run", True), "run")
+    wait_s = check_number(spec.get("wait_s", 0), "wait_s", 0, 86400)
     running_migration_vm(state_dir, vm_uuid)
     changes = []
+    wait_for_arrival(paths, vm_uuid, wait_s)
     with QmpSession(paths["qmp"]) as qmp:
         status = qmp.execute("query-status")["status"]
         if status == "inmigrate":
@@ -672,8 +755,7 @@ def verb_migrate_finish(spec):
         if run and status in ("paused", "prelaunch"):
             qmp.execute("cont")
             changes.append("the guest runs here")
-        if run:
-            qmp.execute("announce-self", ANNOUNCE)
+            qmp.execute("announce-self", ANNOUNCE)  # once: a repeated call finds it running
         status = qmp.execute("query-status")["status"]
     recorded = read_json_file(paths["spec"])
     if recorded and recorded.pop("incoming", None):
@@ -686,6 +768,7 @@ def verb_migrate_finish(spec):
 MIGRATION_VERBS = {
     "migrate-source-prepare": verb_migrate_source_prepare,
     "migration-authorize": verb_migration_authorize,
+    "migration-deauthorize": verb_migration_deauthorize,
     "vm-incoming": verb_vm_incoming,
     "migrate-send": verb_migrate_send,
     "migrate-source-release": verb_migrate_source_release,

@@ -88,6 +88,11 @@ def vm_paths(state_dir, vm_uuid):
             "lock": os.path.join(directory, "vm-up.lock")}
 
 
+def vm_migration_key_path(state_dir, vm_uuid):
+    """The source's SSH key for one migration of this VM: it opens only this VM's incoming sockets."""
+    return os.path.join(vm_dir(state_dir, vm_uuid), "migration_key")
+
+
 def port_state_path(state_dir, tap):
     return os.path.join(ports_dir(state_dir), f"{tap}.json")
 
