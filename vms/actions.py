@@ -400,13 +400,34 @@ def do_rebuild_vm_elsewhere(actor, vm: VM):
         "avoid_hosts": [host.id]})
 
 
+def _host_has_room_for(vm: VM, cores: int, memory_mib: int, disk_growth_mib: int) -> bool:
+    """Whether the VM's host takes it at the new size; if not, a resize moves it, and when no host
+    has room the resize is refused (Conflict, saying what is free where)."""
+    from vms import scheduler
+
+    room = scheduler.rooms([vm.host])[0]
+    if room.fits(cores - vm.cores, memory_mib - vm.memory_mib, disk_growth_mib):
+        return True
+    _, _, disk_mib = scheduler.vm_needs(vm)
+    if scheduler.destination_for(vm, needs=(cores, memory_mib, disk_mib + disk_growth_mib)) is None:
+        raise Conflict(f"No host has room for {vm.name} at {cores} cores and {memory_mib} MiB: its host "
+                       f"{vm.host.name} has {(room.free_cores + vm.cores).normalize():f} cores and "
+                       f"{(room.free_memory_mib + vm.memory_mib).normalize():f} MiB free for it, and no other host "
+                       "more.")
+    return False
+
+
 @transaction.atomic
 def do_resize_vm(actor, vm: VM, *, cores: int | None = None, memory_mib: int | None = None,
                  disk_mib: int | None = None):
     """Change a VM's cores, memory and root disk size (disks only grow). The quota is checked and
     billing replaces the VM's order (vm_resized, in this transaction). A running VM with new cores
     or memory is stopped, changed and started again (vm.resize); a disk that only grows grows
-    online. A stopped VM takes the new size at its next start. Returns the operation or None."""
+    online. When its host has no room for the new size, the running VM is stopped, moved with its
+    disks to a host that has (the scheduler's choice) and started there at the new size (vm.move,
+    cold: the guest restarts anyway for new cores or memory, so a live move would add a copy of its
+    memory and nothing for the customer); with no such host the resize is refused (409) and nothing
+    changes. A stopped VM takes the new size at its next start. Returns the operation or None."""
     vm = _locked(vm)
     _refuse_if_busy(vm)
     if vm.status not in (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PENDING, VMStatus.WAITING_FOR_CAPACITY):
@@ -423,12 +444,7 @@ def do_resize_vm(actor, vm: VM, *, cores: int | None = None, memory_mib: int | N
     check_quota(project, project_usage(project), Usage(cores=cores - vm.cores, memory_mib=memory_mib - vm.memory_mib,
                                                        disk_mib=disk_mib - old_disk))
     restart = vm.status == VMStatus.RUNNING and (cores, memory_mib) != (vm.cores, vm.memory_mib)
-    if restart and vm.host is not None:
-        from vms import scheduler
-
-        room = scheduler.rooms([vm.host])[0]
-        if not room.fits(cores - vm.cores, memory_mib - vm.memory_mib, disk_mib - old_disk):
-            raise Conflict(f"{vm.host.name} has no room for {vm.name} at the new size; staff can move it first.")
+    move = restart and vm.host is not None and not _host_has_room_for(vm, cores, memory_mib, disk_mib - old_disk)
     old_cores, old_memory = vm.cores, vm.memory_mib
     VM.objects.filter(pk=vm.pk).update(cores=cores, memory_mib=memory_mib)
     if root is not None:
@@ -439,6 +455,14 @@ def do_resize_vm(actor, vm: VM, *, cores: int | None = None, memory_mib: int | N
     signals.vm_resized.send(sender=VM, vm=vm, old_cores=old_cores, old_memory_mib=old_memory)
     if vm.host_id is None or vm.status != VMStatus.RUNNING:
         return None  # the next start builds it at the new size
+    if move:
+        audit.record(actor, "vm.move", project=vm.project, target=vm, source=vm.host.name, destination="",
+                     reason="resize")
+        VM.objects.filter(pk=vm.pk).update(status_message="Resizing: its host has no room for the new size, it "
+                                                          "moves (stop, move, start at the new size).")
+        # The scheduler picks the host again when the move plans (and holds the room from then on).
+        return start_operation("vm.move", project=vm.project, target=vm, host=vm.host, created_by=actor,
+                               payload={"destination": None, "live": False, "reason": "resize"})
     if restart:
         VM.objects.filter(pk=vm.pk).update(status=VMStatus.STOPPING, status_message="Resizing: stop, change, start.")
     return start_operation("vm.resize", project=vm.project, target=vm, host=vm.host, created_by=actor,

@@ -156,11 +156,12 @@ def cannot_take(vm: VM, host: Host) -> str:
     return ""
 
 
-def destination_for(vm: VM) -> Host | None:
-    """Where a placed VM can move: the scheduler's choice among the other enabled hosts with room.
-    Call it in a transaction: the candidate rows stay locked until it ends."""
+def destination_for(vm: VM, needs: tuple[int, int, int] | None = None) -> Host | None:
+    """Where a placed VM can move: the scheduler's choice among the other enabled hosts with room
+    (for `needs`, cores/memory/disk MiB, when it moves to grow). Call it in a transaction: the
+    candidate rows stay locked until it ends."""
     hosts = [host for host in candidate_hosts().exclude(pk=vm.host_id).select_for_update()
              if not lacks_what_vms_need(host)]
-    cores, memory_mib, disk_mib = vm_needs(vm)
+    cores, memory_mib, disk_mib = needs or vm_needs(vm)
     fitting = [room for room in rooms(hosts, ignoring=vm) if room.fits(cores, memory_mib, disk_mib)]
     return choose(fitting, memory_mib).host if fitting else None

@@ -10,7 +10,7 @@ from django.utils import timezone
 from agents.models import Host, Operation
 from agents.operations import StepWaiting
 from vms.drain import DRAIN, step_move_away
-from vms.migration import step_plan
+from vms.migration import step_plan, step_plan_cold
 from vms.models import VM
 from vms.scheduler import cannot_take, destination_for
 
@@ -153,3 +153,35 @@ def test_resize_checks_quota_grows_disks_only_and_replaces_the_order(api, alice,
     assert running.status_code == 202 and running.json()["operation"]["kind"] == "vm.resize"
     assert Operation.objects.get(kind="vm.resize").payload == {"restart": True}
     assert Order.objects.filter(resource_uuid=vm.uuid).count() == 3  # down is a replacing order too
+
+
+def test_a_resize_moves_the_vm_when_its_host_lacks_room_and_is_refused_when_no_host_has(api, alice, alice_project):
+    from accounts.actions import do_set_quota
+    from billing.models import Order
+    from vms.actions import do_create_vm
+
+    do_set_quota(None, alice_project, quota_cores=100, quota_memory_mib=10**6)
+    vm, _ = do_create_vm(alice, alice_project, name="grow", cores=1, memory_mib=1024, disk_mib=10240)
+    VM.objects.filter(pk=vm.pk).update(status="running", host=host("hv1"))
+    Operation.objects.filter(target_uuid=vm.uuid).update(state="succeeded")  # no worker here: as if it ran
+    url = f"/api/v1/vms/{vm.uuid}/resize/"
+    assert api["charlie"].post(url, {"memory": "12GiB"}, format="json").status_code == 404
+
+    refused = api["alice"].post(url, {"memory": "12GiB"}, format="json")  # hv1 has 8 GiB, there is no other
+    assert refused.status_code == 409 and "No host has room for grow" in refused.json()["detail"], refused.content
+    assert "hv1 has 32 cores and 8192 MiB free" in refused.json()["detail"]
+    assert VM.objects.get(pk=vm.pk).memory_mib == 1024 and Order.objects.filter(resource_uuid=vm.uuid).count() == 1
+    assert not Operation.objects.filter(target_uuid=vm.uuid).exclude(state="succeeded").exists()
+
+    host("hv2", memory_overbooking=Decimal("2.0"))  # 16 GiB
+    moved = api["bob"].post(url, {"memory": "12GiB"}, format="json")
+    assert moved.status_code == 202, moved.content
+    operation = Operation.objects.get(uuid=moved.json()["operation"]["uuid"])
+    assert (operation.kind, operation.payload["reason"], operation.payload["destination"]) == ("vm.move", "resize",
+                                                                                              None)
+    vm.refresh_from_db()
+    assert (vm.memory_mib, vm.status, vm.host.name) == (12288, "running", "hv1")  # it moves when the worker plans
+    old, new = Order.objects.filter(resource_uuid=vm.uuid).order_by("id")
+    assert new.replaces_id == old.pk and new.memory_mib == 12288
+    assert step_plan_cold(operation)["destination"] == "hv2"  # the scheduler's choice, at the new size
+    assert api["alice"].post(url, {"memory": "1GiB"}, format="json").status_code == 409  # one change at a time

@@ -1,5 +1,7 @@
 """Resize on a real lab host through the API with a real worker: memory up (stop, start at the new
-size), the disk grown online (same qemu), memory down again; each change a replacing order."""
+size), the disk grown online (same qemu), memory down again; each change a replacing order. Then
+its host has no room for more memory: the resize moves it (stop, its disk copied, start on the
+other host at the new size); with no room anywhere it is refused and nothing changes."""
 
 import json
 import subprocess
@@ -8,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents.hosts import agent_for
-from agents.models import Operation
+from agents.models import Host, Operation
 from billing.models import Order
 from tests.lab.controlplane import (
     apply_lab_settings,
@@ -73,9 +75,24 @@ def test_resize_up_and_down_and_the_disk_online(lab, celery_processes, settings,
     wait_for_status(vm, "running", processes)
     assert memory_argument(vm) == "128"
 
+    # Its host has room for 200 MiB of guests only: 256 MiB means a move to the other host.
+    home = vm.host
+    Host.objects.filter(pk=home.pk).update(memory_mib=200)
+    moved = resize(alice, vm, processes, memory="256M")
+    assert (moved.kind, moved.payload["reason"]) == ("vm.move", "resize")
+    wait_for_status(vm, "running", processes)
+    assert vm.host != home and memory_argument(vm) == "256"
+    assert agent_for(vm.host).call("vm-status", {"uuid": str(vm.uuid)})["status"] == "running"
+    assert agent_for(home).call("inventory")["vms"] == []
+    # No host has room for 16 GiB: refused, with the reason, and nothing changed.
+    refused = alice.post(f"/api/v1/vms/{vm.uuid}/resize/", {"memory": "16G"}, format="json")
+    assert refused.status_code == 409 and "No host has room" in refused.json()["detail"], refused.content
+    vm.refresh_from_db()
+    assert vm.memory_mib == 256 and memory_argument(vm) == "256"
+
     orders = list(Order.objects.filter(resource_uuid=vm.uuid).order_by("id"))
     assert [(order.memory_mib, order.disk_mib) for order in orders] == [(128, 1024), (256, 1024), (256, 2048),
-                                                                        (128, 2048)]
+                                                                        (128, 2048), (256, 2048)]
     assert all(later.replaces_id == earlier.pk and earlier.ends_at == later.starts_at
                for earlier, later in zip(orders, orders[1:], strict=False))
     assert orders[-1].ends_at is None
