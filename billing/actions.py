@@ -261,6 +261,8 @@ def on_vm_resized(sender, vm, **kwargs):
         return
     if (order.cores, order.memory_mib, order.disk_mib) == (vm.cores, vm.memory_mib, disk_mib):
         return
+    if vm.cores > order.cores or vm.memory_mib > order.memory_mib or disk_mib > order.disk_mib:
+        refuse_if_suspended(vm.project, "cores, memory or disk")  # growing is buying more, as a create is
     do_replace_order(order, cores=vm.cores, memory_mib=vm.memory_mib, disk_mib=disk_mib,
                      description=_vm_description(vm.name, vm.cores, vm.memory_mib, disk_mib))
 

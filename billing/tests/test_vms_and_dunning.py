@@ -157,3 +157,21 @@ def test_a_suspended_account_cannot_create_vms_or_addresses_until_it_pays(overdu
     vm, created = vm_actions.do_create_vm(alice, alice_project, name="big", cores=8, memory_mib=16384,
                                           disk_mib=10240)
     assert created and Order.objects.filter(resource_uuid=vm.uuid).exists()
+
+
+def test_a_suspended_account_cannot_grow_a_vm_but_can_shrink_it(overdue, api, staff):
+    """Growing a VM buys more: refused while the account is suspended, with the same 409 as a create."""
+    bill, vm = overdue
+    dunning.run_dunning(DUE + timedelta(days=30))
+    url = f"/api/v1/vms/{vm.uuid}/resize/"
+    refused = api["alice"].post(url, {"cores": 2}, format="json")
+    assert refused.status_code == 409, refused.content
+    assert f"bill {bill.number}" in refused.json()["detail"] and f"/billing/bills/{bill.uuid}/" in refused.content.decode()
+    assert api["alice"].post(url, {"disk": "20GiB"}, format="json").status_code == 409
+    vm.refresh_from_db()
+    assert (vm.cores, vm.memory_mib) == (1, 1024) and Order.objects.filter(resource_uuid=vm.uuid).count() == 1
+    shrunk = api["alice"].post(url, {"memory": "512MiB"}, format="json")
+    assert shrunk.status_code == 202, shrunk.content
+    assert Order.objects.filter(resource_uuid=vm.uuid, ends_at__isnull=True).get().memory_mib == 512
+    do_add_credit(staff, bill.account, bill.total, "paid by phone")
+    assert api["alice"].post(url, {"cores": 2}, format="json").status_code == 202
