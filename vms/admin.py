@@ -1,13 +1,16 @@
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 from django.utils.html import format_html_join
 
-from accounts.adminactions import calling
+from accounts.adminactions import calling, run_action_on_each
 from agents.admin import HostAdmin
 from agents.models import Host, Operation
 from vms import actions as vm_actions
 from vms.drain import DRAIN, do_drain_host
 from vms.migration import FIGURES, MIGRATE
 from vms.models import VM, SSHKey
+from vms.views import ResizeForm, price_quote
 
 
 @admin.register(VM)
@@ -31,7 +34,35 @@ class VMAdmin(admin.ModelAdmin):
         calling("rebuild_elsewhere", vm_actions.do_rebuild_vm_elsewhere,
                 "Rebuild the selected VMs of a fenced host on another host (their disks' data is lost)",
                 "Rebuild elsewhere started"),
+        "resize_vms",
     ]
+
+    @admin.action(description="Resize the selected VMs (a page asks for the size and shows the new price)")
+    def resize_vms(self, request, queryset):
+        """Staff resize through do_resize_vm (quota, billing's replacing order, a move when the host
+        lacks room), in two steps: the size, then the new monthly price of each VM and the confirmation."""
+        vms = list(queryset.select_related("project"))
+        first = vms[0]
+        root_mib = {vm.pk: sum(disk.size_mib for disk in vm.disks.filter(role="root")) for vm in vms}
+        form = ResizeForm(request.POST if "size" in request.POST else None, initial={
+            "cores": first.cores, "memory": f"{first.memory_mib}MiB", "disk": f"{root_mib[first.pk]}MiB"})
+        rows, priced = [], ""
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            priced = f"{data['cores']}:{data['memory']}:{data['disk']}"
+            if request.POST.get("priced") == priced:
+                run_action_on_each(request, queryset, lambda actor, vm: vm_actions.do_resize_vm(
+                    actor, vm, cores=data["cores"], memory_mib=data["memory"], disk_mib=data["disk"]),
+                    "Resize requested")
+                return None
+            rows = [(vm, price_quote(vm.project, vm.cores, vm.memory_mib, root_mib[vm.pk]),
+                     price_quote(vm.project, data["cores"], data["memory"], max(data["disk"], root_mib[vm.pk])))
+                    for vm in vms]
+        return TemplateResponse(request, "admin/vms/resize.html", {
+            **self.admin_site.each_context(request), "title": "Resize VMs", "opts": self.model._meta,
+            "form": form, "vms": vms, "rows": rows, "priced": priced,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        })
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in VM._meta.get_fields() if field.concrete] + ["last_migration"]

@@ -16,6 +16,7 @@ urlpatterns = [
     path("vms/<uuid:uuid>/networking/rules/<uuid:rule_uuid>/remove/", networking_views.vm_rule_remove,
          name="vm-rule-remove"),
     path("vms/<uuid:uuid>/networking/ipv4/<str:what>/", networking_views.vm_ipv4, name="vm-ipv4"),
+    path("vms/<uuid:uuid>/resize/", views.vm_resize, name="portal-vm-resize"),  # a page, not a one-click verb
     path("vms/<uuid:uuid>/<str:verb>/", views.vm_action, name="vm-action"),
     path("ssh-keys/", views.ssh_keys, name="ssh-keys"),
     path("ssh-keys/<uuid:uuid>/delete/", views.ssh_key_delete, name="ssh-key-delete"),

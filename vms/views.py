@@ -194,6 +194,43 @@ def vm_create(request):
     })
 
 
+class ResizeForm(forms.Form):
+    cores = forms.IntegerField(min_value=1, max_value=256)
+    memory = SizeField(min_mib=MIN_MEMORY_MIB, max_mib=4 * 1024 * 1024, help_text='e.g. "512M" or "2GiB"')
+    disk = SizeField(min_mib=1024, max_mib=64 * 1024 * 1024, help_text="root disk; disks only grow")
+
+
+@login_required
+def vm_resize(request, uuid):
+    """Resize in two steps: the new size and its monthly price (beside today's) first, then the
+    confirmation, which calls do_resize_vm. A confirmation carries the size it was priced for."""
+    vm = get_object_or_404(visible_vms(request.user).select_related("project"), uuid=uuid)
+    root = vm.disks.filter(role="root").first()
+    disk_mib = root.size_mib if root is not None else 1024
+    current = {"cores": vm.cores, "memory": format_mib(vm.memory_mib), "disk": format_mib(disk_mib)}
+    form = ResizeForm(request.POST or None, initial=current)
+    quote, priced = None, ""
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        quote = price_quote(vm.project, data["cores"], data["memory"], data["disk"])
+        priced = f"{data['cores']}:{data['memory']}:{data['disk']}"
+        # Confirmed is only the size whose price the page showed; changed values are priced first.
+        if request.POST.get("priced") == priced:
+            try:
+                actions.do_resize_vm(request.user, vm, cores=data["cores"], memory_mib=data["memory"],
+                                     disk_mib=data["disk"])
+            except (Conflict, Unprocessable, ValidationError, QuotaExceeded) as error:
+                form.add_error(None, error_text(error))
+            else:
+                messages.success(request, f"Resize of {vm.name} requested.")
+                return redirect("vm", uuid=vm.uuid)
+    return render(request, "vms/vm_resize.html", {
+        "vm": vm, "form": form, "quote": quote, "priced": priced,
+        "current_quote": price_quote(vm.project, vm.cores, vm.memory_mib, disk_mib), "current": current,
+        "pricing": bool(getattr(settings, "UNCLOUD_VM_PRICE_FUNCTION", "")),
+    })
+
+
 @login_required
 def vm_detail(request, uuid):
     vm = get_object_or_404(
