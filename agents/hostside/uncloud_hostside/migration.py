@@ -518,8 +518,11 @@ def start_mirrors(qmp, paths, drives, changes):
             qmp.execute("blockdev-add", {"driver": "nbd", "node-name": target, "export": drive,
                                          "server": {"type": "unix", "path": paths["nbd"]}})
         # top: only what the overlay holds; the destination has the same base image (image-ensure).
+        # write-blocking: once in step, a guest write is done when both copies have it, so little
+        # is left to complete while the guest is paused before the switchover.
         qmp.execute("blockdev-mirror", {"job-id": job, "device": drive, "target": target, "sync": "top",
-                                        "auto-finalize": True, "auto-dismiss": True})
+                                        "copy-mode": "write-blocking", "auto-finalize": True,
+                                        "auto-dismiss": True})
         changes.append(f"mirroring {drive}")
 
 
@@ -637,14 +640,26 @@ def verb_migrate_send(spec):
             qmp.execute("migrate", {"uri": f"unix:{tunnel['migrate']}"})
             changes.append("migration started")
         downtime = parameters["downtime_ms"]
+        # A repeated call may find the switchover under way. ("completed" here is an arrived
+        # guest's incoming migration, or this one's just now: the poll says which.)
+        switching = info.get("status") == "device"
         next_step = time.monotonic() + parameters["step_s"]
         deadline = started + parameters["timeout_s"]
         while True:
             info = qmp.execute("query-migrate")
             status = info.get("status")
-            if status == "pre-switchover":
+            if status == "pre-switchover" and not switching:
                 mirror_bytes = complete_mirrors(qmp, changes) or mirror_bytes
-                qmp.execute("migrate-continue", {"state": "pre-switchover"})
+                # Once: the migration thread leaves pre-switchover a moment later, and a second
+                # continue would find it in `device` (an error, though all is well; so is one by a
+                # repeated migrate-send, which the poll then follows).
+                qmp.execute("migrate-continue", {"state": "pre-switchover"}, allow_error=True)
+                switching = True
+                continue
+            if status == "completed" and not info.get("total-time") and time.monotonic() < deadline:
+                # QEMU says completed a moment before it has worked out its times (total-time and
+                # downtime read 0 until then): the figures are what the operation publishes.
+                time.sleep(0.01)
                 continue
             if status == "completed":
                 mirror_bytes = sum(int(job.get("offset", 0)) for job in mirror_jobs(qmp).values()) or mirror_bytes
