@@ -29,6 +29,7 @@ got: qemu, taps, disks, metadata. If the guest already runs on the destination, 
 the move instead: a VM never runs twice and is never lost.
 """
 
+import contextvars
 import threading
 import time
 
@@ -218,8 +219,9 @@ class ArrivalWatch:
         self.agent, self.vm_uuid = agent, vm_uuid
         self.answer, self.error = None, None
         wait_s = settings.UNCLOUD_MIGRATION_TIMEOUT + 120  # the send's own limit, and its setup
-        self.thread = threading.Thread(target=self._watch, args=(wait_s,), daemon=True,
-                                       name=f"arrival-{vm_uuid[:8]}")
+        # In the step's context: its host calls carry the step's claim (agents.hostagent.acting_for).
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._watch, wait_s),
+                                       daemon=True, name=f"arrival-{vm_uuid[:8]}")
         self.thread.start()
 
     def _watch(self, wait_s: float) -> None:
