@@ -1,6 +1,9 @@
 """Thin Celery tasks of the VM app: the reconciler fans out one task per host."""
 
+import contextlib
+
 from celery import shared_task
+from django.core.cache import cache
 
 from agents.models import Host
 from agents.operations import wake_waiting
@@ -24,12 +27,28 @@ def reconcile_all() -> int:
     return len(hosts)
 
 
+# A reconcile of a host (its inventory call may take up to a minute on a slow host) runs once at a
+# time: beat's next tick does not stack another worker on that host.
+RECONCILE_LOCK_S = 90
+
+
 @shared_task(name="vms.reconcile_host", acks_late=True)
 def reconcile_host(host_id: int) -> dict:
     host = Host.objects.filter(id=host_id).first()
     if host is None:
         return {}
-    return reconciler.reconcile_host(host).__dict__
+    key = f"uncloud:reconcile-host:{host_id}"
+    try:
+        if not cache.add(key, "running", timeout=RECONCILE_LOCK_S):
+            return {"host": host.name, "skipped": "its previous reconcile is still running"}
+    except Exception:  # no shared cache right now (Redis restarting): reconcile all the same
+        key = None
+    try:
+        return reconciler.reconcile_host(host).__dict__
+    finally:
+        if key is not None:
+            with contextlib.suppress(Exception):
+                cache.delete(key)
 
 
 @shared_task(name="vms.apply_firewall", bind=True, acks_late=True, max_retries=60)
