@@ -340,7 +340,10 @@ def kill_stale_generations(state_dir, generations):
     for vm_uuid, generation in generations.items():
         if not os.path.isdir(vm_dir(state_dir, vm_uuid)):
             continue
-        remember_generation(state_dir, vm_uuid, generation)
+        try:
+            remember_generation(state_dir, vm_uuid, generation)
+        except FileNotFoundError:
+            continue  # a vm-down purge removed its directory meanwhile: the VM is gone from here
         recorded = read_json_file(vm_paths(state_dir, vm_uuid)["spec"]) or {}
         running = recorded.get("generation")
         pid = running_qemu(state_dir, vm_uuid)

@@ -1,10 +1,12 @@
 """vm-up / vm-down / vm-status / vm-reboot: qemu started directly, guarded by nftables before it runs."""
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
 import subprocess
+import time
 
 from .addressing import bridge_name
 from .checks import check_bool, check_fields, check_number, check_state_dir, check_uuid
@@ -306,6 +308,21 @@ def shut_down_qemu(state_dir, vm_uuid, timeout_s, hard, discard=False):
     return "killed"
 
 
+def remove_vm_directory(directory):
+    """rmtree, again when a file appeared or went meanwhile: the heartbeat (not under the host lock,
+    so it never waits behind a verb) may be writing the VM's generation file right then."""
+    for attempt in range(5):
+        if not os.path.isdir(directory):
+            return
+        try:
+            shutil.rmtree(directory)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.ENOENT) or attempt == 4:
+                raise
+            time.sleep(0.05)
+
+
 def verb_vm_down(spec):
     check_fields(spec, ["state_dir", "uuid"], ["timeout_s", "hard", "purge"])
     state_dir = check_state_dir(spec["state_dir"])
@@ -335,7 +352,7 @@ def verb_vm_down(spec):
                 changes.append(f"removed {os.path.basename(runtime_file)}")
         if purge and os.path.isdir(paths["dir"]):
             # The VM is deleted: its spec and serial log go too, so inventory forgets it.
-            shutil.rmtree(paths["dir"])
+            remove_vm_directory(paths["dir"])
             changes.append("removed the VM directory")
     return {"uuid": vm_uuid, "stopped_by": stopped_by, "changes": changes}
 
