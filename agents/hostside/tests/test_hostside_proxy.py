@@ -103,6 +103,28 @@ def test_proxy_routes_by_name_and_sni_and_serves_pending_names_their_challenge_o
     assert host.run(["ip", "-6", "route", "show", "2001:db8:78::5/128"]).stdout == ""
 
 
+PROXY_V2_SIGNATURE = bytes.fromhex("0d0a0d0a000d0a515549540a")
+
+
+def test_proxy_protocol_is_sent_to_a_guest_that_asked_for_it(guests, tmp_path):
+    host = guests
+    received = tmp_path / "received"
+    listener = spawn(host, ["socat", "-u", f"TCP6-LISTEN:80,bind=[{OTHER_GUEST}],reuseaddr",
+                            f"CREATE:{received}"])
+    try:
+        ok(host, "proxy-sync", **proxy_spec([{"name": "pp.example.test", "ipv6": OTHER_GUEST, "serve": "all",
+                                              "proxy_protocol": True}]))
+        wait_until(lambda: fetch(host, "pp.example.test") is not None and received.exists()
+                   and received.read_bytes().startswith(PROXY_V2_SIGNATURE))
+        data = received.read_bytes()
+        # v2, PROXY command, TCP over IPv4 (0x21 0x11), 12 address bytes: the visitor's address first.
+        assert data[12:20] == bytes([0x21, 0x11, 0, 12, 127, 0, 0, 1])
+        assert b"host: pp.example.test" in data  # the request follows the header
+    finally:
+        listener.kill()
+        listener.wait()
+
+
 @pytest.mark.parametrize("entry", [
     {"name": "a.example.test\n    bind :1", "ipv6": GUEST, "serve": "all"},
     {"name": "a b.test", "ipv6": GUEST, "serve": "all"},
