@@ -173,3 +173,27 @@ def test_beat_resyncs_every_proxy_host_once_while_a_sync_is_queued(proxy_host):
     sync_all()
     sync_all()  # the first sync has not read the state yet: no second one
     assert Operation.objects.filter(kind="proxy.sync", target_uuid=proxy_host.uuid).count() == 1
+
+
+def test_a_wrong_answer_is_retried_then_the_name_fails_with_what_was_seen(api, alice_vm, proxy_host,
+                                                                          challenge_server):
+    from agents.operations import TransientStepError
+    from proxy.workflows import prove_failed, step_challenge
+
+    created = api["alice"].post("/api/v1/domains/", {"name": "a.example.org", "vm": str(alice_vm.uuid)},
+                                format="json").json()
+    operation = Operation.objects.get(kind="domain.prove", target_uuid=created["uuid"])
+    with pytest.raises(TransientStepError, match="answered 404"):
+        step_challenge(operation)  # the engine retries a transient error with backoff
+    operation.error = "Gave up after 5 attempts: http://a.example.org/... answered 404 'no', not the token."
+    prove_failed(operation)
+    domain = DomainName.objects.get(uuid=created["uuid"])
+    assert domain.status == DomainStatus.FAILED and "answered 404" in domain.status_message
+    assert Operation.objects.filter(kind="proxy.sync", target_uuid=proxy_host.uuid).exists()  # route withdrawn
+
+    domain.status = DomainStatus.PENDING
+    domain.save()
+    challenge_server[("a.example.org", domain.challenge_path)] = domain.proof_token
+    assert step_challenge(operation) == {"proven": "a.example.org"}
+    domain.refresh_from_db()
+    assert domain.status == DomainStatus.PROVEN and domain.proven_at is not None
