@@ -40,7 +40,7 @@ from agents.choices import TERMINAL_OPERATION_STATES, OperationState
 from agents.hostagent import acting_for
 from agents.leases import lease_renewed
 from agents.models import Operation
-from agents.signals import operation_step_ran
+from agents.signals import operation_finished, operation_step_ran
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,15 @@ def _step_ran(operation: Operation, step: str, started: float, outcome: str) -> 
             log.warning("operation_step_ran listener failed: %s", error)
 
 
+def _operation_ended(operation: Operation, state: str, finished) -> None:
+    # In the transaction that ends it: metrics count each operation once, exactly when it ends.
+    seconds = (finished - operation.created).total_seconds()
+    for _, error in operation_finished.send_robust(sender=Operation, operation=operation, state=state,
+                                                    seconds=seconds):
+        if isinstance(error, Exception):
+            log.warning("operation_finished listener failed: %s", error)
+
+
 def _backoff_seconds(attempts: int) -> float:
     return min(2 ** attempts, 60)
 
@@ -331,14 +340,16 @@ def _step_failed(operation: Operation, workflow: Workflow, error: StepError) -> 
 
 def _finish(operation: Operation, state: str, error: str, workflow: Workflow | None = None, detail: str = "") -> None:
     with transaction.atomic():
+        finished = timezone.now()
         updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
-            state=state, error=error, error_detail=detail, finished=timezone.now(), lease_owner="", lease_until=None,
+            state=state, error=error, error_detail=detail, finished=finished, lease_owner="", lease_until=None,
             result=operation.result, steps_done=operation.steps_done,
         )
         if not updated:
             return
         operation.state = state
         operation.error = error
+        _operation_ended(operation, state, finished)
         hook = None
         if workflow is not None:
             hook = workflow.on_success if state == OperationState.SUCCEEDED else workflow.on_failure
@@ -411,8 +422,13 @@ def resume_stalled() -> int:
 
 def cancel(operation: Operation, reason: str) -> bool:
     """Mark a not-yet-finished operation cancelled (e.g. its target was deleted)."""
-    return bool(
-        Operation.objects.filter(id=operation.id).exclude(state__in=TERMINAL_OPERATION_STATES).update(
-            state=OperationState.CANCELLED, error=reason, finished=timezone.now(), lease_owner="", lease_until=None
+    with transaction.atomic():
+        finished = timezone.now()
+        cancelled = bool(
+            Operation.objects.filter(id=operation.id).exclude(state__in=TERMINAL_OPERATION_STATES).update(
+                state=OperationState.CANCELLED, error=reason, finished=finished, lease_owner="", lease_until=None
+            )
         )
-    )
+        if cancelled:
+            _operation_ended(operation, OperationState.CANCELLED, finished)
+    return cancelled

@@ -10,3 +10,8 @@ host_available = Signal()
 # step=<name>, seconds=<float>, outcome="succeeded"|"failed"|"waiting". Sent outside any commit hook:
 # a listener must not fail the step (it is sent with send_robust).
 operation_step_ran = Signal()
+
+# An operation reached a terminal state (agents/operations.py: _finish, cancel), inside the transaction
+# that wrote it: sender=Operation, operation=<the Operation>, state=<terminal state>,
+# seconds=<from request to end>. Sent with send_robust: a listener cannot undo the end.
+operation_finished = Signal()

@@ -1,32 +1,28 @@
 """The control plane's /metrics: a Prometheus collector that reads the database at scrape time.
 
-Every family comes from a handful of aggregate queries (GROUP BY, conditional counts), never from
-one query per object, so a scrape costs the same few round trips with 10 or 10,000 VMs
-(bench/metrics.py measures it). Histograms of durations are cumulative counts over the rows that
-exist (operations, step timings), as Prometheus expects of a histogram.
+Every family comes from a handful of aggregate queries (GROUP BY), never from one query per object,
+so a scrape costs the same few round trips with 10 or 10,000 VMs (bench/metrics.py measures it).
+Ended operations and step runs are read from bucket tables that count them as they end
+(observability/recording.py), not from their history, so a scrape does not slow down as it grows.
 """
 
 import time
-from datetime import timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, Min, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from accounts.models import AuditEntry
-from agents.choices import HostStatus, OperationState
+from agents.choices import TERMINAL_OPERATION_STATES, HostStatus, OperationState
 from agents.models import Alarm, Host, Operation
 from billing.choices import BankEntryState
 from billing.models import BankEntry, Payment
-from observability.models import JobStat, StepDuration
-from observability.recording import STEP_BUCKETS
+from observability.models import JobStat, OperationDuration, StepDuration
+from observability.recording import OPERATION_BUCKETS, STEP_BUCKETS
 from vms.choices import VMStatus
 from vms.models import VM, UnknownGuest
 from vms.scheduler import rooms
-
-# Seconds. Lifecycle operations under TCG take 5 s to minutes; a drain or a big image longer.
-OPERATION_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600)
 
 # Audit actions that are reconciler drift (the database and a host disagreed) and HA events.
 DRIFT_ACTIONS = {
@@ -45,19 +41,23 @@ def _seconds(delta) -> float:
     return delta.total_seconds() if delta is not None else 0.0
 
 
-def _histogram(name, documentation, labels, rows, buckets, value_of_sum):
-    """rows: dicts with the label values, `n`, `sum` and `le_<i>` counts for each bucket."""
-    family = HistogramMetricFamily(name, documentation, labels=labels)
+def _cumulative_histogram(name, documentation, labels, rows, bounds):
+    """rows: (label values..., bucket index, count, seconds) with one row per bucket that was hit;
+    bucket index len(bounds) is above every bound."""
+    groups: dict[tuple, dict] = {}
+    width = len(labels)
     for row in rows:
-        counts = [(floatToGoString(bound), row[f"le_{index}"]) for index, bound in enumerate(buckets)]
-        counts.append(("+Inf", row["n"]))
-        family.add_metric([row[label] for label in labels], counts, value_of_sum(row["sum"]))
+        group = groups.setdefault(tuple(row[:width]), {"counts": [0] * (len(bounds) + 1), "sum": 0.0})
+        group["counts"][min(row[width], len(bounds))] += row[width + 1]
+        group["sum"] += row[width + 2]
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for label_values, group in sorted(groups.items()):
+        running, buckets = 0, []
+        for bound, count in zip([*map(floatToGoString, bounds), "+Inf"], group["counts"], strict=True):
+            running += count
+            buckets.append((bound, running))
+        family.add_metric(list(label_values), buckets, group["sum"])
     return family
-
-
-def _bucket_counts(field, buckets):
-    return {f"le_{index}": Count("id", filter=Q(**{f"{field}__lte": timedelta(seconds=bound)}))
-            for index, bound in enumerate(buckets)}
 
 
 class ControlPlaneCollector:
@@ -79,13 +79,21 @@ class ControlPlaneCollector:
                                           labels=["kind", "state"])
         oldest = {state: None for state in WAITING_STATES}
         queued = dict.fromkeys(WAITING_STATES, 0)
-        for row in Operation.objects.values("kind", "state").annotate(n=Count("id"), oldest=Min("created")) \
-                .order_by("kind", "state"):
+        # Unfinished ones from their rows (few, found by the state index); ended ones from the
+        # duration buckets, which count each operation once when it ends.
+        for row in Operation.objects.exclude(state__in=TERMINAL_OPERATION_STATES).values("kind", "state") \
+                .annotate(n=Count("id"), oldest=Min("created")).order_by("kind", "state"):
             by_kind_state.add_metric([row["kind"], row["state"]], row["n"])
             if row["state"] in oldest:
                 queued[row["state"]] += row["n"]
                 if oldest[row["state"]] is None or row["oldest"] < oldest[row["state"]]:
                     oldest[row["state"]] = row["oldest"]
+        ended = list(OperationDuration.objects.values_list("kind", "state", "bucket", "count", "seconds"))
+        totals: dict[tuple, int] = {}
+        for kind, state, _, count, _ in ended:
+            totals[(kind, state)] = totals.get((kind, state), 0) + count
+        for (kind, state), count in sorted(totals.items()):
+            by_kind_state.add_metric([kind, state], count)
         yield by_kind_state
         depth = GaugeMetricFamily("uncloud_operation_queue_depth",
                                   "Operations not started yet (pending) or parked until something changes "
@@ -104,33 +112,15 @@ class ControlPlaneCollector:
         yield longest
 
         # created -> finished: for vm.create that is the customer's create-to-running.
-        finished = Operation.objects.filter(finished__isnull=False).annotate(
-            took=ExpressionWrapper(F("finished") - F("created"), output_field=DurationField()))
-        rows = finished.values("kind", "state").annotate(
-            n=Count("id"), sum=Sum("took"), **_bucket_counts("took", OPERATION_BUCKETS)
-        ).order_by("kind", "state")
-        yield _histogram("uncloud_operation_duration_seconds",
-                         "From request to terminal state, per kind and end state (vm.create: create to running)",
-                         ["kind", "state"], rows, OPERATION_BUCKETS, _seconds)
+        yield _cumulative_histogram(
+            "uncloud_operation_duration_seconds",
+            "From request to terminal state, per kind and end state (vm.create: create to running)",
+            ["kind", "state"], ended, OPERATION_BUCKETS)
+        yield _cumulative_histogram(
+            "uncloud_operation_step_duration_seconds", "One run of one step of an operation",
+            ["kind", "step", "outcome"],
+            StepDuration.objects.values_list("kind", "step", "outcome", "bucket", "count", "seconds"), STEP_BUCKETS)
 
-        yield self.step_histogram()
-
-    def step_histogram(self):
-        """From the bucket rows (one per kind, step, outcome and bucket) to cumulative buckets."""
-        groups: dict[tuple, dict] = {}
-        for row in StepDuration.objects.values_list("kind", "step", "outcome", "bucket", "count", "seconds"):
-            group = groups.setdefault(row[:3], {"counts": [0] * (len(STEP_BUCKETS) + 1), "sum": 0.0})
-            group["counts"][min(row[3], len(STEP_BUCKETS))] += row[4]
-            group["sum"] += row[5]
-        family = HistogramMetricFamily("uncloud_operation_step_duration_seconds", "One run of one step of an operation",
-                                       labels=["kind", "step", "outcome"])
-        for labels, group in sorted(groups.items()):
-            running, buckets = 0, []
-            for bound, count in zip([*map(floatToGoString, STEP_BUCKETS), "+Inf"], group["counts"], strict=True):
-                running += count
-                buckets.append((bound, running))
-            family.add_metric(list(labels), buckets, group["sum"])
-        return family
 
     def hosts(self, now):
         hosts = list(Host.objects.all())

@@ -31,6 +31,25 @@ class StepDuration(models.Model):
         return f"{self.kind}/{self.step} {self.outcome} bucket {self.bucket}: {self.count}"
 
 
+class OperationDuration(models.Model):
+    """How long operations took from request to end, as histogram buckets per kind and end state
+    (agents/operations.py sends operation_finished in the transaction that ends one). Counts every
+    operation that ever ended, in a table the size of the set of kinds."""
+
+    kind = models.CharField(max_length=64)
+    state = models.CharField(max_length=10)
+    bucket = models.PositiveSmallIntegerField()
+    count = models.PositiveBigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["kind", "state", "bucket"]
+        constraints = [models.UniqueConstraint(fields=["kind", "state", "bucket"], name="operation_duration_once")]
+
+    def __str__(self):
+        return f"{self.kind} {self.state} bucket {self.bucket}: {self.count}"
+
+
 class JobStat(models.Model):
     """Runs of one periodic Celery task (billing run, dunning, reconcile, sampling): totals and the
     last run, one row per task."""

@@ -8,10 +8,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from observability.models import JobStat, StepDuration
+from observability.models import JobStat, OperationDuration, StepDuration
 
 log = logging.getLogger(__name__)
 
+# Seconds; the operation histogram's bounds (uncloud_operation_duration_seconds). Lifecycle operations
+# under TCG take 5 s to minutes; a drain or a big image longer.
+OPERATION_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600)
 # Seconds; the step histogram's bounds (uncloud_operation_step_duration_seconds).
 STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 # Periodic tasks whose run time is a metric (uncloud_job_*).
@@ -39,6 +42,12 @@ def _count_up(model, key: dict, **changes) -> None:
 def on_operation_step_ran(sender, operation, step, seconds, outcome, **kwargs):
     bucket = bisect.bisect_left(STEP_BUCKETS, seconds)
     _count_up(StepDuration, {"kind": operation.kind, "step": step, "outcome": outcome, "bucket": bucket},
+              count=F("count") + 1, seconds=F("seconds") + seconds)
+
+
+def on_operation_finished(sender, operation, state, seconds, **kwargs):
+    bucket = bisect.bisect_left(OPERATION_BUCKETS, seconds)
+    _count_up(OperationDuration, {"kind": operation.kind, "state": state, "bucket": bucket},
               count=F("count") + 1, seconds=F("seconds") + seconds)
 
 

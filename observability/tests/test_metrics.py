@@ -15,7 +15,7 @@ from accounts.tests.conftest import enrol_totp, login_with_otp, totp_code
 from agents import operations
 from agents.choices import HostTransport, OperationState
 from agents.models import Alarm, Host, Operation
-from agents.operations import Step, register_workflow
+from agents.operations import PermanentStepError, Step, register_workflow
 from billing.models import BankEntry, BankStatement
 from observability.models import JobStat, StepDuration
 from vms.models import VM
@@ -23,6 +23,14 @@ from vms.models import VM
 TOKEN = "scrape-secret-7f3a"
 
 register_workflow("test.metrics-two-steps", [Step("first", lambda op: {"a": 1}), Step("second", lambda op: None)])
+register_workflow("test.metrics-done", [Step("only", lambda op: None)])
+
+
+def _refuse(operation):
+    raise PermanentStepError("the host said no")
+
+
+register_workflow("test.metrics-broken", [Step("only", _refuse)])
 
 
 def samples(text) -> dict:
@@ -59,10 +67,12 @@ def make_vm(project, name, host=None, status="running", cores=2, memory_mib=1024
     return VM.objects.create(project=project, name=name, cores=cores, memory_mib=memory_mib, host=host, status=status)
 
 
-def finished_operation(kind, state, seconds, **fields):
-    operation = Operation.objects.create(kind=kind, state=state, **fields)
-    created = timezone.now() - timedelta(seconds=seconds + 60)
-    Operation.objects.filter(pk=operation.pk).update(created=created, finished=created + timedelta(seconds=seconds))
+def finished_operation(seconds, fail=False):
+    """An operation requested `seconds` ago that the engine ends now (its one step runs)."""
+    kind = "test.metrics-broken" if fail else "test.metrics-done"
+    operation = Operation.objects.create(kind=kind, step="only", steps_total=1)
+    Operation.objects.filter(pk=operation.pk).update(created=timezone.now() - timedelta(seconds=seconds))
+    assert operations.advance(operation.id, enqueue_next=False) == ("failed" if fail else "succeeded")
     return operation
 
 
@@ -87,7 +97,8 @@ def test_metrics_need_staff_or_the_scraper_token(client, settings, alice, staff,
     assert client.post("/metrics").status_code == 405
 
 
-def test_figures_come_from_the_database(scraper, alice_project):
+def test_figures_come_from_the_database(scraper, alice_project, monkeypatch):
+    monkeypatch.setattr(operations, "enqueue", lambda op_id, countdown=0: None)
     hv1 = make_host("hv1")
     make_host("hv2", status="down", last_heartbeat=None)
     make_vm(alice_project, "a", hv1, cores=4, memory_mib=4096)
@@ -95,8 +106,10 @@ def test_figures_come_from_the_database(scraper, alice_project):
     make_vm(alice_project, "c", None, status="waiting")
     make_vm(alice_project, "gone", hv1, status="deleted")
     for seconds in (4, 8, 25):
-        finished_operation("vm.create", OperationState.SUCCEEDED, seconds)
-    finished_operation("vm.create", OperationState.FAILED, 100)
+        finished_operation(seconds)
+    finished_operation(100, fail=True)
+    cancelled = Operation.objects.create(kind="test.metrics-done")
+    assert operations.cancel(Operation.objects.get(pk=cancelled.pk), "its VM was deleted")
     pending = Operation.objects.create(kind="vm.start", state=OperationState.PENDING)
     Operation.objects.filter(pk=pending.pk).update(created=timezone.now() - timedelta(seconds=90))
     Operation.objects.create(kind="vm.create", state=OperationState.WAITING)
@@ -116,14 +129,16 @@ def test_figures_come_from_the_database(scraper, alice_project):
     assert value(found, "uncloud_vms", status="stopped") == 1
     assert value(found, "uncloud_vms", status="waiting") == 1
     assert ("uncloud_vms", frozenset({("status", "deleted")})) not in found
-    create = {"kind": "vm.create", "state": "succeeded"}
+    create = {"kind": "test.metrics-done", "state": "succeeded"}
     assert value(found, "uncloud_operation_duration_seconds_bucket", le="5.0", **create) == 1
     assert value(found, "uncloud_operation_duration_seconds_bucket", le="10.0", **create) == 2
     assert value(found, "uncloud_operation_duration_seconds_bucket", le="+Inf", **create) == 3
     assert value(found, "uncloud_operation_duration_seconds_count", **create) == 3
-    assert value(found, "uncloud_operation_duration_seconds_sum", **create) == pytest.approx(37, abs=0.01)
-    assert value(found, "uncloud_operation_duration_seconds_count", kind="vm.create", state="failed") == 1
-    assert value(found, "uncloud_operations", kind="vm.create", state="succeeded") == 3
+    assert value(found, "uncloud_operation_duration_seconds_sum", **create) == pytest.approx(37, abs=1)
+    assert value(found, "uncloud_operation_duration_seconds_count", kind="test.metrics-broken", state="failed") == 1
+    assert value(found, "uncloud_operation_duration_seconds_count", kind="test.metrics-done", state="cancelled") == 1
+    assert value(found, "uncloud_operations", kind="test.metrics-done", state="succeeded") == 3
+    assert value(found, "uncloud_operations", kind="vm.start", state="pending") == 1
     assert value(found, "uncloud_operation_queue_depth", state="pending") == 1
     assert value(found, "uncloud_operation_queue_depth", state="waiting") == 1
     assert 89 < value(found, "uncloud_operation_oldest_waiting_seconds", state="pending") < 200
@@ -179,7 +194,8 @@ def test_the_engine_records_each_step_and_jobs_their_duration(scraper, monkeypat
         pytest.approx(stat.last_seconds)
 
 
-def test_a_scrape_costs_the_same_queries_with_more_objects(scraper, alice_project):
+def test_a_scrape_costs_the_same_queries_with_more_objects(scraper, alice_project, monkeypatch):
+    monkeypatch.setattr(operations, "enqueue", lambda op_id, countdown=0: None)
     def queries():
         with CaptureQueriesContext(connection) as captured:
             assert scraper("/metrics").status_code == 200
@@ -187,13 +203,13 @@ def test_a_scrape_costs_the_same_queries_with_more_objects(scraper, alice_projec
 
     host = make_host("hv1")
     make_vm(alice_project, "first", host)
-    finished_operation("vm.create", OperationState.SUCCEEDED, 5)
+    finished_operation(5)
     few = queries()
     for index in range(2, 12):
         make_host(f"hv{index}")
         make_vm(alice_project, f"vm-{index}", host)
-        finished_operation("vm.create", OperationState.SUCCEEDED, index)
-        finished_operation("vm.stop", OperationState.SUCCEEDED, index)
+        finished_operation(index)
+        finished_operation(index * 10, fail=True)
     assert queries() == few
 
 
@@ -230,3 +246,22 @@ def test_service_discovery_lists_the_control_plane_and_every_host_exporter(scrap
     assert scraper("/metrics/targets").json()[0]["targets"] == ["cp.example:8000"]
     settings.UNCLOUD_HOST_EXPORTER_PORT = 0
     assert len(scraper("/metrics/targets").json()) == 1
+
+
+def test_operations_that_ended_before_the_upgrade_are_counted_once(db):
+    import importlib
+
+    from django.apps import apps
+
+    from observability.models import OperationDuration
+
+    backfill = importlib.import_module("observability.migrations.0003_operation_durations").count_ended_operations
+    now = timezone.now()
+    for seconds in (3, 4, 700):
+        operation = Operation.objects.create(kind="vm.create", state="succeeded")
+        Operation.objects.filter(pk=operation.pk).update(created=now - timedelta(seconds=seconds), finished=now)
+    Operation.objects.create(kind="vm.create", state="running")
+    OperationDuration.objects.all().delete()
+    backfill(apps, None)
+    assert sorted(OperationDuration.objects.values_list("bucket", "count")) == [(2, 2), (14, 1)]
+    assert sum(OperationDuration.objects.values_list("seconds", flat=True)) == pytest.approx(707)

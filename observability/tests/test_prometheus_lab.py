@@ -111,6 +111,9 @@ def test_prometheus_scrapes_the_control_plane_and_a_host_through_discovery(
             return up == {"control-plane": "1", "host": "1"}
         wait_for(both_up, timeout=90, message=lambda: f"targets: {prometheus.targets()[:3000]}")
         assert prometheus.value(f'uncloud_vms{{status="running", site="{settings.UNCLOUD_SITE_NAME}"}}') == 1
+        # The worker's engine counted the create (create to running) and its steps as they ended.
+        assert prometheus.value('uncloud_operation_duration_seconds_count{kind="vm.create", state="succeeded"}') == 1
+        assert prometheus.value('sum(uncloud_operation_step_duration_seconds_count{kind="vm.create"})') >= 3
         host_labels = prometheus.query('up{uncloud_role="host"}')[0]["metric"]
         assert host_labels["host"] == host.name and host_labels["status"] == "enabled"
         assert host_labels["instance"] == exporter_target(host)
