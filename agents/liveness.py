@@ -205,6 +205,7 @@ class HostWatcher:
                     log.debug("heartbeat of %s missed: %s", host.name, error)
                 except Exception:
                     log.exception("heartbeat of %s failed", host.name)
+                    close_old_connections()  # a database restart broke this thread's connection
                 else:
                     answered = True
                     self._answered(host, answer)

@@ -21,11 +21,15 @@ def ensure_directory(path):
 
 def write_file_atomically(path, text):
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        remove_file(temporary)  # a full disk leaves no half-written file behind
+        raise
 
 
 def read_text(path):

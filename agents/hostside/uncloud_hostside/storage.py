@@ -182,14 +182,21 @@ def verb_disk_ensure(spec):
         if not os.path.exists(path):
             if base is not None and disk_virtual_size(base) > size_bytes:
                 raise bad_spec("size_mib is smaller than the base image's virtual size")
-            write_json_file(record_path, {"uuid": disk_uuid, "base_sha256": base_sha})
             temporary = path + ".tmp"
-            remove_file(temporary)
             argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
             if base is not None:
                 argv += ["-b", base, "-F", "qcow2"]
-            run_command([*argv, temporary, str(size_bytes)])
-            os.replace(temporary, path)
+            try:
+                write_json_file(record_path, {"uuid": disk_uuid, "base_sha256": base_sha})
+                remove_file(temporary)
+                run_command([*argv, temporary, str(size_bytes)])
+                os.replace(temporary, path)
+            except BaseException:
+                # A full disk (or any failure) leaves nothing half-made: no partial file, no record.
+                remove_file(temporary)
+                if record is None:
+                    remove_file(record_path)
+                raise
             changes.append(f"created {os.path.basename(path)}")
             size = size_bytes
         else:
