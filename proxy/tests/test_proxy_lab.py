@@ -2,11 +2,12 @@
 
 - hv1 is the proxy host (HAProxy and the jump sshd, set up by the host program); an IPv4-only client
   namespace behind it plays a visitor on the IPv4 internet.
-- alice's VM "web" (the demo guest, on hv1) is the customer's web server: the test types at its
+- alice's VM "web" (the demo guest, on hv2: the proxy reaches it over the underlay, as a proxy host
+  reaches most guests) is the customer's web server: the test types at its
   console (QMP keys on tty1, as a customer would) to put the challenge file in place and start
   busybox httpd on port 80. Its uc.listen service on port 22 answers `UNCLOUD-HELLO web`.
-- The demo guest has no TLS server, so a namespace on the same bridge stands in for alice's second
-  VM ("tls", never booted; the namespace holds its address): openssl s_server with its own
+- The demo guest has no TLS server, so a namespace on hv1's bridge of the public network stands in for
+  alice's second VM ("tls", never booted; the namespace holds its address): openssl s_server with its own
   certificate proves that HTTPS is routed by SNI and passed through, not terminated. The same
   namespace holds charlie's VM's address with a port-22 listener, so a refused jump is refused by
   the jump host's policy, not by an unreachable target.
@@ -16,8 +17,10 @@ import subprocess
 
 import pytest
 
+from agents.hosts import agent_for
 from agents.hostside.uncloud_hostside.addressing import link_local_address, router_mac
 from networks.models import Firewall
+from networks.specs import net_up_spec
 from networks.tests.test_networks_lab import guest_line, user_data
 from proxy.models import DomainName, ProxyHost
 from proxy.workflows import request_proxy_sync
@@ -88,14 +91,16 @@ def test_http_by_name_https_by_sni_proofs_jump_host_and_the_vms_firewall(lab, ce
         ProxyHost.objects.create(host=hv1, public_ipv4=PROXY_IPV4, jump_port=JUMP_PORT)
         request_proxy_sync()
 
-        # alice's web server on hv1 (the proxy host drains hv2 away for the placement).
-        hv2.status = "draining"
-        hv2.save(update_fields=["status"])
+        # alice's web server on hv2, not on the proxy host (hv1 drains away for the placement).
+        hv1.status = "draining"
+        hv1.save(update_fields=["status"])
         web = create_vm(alice, image, "web", alice_project, settings=user_data("uc.listen=22"))
         tls_vm = create_vm(alice, image, "tls", alice_project, stopped=True)
         charlie_vm = create_vm(charlie_api, image, "mine", charlie_project, stopped=True)
         wait_for_status(web, "running", processes)
-        assert web.host == hv1
+        assert web.host == hv2
+        hv1.status = "enabled"
+        hv1.save(update_fields=["status"])
         web_address = web.nics.get().ipv6_address
         firewall = f"/api/v1/vms/{web.uuid}/firewall/"
         assert alice.put(firewall, {"rules": [{"protocol": "tcp", "port_min": 22}, {"protocol": "tcp", "port_min": 80}]},
@@ -104,6 +109,7 @@ def test_http_by_name_https_by_sni_proofs_jump_host_and_the_vms_firewall(lab, ce
 
         # The stand-in for alice's "tls" VM and charlie's VM: one namespace on the public bridge of hv1.
         tls_nic, charlie_nic = tls_vm.nics.get(), charlie_vm.nics.get()
+        agent_for(hv1).call("net-up", net_up_spec(public, hv1))
         stand_in = lab.add_guest_namespace(hv1_lab, f"br{public.vni}", mac=tls_nic.mac,
                                            addresses=[f"{tls_nic.ipv6_address}/64", f"{charlie_nic.ipv6_address}/64"])
         stand_in.run(["ip", "-6", "route", "replace", "default", "via", str(link_local_address(router_mac(public.vni))),
@@ -144,7 +150,7 @@ def test_http_by_name_https_by_sni_proofs_jump_host_and_the_vms_firewall(lab, ce
                  message=lambda: f"proxy answered {http('www.alice.test')!r}")
         # alice, at her VM's console, answers the challenge and starts a web server.
         guest_line(web, "UNCLOUD-READY")  # its console shells run from here on
-        type_text(f"{hv1.state_dir}/vms/{web.uuid}/qmp.sock",
+        type_text(f"{hv2.state_dir}/vms/{web.uuid}/qmp.sock",
                   "mkdir -p /w/.well-known/uncloud-challenge\n"
                   f"echo {www_name.proof_token} > /w/.well-known/uncloud-challenge/{www_name.proof_token}\n"
                   "echo alice-site > /w/index.html\nhttpd -p 80 -h /w\n")

@@ -218,12 +218,13 @@ def render_security_group_table(networks, ports, metadata_port=METADATA_PORT):
         "        type filter hook forward priority 0; policy accept;",
     ]
     # Guests are routed to the outside, never into the underlay, where the hosts take VXLAN (and SSH)
-    # from any address.
+    # from any address. Only their replies to connections a host opened get there (a proxy host's
+    # HAProxy and jump sshd reach guests on other hosts from their underlay addresses).
     underlay_prefixes = sorted({prefix for network in networks for prefix in network.get("underlay_prefixes", [])})
     if underlay_prefixes:
         bridges = ", ".join(f"\"{network['bridge']}\"" for network in networks)
-        lines.append(f"        iifname {{ {bridges} }} ip6 daddr {{ {', '.join(underlay_prefixes)} }} counter drop "
-                     "comment \"guest-to-underlay\"")
+        lines.append(f"        iifname {{ {bridges} }} ip6 daddr {{ {', '.join(underlay_prefixes)} }} "
+                     "ct state != established counter drop comment \"guest-to-underlay\"")
     # Networks are isolated from each other: this host routes between a network and the outside
     # (NAT64, the uplink), never from one customer network into another.
     for network in networks:
