@@ -206,21 +206,30 @@ class HostAgent:
             return self._result(verb, answer, line)
         raise AssertionError("unreachable")
 
+    def start_console_pipe(self) -> LineStream:
+        """The host program's console-pipe, started and waiting for its spec line. Starting one
+        costs an SSH exec and a Python start (about half a second in the lab), so the console
+        gateway keeps one ready per host instead of making a click wait for it."""
+        if not self._is_shipped():
+            self.ship()
+        return self.transport.open_stream([*self._python(), self._program_path(), "console-pipe"])
+
     def open_console(self, vm_uuid: str, kind: str, vnc_password: str | None = None,
-                     password_valid_s: int = 30, timeout: float = 15) -> LineStream:
+                     password_valid_s: int = 30, timeout: float = 15, stream: LineStream | None = None) -> LineStream:
         """A byte pipe to a VM's VNC or serial socket (the host program's console-pipe) on a
-        channel of the pooled connection; send_bytes/receive_bytes on it, close() ends it."""
+        channel of the pooled connection; send_bytes/receive_bytes on it, close() ends it.
+        stream: a pipe from start_console_pipe to use (else one is started now)."""
         if self.give_up is not None:
             reason = self.give_up()
             if reason:
+                if stream is not None:
+                    stream.close()
                 raise TransportError(f"{self.connection.name}: no console: {reason}")
-        if not self._is_shipped():
-            self.ship()
         spec = {"state_dir": self.state_dir, "uuid": vm_uuid, "kind": kind,
                 "password_valid_s": password_valid_s}
         if vnc_password is not None:
             spec["vnc_password"] = vnc_password
-        stream = self.transport.open_stream([*self._python(), self._program_path(), "console-pipe"])
+        stream = stream or self.start_console_pipe()
         try:
             line = stream.request((json.dumps(spec) + "\n").encode(), timeout)
             try:

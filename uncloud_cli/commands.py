@@ -294,6 +294,32 @@ for _verb, _doc in (("start", "Start a stopped VM."), ("reboot", "Reset a runnin
     vms.add_command(click.command(_verb, help=_doc)(_make(_verb)))
 
 
+@vms.command("console")
+@click.argument("ident", metavar="NAME_OR_UUID")
+@click.option("--serial", is_flag=True, help="Attach this terminal to the serial console (Ctrl-] leaves).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the Console tab in the web browser.")
+def vms_console(ident, serial, open_browser):
+    """The VM's console: print the portal's Console tab (graphical, noVNC), or --serial: this
+    terminal on the serial line through the console gateway."""
+    from urllib.parse import urlsplit
+
+    vm_uuid = vms.ident_of(ident)
+    site = urlsplit(api().base)
+    if not serial:
+        url = f"{api().base}/vms/{vm_uuid}/console/"
+        click.echo(url)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        return
+    from uncloud_cli.console import attach
+
+    ticket = api().send("POST", f"vms/{vm_uuid}/console/", {"kind": "serial"})
+    ended = attach(ticket["url"], origin=f"{site.scheme}://{site.netloc}")
+    click.echo(f"\r\nSerial console closed: {ended}.", err=True)
+
+
 @vms.command("stop")
 @click.argument("ident", metavar="NAME_OR_UUID")
 @click.option("--hard", is_flag=True, help="Skip the ACPI powerdown.")

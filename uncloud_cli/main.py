@@ -18,7 +18,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 COMMANDS = {
     "login": "Log in with password and one-time code; store a new API token (mode 600).",
     "context": "Contexts: named pairs of API URL and token in the config file.",
-    "vms": "Virtual machines: create, list, show, start, stop, reboot, rebuild, delete, firewall.",
+    "vms": "Virtual machines: create, list, show, start, stop, reboot, rebuild, delete, firewall, console.",
     "ssh-keys": "SSH keys put into new VMs.",
     "networks": "Private networks (and the public ones).",
     "nics": "Network interfaces of your VMs.",

@@ -11,6 +11,11 @@ let terminal = null;
 const SHIFT_L = 0xffe1;
 const SHIFTED = '~!@#$%^&*()_+{}|:"<>?';
 
+// Milestones in ms since this page's navigation began (data-*-ms), for bench/console.py.
+function mark(name) {
+  root.dataset[name] = String(Math.round(performance.now()));
+}
+
 function setState(state, message) {
   root.dataset.state = state;
   statusLine.textContent = message;
@@ -29,6 +34,7 @@ async function ticket() {
     body: JSON.stringify({kind: kind}),
   });
   const body = await answer.json().catch(() => ({}));
+  mark("ticketMs");
   if (!answer.ok) throw new Error(body.detail || "the console could not be opened (" + answer.status + ")");
   return body;
 }
@@ -36,6 +42,7 @@ async function ticket() {
 function openSocket(url) {
   const opened = new WebSocket(url);
   opened.binaryType = "arraybuffer";
+  opened.addEventListener("open", () => mark("openMs"));
   opened.addEventListener("close", (event) => {
     if (socket !== opened) return;
     socket = null;
@@ -47,7 +54,6 @@ function openSocket(url) {
 
 // The first frame: the canvas shows something other than black.
 function watchFirstFrame(canvasHolder) {
-  const started = performance.now();
   function look() {
     const canvas = canvasHolder.querySelector("canvas");
     if (root.dataset.state !== "connected" && root.dataset.state !== "connecting") return;
@@ -55,7 +61,7 @@ function watchFirstFrame(canvasHolder) {
       const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
       for (let index = 0; index < pixels.length; index += 4) {
         if (pixels[index] || pixels[index + 1] || pixels[index + 2]) {
-          root.dataset.firstFrameMs = String(Math.round(performance.now() - started));
+          mark("firstFrameMs");
           return;
         }
       }
@@ -72,7 +78,7 @@ async function connectVnc() {
   screen.replaceChildren();
   const client = new RFB(screen, openSocket(issued.url), {credentials: {password: issued.vnc_password}});
   client.scaleViewport = true;
-  client.addEventListener("connect", () => setState("connected", "Connected (VNC)."));
+  client.addEventListener("connect", () => { mark("connectedMs"); setState("connected", "Connected (VNC)."); });
   client.addEventListener("credentialsrequired", () => client.sendCredentials({password: issued.vnc_password}));
   client.addEventListener("securityfailure", (event) => setState("closed", "Refused: " + (event.detail.reason || "VNC authentication failed")));
   vncClient = client;
@@ -110,6 +116,7 @@ async function connectSerial() {
 }
 
 async function connect() {
+  mark("scriptMs");
   setState("connecting", "Connecting…");
   try {
     await (kind === "vnc" ? connectVnc() : connectSerial());

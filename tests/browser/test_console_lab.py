@@ -4,10 +4,15 @@ console_gateway`), the lab host over SSH, the demo guest under TCG.
 VNC: the guest's text console is drawn (screenshot, canvas not blank), typed text reaches the guest,
 Ctrl-Alt-Del reaches it too. Serial: a command typed into xterm.js is answered by the guest's shell.
 Tickets through the gateway: used, expired, another VM, a foreign origin are refused; charlie gets
-none; bob's is honoured; the gateway's session cap holds; removing bob closes his open sessions.
+none; bob's is honoured; the CLI's serial attach works; the gateway's session cap holds; removing bob closes his open sessions.
 """
 
+import contextlib
+import os
+import select
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -96,8 +101,8 @@ class Tickets:
         return connect(url, origin=origin or self.origin, open_timeout=30, compression=None)
 
     def refused(self, url, origin=None) -> tuple[int, str]:
-        with pytest.raises(InvalidStatus) as refusal:
-            self.open(url, origin).close()
+        with pytest.raises(InvalidStatus) as refusal, self.open(url, origin):
+            pass
         return refusal.value.response.status_code, refusal.value.response.body.decode()
 
 
@@ -111,7 +116,7 @@ def closed_with(websocket, timeout=15):
 
 
 def test_console_in_the_browser_and_its_tickets(console_stack, page, shot, live_server, alice, bob, charlie,
-                                                alice_project, settings):
+                                                alice_project, settings, tmp_path):
     processes, port = console_stack
     vm, _ = do_create_vm(alice, alice_project, name="web1", cores=1, memory_mib=256, disk_mib=1024,
                          image=demo_image())
@@ -153,11 +158,36 @@ def test_console_in_the_browser_and_its_tickets(console_stack, page, shot, live_
     assert set(ConsoleSession.objects.values_list("end_reason", flat=True)) == {SessionEnd.CLIENT_CLOSED}
     assert ConsoleSession.objects.filter(kind="serial").get().bytes_from_client >= len("echo serial-$((6*7))\n")
 
+    # The CLI attaches a terminal (here: pipes) to the serial line through the same gateway.
+    _, cli_token = do_create_token(alice, "cli")
+    cli = subprocess.Popen([sys.executable, "-m", "uncloud_cli", "--url", live_server.url, "--token", cli_token,
+                            "vms", "console", "web1", "--serial"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env={**os.environ, "UNCLOUD_CONFIG": str(tmp_path / "cli.json")})
+    try:
+        cli.stdin.write(b"echo cli-$((6*7))\r")
+        cli.stdin.flush()
+        seen = b""
+        deadline = time.monotonic() + 60
+        while b"cli-42" not in seen and time.monotonic() < deadline:
+            if select.select([cli.stdout], [], [], 1)[0]:
+                seen += os.read(cli.stdout.fileno(), 65536)
+        assert b"cli-42" in seen, (seen, cli.poll() is not None and cli.stderr.read())
+        cli.stdin.write(b"\x1d")  # Ctrl-] leaves
+        cli.stdin.flush()
+        assert cli.wait(timeout=15) == 0
+        assert b"Serial console closed: left." in cli.stderr.read()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    wait_for(lambda: not ConsoleSession.objects.filter(ended__isnull=True).exists(), timeout=15,
+             message="the CLI's session did not end")
+
     tickets = Tickets(port, live_server.url, vm)
     # A foreign page may not open a console (the ticket stays unspent: the origin is checked first).
     url = tickets.url(alice, "serial")
     assert tickets.refused(url, origin="http://evil.example")[0] == 403
-    tickets.open(url).close()
+    with tickets.open(url):
+        pass
     status, body = tickets.refused(url)
     assert status == 403 and "already used" in body
     another_vm = url.replace(str(vm.uuid), str(uuid.uuid4()))
@@ -176,7 +206,8 @@ def test_console_in_the_browser_and_its_tickets(console_stack, page, shot, live_
     assert stranger.post(f"/api/v1/vms/{vm.uuid}/console/", {"kind": "vnc"}, format="json").status_code == 404
 
     # bob (member) is let in, up to the gateway's cap; removing him from the project ends his sessions.
-    bobs = [tickets.open(tickets.url(bob)) for _ in range(GATEWAY_CAP_PER_USER)]
+    opened = contextlib.ExitStack()
+    bobs = [opened.enter_context(tickets.open(tickets.url(bob))) for _ in range(GATEWAY_CAP_PER_USER)]
     for websocket in bobs:
         assert websocket.recv(timeout=15).startswith(b"RFB 003.008")
     status, body = tickets.refused(tickets.url(bob))
@@ -187,6 +218,7 @@ def test_console_in_the_browser_and_its_tickets(console_stack, page, shot, live_
         code, reason = closed_with(websocket)
         assert code == CLOSE_CODES[SessionEnd.ACCESS_LOST], (code, reason)
     print(f"bob's sessions closed {time.monotonic() - removed:.1f} s after he was removed")
+    opened.close()
     assert list(ConsoleSession.objects.filter(user=bob).values_list("end_reason", flat=True)) == \
         [SessionEnd.ACCESS_LOST] * GATEWAY_CAP_PER_USER
 
