@@ -1,5 +1,6 @@
 """The hosts' exporters as the control plane sees them: where each listens (its management address,
-UNCLOUD_HOST_EXPORTER_PORT), starting one that does not answer, and reading a VM's counters from it."""
+UNCLOUD_HOST_EXPORTER_PORT), starting one that does not answer (or wants another token: it is
+started again with UNCLOUD_METRICS_TOKEN), and reading a VM's counters from it."""
 
 import ipaddress
 import logging
@@ -57,11 +58,16 @@ def exporter_target(host) -> str | None:
 def ensure_exporter(host) -> dict:
     """Start the host's exporter unless it runs (host verb exporter-up: idempotent)."""
     return agent_for(host).call("exporter-up", {"state_dir": host.state_dir, "listen": exporter_address(host),
-                                                "port": settings.UNCLOUD_HOST_EXPORTER_PORT})
+                                                "port": settings.UNCLOUD_HOST_EXPORTER_PORT,
+                                                "token": settings.UNCLOUD_METRICS_TOKEN})
 
 
 def read_exporter(host, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(f"http://{exporter_target(host)}/metrics", timeout=timeout) as response:  # noqa: S310
+    """The exporter's answer; it wants the scraper token (HTTP 401 raises, like a silent exporter)."""
+    request = urllib.request.Request(f"http://{exporter_target(host)}/metrics")
+    if settings.UNCLOUD_METRICS_TOKEN:
+        request.add_header("Authorization", f"Bearer {settings.UNCLOUD_METRICS_TOKEN}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return response.read().decode()
 
 

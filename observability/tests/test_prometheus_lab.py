@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -104,6 +105,10 @@ def test_prometheus_scrapes_the_control_plane_and_a_host_through_discovery(
         # The first sampling round finds no exporter and starts it (the beat task heals itself).
         assert sampling.sample_host(host) == 0
         assert ensure_exporter(host)["started"] is False  # now it runs: a second start changes nothing
+        # It answers the scraper token only (Prometheus presents it to every target of the job).
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{exporter_target(host)}/metrics", timeout=5)
+        assert refused.value.code == 401
         prometheus = Prometheus(tmp_path / "prometheus", f"{live_server.url}/metrics/targets")
 
         def both_up():

@@ -102,3 +102,63 @@ def test_exporter_up_refuses_a_bad_listen_address(tmp_path):
     for listen in ("0.0.0.0", "example.org", "fd00::1; rm -rf /"):
         with pytest.raises(HostsideError):
             exporter.verb_exporter_up({"state_dir": str(tmp_path), "listen": listen, "port": 9847})
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_daemon_answers_only_the_token_and_only_metrics(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from agents.hostside.uncloud_hostside.exporter import exporter_paths
+
+    port = _free_port()
+    paths = exporter_paths(str(tmp_path))
+    Path(paths["dir"]).mkdir()
+    Path(paths["spec"]).write_text(json.dumps({"listen": "127.0.0.1", "port": port, "token": "s3cret"}))
+    # The daemon as exporter-up starts it, from the source tree instead of the shipped archive.
+    daemon = subprocess.Popen([sys.executable, "-c", "import sys; from agents.hostside.uncloud_hostside.exporter "
+                               "import serve_exporter; sys.exit(serve_exporter(sys.argv[1]))", str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(paths["pid"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def get(path, token=None):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if token:
+                request.add_header("Authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, ""
+
+        assert get("/metrics")[0] == 401
+        assert get("/metrics", "wrong")[0] == 401
+        status, body = get("/metrics", "s3cret")
+        assert status == 200 and "uncloud_host_memory_total_bytes" in body
+        assert get("/other", "s3cret")[0] == 404
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+    assert daemon.returncode == 0
+
+
+def test_exporter_up_refuses_a_token_that_is_not_a_plain_word(tmp_path):
+    from agents.hostside.uncloud_hostside.errors import HostsideError
+
+    for token in ("two words", "new\nline", 42, "x" * 513):
+        with pytest.raises(HostsideError):
+            exporter.verb_exporter_up({"state_dir": str(tmp_path), "listen": "127.0.0.1", "port": 9847,
+                                       "token": token})

@@ -1,11 +1,12 @@
 """The host's Prometheus exporter: metrics of the host and of its guests, served where the data is.
 
-    exporter-up {"state_dir", "listen", "port"}   start it unless it runs (idempotent) -> {"pid", ...}
+    exporter-up {"state_dir", "listen", "port", "token"?}   start it unless it runs (idempotent) -> {"pid", ...}
     exporter-down {"state_dir"}                    stop it
     python3 uncloud_hostside.pyz exporter STATE_DIR   the daemon itself (reads exporter.json)
 
 It listens on the host's management address only (the control plane's network), answers GET
-/metrics, and reads everything at scrape time, cheaply: /proc for the qemu processes' CPU time and
+/metrics (with a token configured, only to `Authorization: Bearer <token>`: the site's scraper
+token, which Prometheus already presents to the control plane), and reads everything at scrape time, cheaply: /proc for the qemu processes' CPU time and
 memory, /proc/net/dev (this network namespace) for every tap at once, one `nft -j list table` for
 all guard counters (read in the background every GUARD_REFRESH_S by the daemon: it is the one slow
 part), and QMP query-blockstats per guest in parallel threads. Network counters are
@@ -13,6 +14,7 @@ named from the guest's point of view: a tap's transmit is what the guest receive
 """
 
 import concurrent.futures
+import hmac
 import json
 import os
 import signal
@@ -285,6 +287,7 @@ def serve_exporter(state_dir):
     if not config:
         print("exporter: no exporter.json", file=sys.stderr)
         return 1
+    token = config.get("token") or ""
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=QMP_THREADS)
     guard_reader = GuardCounterReader().start()
     lock = threading.Lock()  # one scrape at a time: two scrapers never double the QMP load
@@ -293,6 +296,13 @@ def serve_exporter(state_dir):
         def do_GET(self):  # noqa: N802 (the standard library's name)
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404, "only /metrics here")
+                return
+            if token and not hmac.compare_digest(self.headers.get("Authorization", "").encode(),
+                                                 f"Bearer {token}".encode()):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="uncloud host exporter"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             with lock:
                 try:
@@ -339,7 +349,7 @@ def _wait_for_pid(state_dir, old_pid, timeout_s=5.0):
 
 
 def verb_exporter_up(spec):
-    check_fields(spec, ["state_dir", "listen", "port"])
+    check_fields(spec, ["state_dir", "listen", "port"], ["token"])
     state_dir = check_state_dir(spec["state_dir"])
     listen = spec["listen"]
     if listen != "127.0.0.1":
@@ -347,12 +357,17 @@ def verb_exporter_up(spec):
     if listen is None:
         raise bad_spec("listen must be an IPv6 address or 127.0.0.1")
     port = check_int(spec["port"], "port", 1, 65535)
+    token = spec.get("token") or ""
+    if not isinstance(token, str) or len(token) > 512 or any(ord(char) < 33 or ord(char) > 126 for char in token):
+        raise bad_spec("token must be at most 512 printable ASCII characters without spaces")
     paths = exporter_paths(state_dir)
     ensure_directory(paths["dir"])
-    wanted = {"listen": listen, "port": port}
+    os.chmod(paths["dir"], 0o700)  # exporter.json holds the token
+    wanted = {"listen": listen, "port": port, "token": token}
+    shown = {"listen": listen, "port": port, "token_required": bool(token)}
     pid = running_exporter(state_dir)
     if pid is not None and read_json_file(paths["spec"]) == wanted:
-        return {"pid": pid, "started": False, **wanted}
+        return {"pid": pid, "started": False, **shown}
     if pid is not None:
         stop_process(pid, term_wait_s=2)
     write_json_file(paths["spec"], wanted)
@@ -363,7 +378,7 @@ def verb_exporter_up(spec):
     pid = _wait_for_pid(state_dir, pid)
     if pid is None:
         raise HostsideError("command_failed", f"the exporter did not start; see {paths['log']}")
-    return {"pid": pid, "started": True, **wanted}
+    return {"pid": pid, "started": True, **shown}
 
 
 def verb_exporter_down(spec):
