@@ -1,3 +1,4 @@
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -8,10 +9,12 @@ from rest_framework.views import APIView
 
 from accounts.api.fields import SizeField
 from accounts.api.mixins import ProjectScopedViewSet, ScopedRelatedField
+from accounts.api.pagination import KeysFirstPagination
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
 from agents.models import Host
 from images.visibility import images_visible_to
+from networks.models import NIC
 from vms import actions
 from vms.api.serializers import (
     SSHKeySerializer,
@@ -82,6 +85,7 @@ class SSHKeyViewSet(ProjectScopedViewSet):
 
 class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     serializer_class = VMSerializer
+    pagination_class = KeysFirstPagination  # a project may hold 10,000 VMs
     lookup_field = "uuid"
     filterset_fields = ["status", "desired_state", "name"]
 
@@ -89,7 +93,8 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
         vms = scoped(VM.objects.all(), self.request.user).select_related("project", "image", "host")
         if self.action == "list" and self.request.query_params.get("status") != VMStatus.DELETED:
             vms = vms.exclude(status=VMStatus.DELETED)
-        return vms.prefetch_related("ssh_keys", "nics__network", "disks")
+        return vms.prefetch_related("ssh_keys", Prefetch("nics", NIC.objects.select_related("network"), to_attr="listed_nics"),
+                                    Prefetch("disks", to_attr="listed_disks"))
 
     def _accepted(self, vm, operation):
         vm = VM.objects.select_related("project", "image", "host").get(pk=vm.pk) if vm is not None else None
