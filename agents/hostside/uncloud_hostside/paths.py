@@ -17,6 +17,7 @@
     <state_dir>/ha/                              the fence guard: lease.json, guard.pid, fenced.json, guard.log
     <state_dir>/migration/                       migrations in progress (migration.py)
     <state_dir>/exporter/                        the metrics exporter (exporter.py): spec, pid, log
+    <state_dir>/record-verbs, recorded-verbs.jsonl   a benchmark's recording host (recording.py)
 """
 
 import os
@@ -201,3 +202,9 @@ def exporter_paths(state_dir):
     directory = os.path.join(state_dir, "exporter")
     return {"dir": directory, "spec": os.path.join(directory, "exporter.json"),
             "pid": os.path.join(directory, "exporter.pid"), "log": os.path.join(directory, "exporter.log")}
+
+
+def recording_paths(state_dir):
+    """A recording host's marker (its presence turns recording on) and its log of verbs."""
+    return {"marker": os.path.join(state_dir, "record-verbs"),
+            "log": os.path.join(state_dir, "recorded-verbs.jsonl")}
