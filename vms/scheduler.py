@@ -1,8 +1,12 @@
 """Where a VM runs: the enabled, recently seen host with room for it after overbooking.
 
-Placement locks every candidate host row (in id order, so two placers never deadlock) while it
-sums what is placed there and writes the VM's host: two workers cannot both squeeze into the
-last room of a host. With nothing free the caller parks the VM as "waiting for capacity".
+Placement sums every candidate's room without locks, then locks the chosen host's row alone and
+sums its room again before writing the VM's host: two workers cannot both squeeze into the last
+room of a host (the second waits for the first's lock and then sees its VM). A host whose row
+another placer holds is passed over for the next best (SKIP LOCKED) and only waited for when all
+are held, so concurrent placers spread instead of queueing for the one best host
+(bench/placement.py: 500 creates at once at 50 hosts). A host that filled up meanwhile is dropped. With nothing free the caller
+parks the VM as "waiting for capacity".
 
 A VM on its way to a host (a live or cold move past planning, until the move ends) counts there
 as well as on its source: its row names the source until the switch, and the destination must not
@@ -122,20 +126,42 @@ def place(vm: VM, avoid_host_ids=()) -> Host | None:
     """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now.
     avoid_host_ids: hosts it must not go to (it failed to start there again and again)."""
     with transaction.atomic():
-        hosts = [host for host in candidate_hosts().exclude(id__in=list(avoid_host_ids)).select_for_update()
-                 if not lacks_what_vms_need(host)]
         vm = VM.objects.select_for_update().get(pk=vm.pk)
         if vm.host_id is not None:
             return vm.host
         if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
             raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
         cores, memory_mib, disk_mib = vm_needs(vm)
+        hosts = [host for host in candidate_hosts().exclude(id__in=list(avoid_host_ids))
+                 if not lacks_what_vms_need(host)]
         fitting = [room for room in rooms(hosts) if room.fits(cores, memory_mib, disk_mib)]
-        if not fitting:
-            return None
-        chosen = choose(fitting, memory_mib).host
-        VM.objects.filter(pk=vm.pk).update(host=chosen)
-        return chosen
+        busy = []
+        # First the hosts no other placer holds (best first): concurrent placers spread over the
+        # good hosts instead of queueing for the one best; then, waiting, those that were held.
+        for skip_locked, candidates in ((True, fitting), (False, busy)):
+            while candidates:
+                best = choose(candidates, memory_mib)
+                candidates.remove(best)
+                host = placed_on(vm, best.host.pk, (cores, memory_mib, disk_mib), skip_locked)
+                if host == "busy":
+                    busy.append(best)
+                elif host is not None:
+                    return host
+        return None
+
+
+def placed_on(vm: VM, host_id: int, needs: tuple[int, int, int], skip_locked: bool):
+    """Lock the host's row and place the VM there if it still has room: the host, None (no room or no
+    longer a candidate), or "busy" (another transaction holds the row and skip_locked)."""
+    host = candidate_hosts().select_for_update(skip_locked=skip_locked).filter(pk=host_id).first()
+    if host is None:
+        locked_elsewhere = skip_locked and candidate_hosts().filter(pk=host_id).exists()
+        return "busy" if locked_elsewhere else None
+    # Under the host's lock: what another placer put there meanwhile has committed and counts.
+    if lacks_what_vms_need(host) or not rooms([host])[0].fits(*needs):
+        return None
+    VM.objects.filter(pk=vm.pk).update(host=host)
+    return host
 
 
 def cannot_take(vm: VM, host: Host) -> str:
