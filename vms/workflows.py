@@ -132,6 +132,7 @@ def step_place(operation):
         set_status(vm, VMStatus.WAITING_FOR_CAPACITY, message)
         raise StepWaiting(message)
     Operation.objects.filter(pk=operation.pk).update(host=host)
+    operation.host_id = host.pk  # the engine's host-slot check before the next step need not read it back
     # A new start generation: a copy started by an earlier one (on a host that failed, or by a
     # worker that lost its lease) is refused or killed by the host.
     VM.objects.filter(pk=vm.pk).update(generation=F("generation") + 1)
