@@ -8,7 +8,8 @@
   busybox httpd on port 80. Its uc.listen service on port 22 answers `UNCLOUD-HELLO web`.
 - The demo guest has no TLS server, so a namespace on hv1's bridge of the public network stands in for
   alice's second VM ("tls", never booted; the namespace holds its address): openssl s_server with its own
-  certificate proves that HTTPS is routed by SNI and passed through, not terminated. The same
+  certificate proves that HTTPS is routed by SNI and passed through, not terminated, and its sshd is
+  the target of a literal `ssh -J` (`ssh -W`, what -J runs, reaches the demo guest's port 22). The same
   namespace holds charlie's VM's address with a port-22 listener, so a refused jump is refused by
   the jump host's policy, not by an unreachable target.
 """
@@ -61,6 +62,18 @@ def wait_for_firewall(vm, processes, version):
         firewall = Firewall.objects.get(vm=vm)
         return firewall.version == version and firewall.is_applied
     wait_for(applied, timeout=60, log_paths=processes.logs, message=lambda: f"firewall: {Firewall.objects.get(vm=vm)}")
+
+
+def stand_in_sshd(tmp_path, address, client_key):
+    """A config for an sshd that lets `client_key` in as root on [address]:22."""
+    host_key = tmp_path / "stand_in_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    (tmp_path / "stand_in_keys").write_text(client_key.with_suffix(".pub").read_text())
+    config = tmp_path / "stand_in_sshd_config"
+    config.write_text(f"ListenAddress [{address}]:22\nHostKey {host_key}\nPidFile {tmp_path / 'stand_in_sshd.pid'}\n"
+                      f"AuthorizedKeysFile {tmp_path / 'stand_in_keys'}\nPermitRootLogin prohibit-password\n"
+                      "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n")
+    return config
 
 
 def wait_for_proof(domain, processes, timeout=120):
@@ -127,6 +140,10 @@ def test_http_by_name_https_by_sni_proofs_jump_host_and_the_vms_firewall(lab, ce
                       "SYSTEM:echo CHARLIE-SSH-PORT"]):
             servers.append(subprocess.Popen([*in_stand_in, *argv], cwd=www, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))
+        # A real sshd on the "tls" VM's address (the demo guest has none): the target of a literal ssh -J.
+        servers.append(subprocess.Popen([*in_stand_in, "/usr/sbin/sshd", "-D", "-f",
+                                         str(stand_in_sshd(tmp_path, tls_nic.ipv6_address, alice_key))],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
         def http(name, path="/"):
             return client.run(["curl", "-sS", "-m", "5", "--resolve", f"{name}:80:{PROXY_IPV4}", f"http://{name}{path}"],
@@ -180,6 +197,14 @@ def test_http_by_name_https_by_sni_proofs_jump_host_and_the_vms_firewall(lab, ce
 
         wait_for(lambda: "UNCLOUD-HELLO web" in jump(alice_key, web_address), timeout=60,
                  log_paths=processes.logs, message=lambda: jump(alice_key, web_address))
+        # As the README tells customers: ssh -J, here with the lab's addresses in a client config.
+        config = tmp_path / "ssh_config"
+        config.write_text(f"Host jump\n  HostName {PROXY_IPV4}\n  Port {JUMP_PORT}\n  User nobody\n"
+                          f"Host *\n  IdentityFile {alice_key}\n  StrictHostKeyChecking no\n"
+                          "  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n  ConnectTimeout 5\n")
+        reached = client.run(["ssh", "-F", str(config), "-J", "jump", f"root@{tls_nic.ipv6_address}", "echo",
+                              "REACHED-OVER-THE-JUMP"], timeout=30, check=False)
+        assert reached.stdout.strip() == "REACHED-OVER-THE-JUMP", reached.stderr
         assert "CHARLIE-SSH-PORT" in jump(charlie_key, charlie_nic.ipv6_address)
         refused = jump(alice_key, charlie_nic.ipv6_address)
         assert "CHARLIE-SSH-PORT" not in refused and "prohibited" in refused, refused
