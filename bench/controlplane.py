@@ -103,18 +103,20 @@ class BenchControlPlane:
         call_command("migrate", verbosity=0)
         return self.env
 
-    def _spawn(self, kind: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, kind: str, argv: list[str], settings: dict | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{kind}-{len(self.processes)}.log", "w")
-        process = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **self.env}, stdout=log,
+        env = {**os.environ, **self.env, **{key: str(value) for key, value in (settings or {}).items()}}
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.processes.append(process)
         return process
 
-    def worker(self, concurrency: int = 4, *extra: str) -> subprocess.Popen:
+    def worker(self, concurrency: int = 4, *extra: str, **settings) -> subprocess.Popen:
+        """settings: this worker's own UNCLOUD_* values on top of the run's."""
         return self._spawn("worker", [*CELERY, "worker", "-Q", self.queue, f"--concurrency={concurrency}",
                                       "--loglevel=WARNING", "--without-gossip", "--without-mingle",
-                                      "--without-heartbeat", *extra])
+                                      "--without-heartbeat", *extra], settings)
 
     def beat(self) -> subprocess.Popen:
         return self._spawn("beat", [*CELERY, "beat", "--loglevel=WARNING", "-s", str(self.workdir / "beat-schedule")])
