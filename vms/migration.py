@@ -211,9 +211,8 @@ def step_transfer(operation):
 
 class ArrivalWatch:
     """migrate-finish on the destination, in a thread of its own while the source sends: the host
-    continues the guest the moment it has arrived. result() is its answer (or its error); a watch
-    that has not answered by then is asked again without waiting (the guest arrived: the source
-    said `completed`)."""
+    continues the guest the moment it has arrived. result() is its answer; a watch that failed
+    (a dropped connection) or has not answered by then is asked again at once."""
 
     def __init__(self, agent, vm_uuid: str):
         self.agent, self.vm_uuid = agent, vm_uuid
@@ -235,10 +234,10 @@ class ArrivalWatch:
 
     def result(self, timeout_s: float = 60) -> dict:
         self.thread.join(timeout_s)
-        if self.thread.is_alive():
-            return self.agent.call("migrate-finish", {"uuid": self.vm_uuid})
-        if self.error is not None:
-            raise self.error
+        if self.thread.is_alive() or self.error is not None:
+            # The source said `completed`: the guest is there (or its qemu is gone, and this call
+            # says so). Asked again at once, not after a retry's backoff with the guest paused.
+            return self.agent.call("migrate-finish", {"uuid": self.vm_uuid, "wait_s": 30}, timeout=90)
         return self.answer
 
 

@@ -85,7 +85,8 @@ MIRROR_JOB_PREFIX = "migmirror"
 MIRROR_TARGET_PREFIX = "migtarget"
 # The poll that sees `completed` (and `pre-switchover`) ends the guest's pause sooner when short.
 MIGRATION_POLL_S = 0.05
-ARRIVAL_POLL_S = 0.01  # the destination's look for its arrived guest: its pause lasts until then
+ARRIVAL_POLL_S = 0.005  # the destination's look for its arrived guest: its pause lasts until then
+ARRIVAL_HOLD_S = 1.0  # how long that look keeps the monitor (one client at a time) before letting go
 QEMU_DEFAULT_BANDWIDTH_MIB = 128
 PUMP_CHUNK = 256 * 1024
 ANNOUNCE = {"initial": 50, "max": 550, "rounds": 5, "step": 100}
@@ -732,21 +733,23 @@ def verb_migrate_source_release(spec):
 
 
 def wait_for_arrival(paths, vm_uuid, wait_s):
-    """Until the incoming guest is all here (paused), its migration failed, or wait_s ends. The
-    monitor takes one client at a time: each look is a short connection of its own, so vm-status
-    and vm-down (an abort) are never locked out meanwhile."""
+    """Until the incoming guest is all here (paused), its migration failed, or wait_s ends. One
+    connection asks every few ms (cheap: no handshake); the monitor takes one client at a time, so
+    the watch lets go of it every ARRIVAL_HOLD_S and vm-status or vm-down (an abort) wait that long
+    at most."""
     deadline = time.monotonic() + wait_s
     while True:
         with QmpSession(paths["qmp"]) as qmp:
-            status = qmp.execute("query-status")["status"]
-            if status != "inmigrate":
-                return
+            let_go = time.monotonic() + ARRIVAL_HOLD_S
+            while time.monotonic() < let_go:
+                if qmp.execute("query-status")["status"] != "inmigrate":
+                    return
+                time.sleep(ARRIVAL_POLL_S)
             incoming = qmp.execute("query-migrate").get("status")
         if incoming in ("failed", "cancelled"):
             raise HostsideError("migration_failed", f"the incoming migration of {vm_uuid} {incoming}")
         if time.monotonic() > deadline:
             raise HostsideError("busy", f"VM {vm_uuid} is still receiving its state")
-        time.sleep(ARRIVAL_POLL_S)
 
 
 def verb_migrate_finish(spec):
