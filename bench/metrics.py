@@ -208,7 +208,7 @@ def bench_exporter(args) -> None:
               f"{figures['qmp_errors']} QMP errors")
         n50, _ = percentiles(figures["nft"])
         print(f"guard counters: nft -j list table takes p50 {n50 * 1000:.0f} ms; the daemon reads them in the "
-              "background every 10 s, so a scrape does not wait for it")
+              "background when a scrape finds its last reading over 10 s old, so a scrape does not wait for it")
         print(f"baseline: the same exporter with no guests: p50 {b50 * 1000:.1f} ms, p95 {b95 * 1000:.1f} ms; "
               f"per guest {(statistics.median(figures['full']) - statistics.median(figures['empty'])) / len(vms) * 1000:.2f} ms")
     finally:

@@ -162,3 +162,30 @@ def test_exporter_up_refuses_a_token_that_is_not_a_plain_word(tmp_path):
         with pytest.raises(HostsideError):
             exporter.verb_exporter_up({"state_dir": str(tmp_path), "listen": "127.0.0.1", "port": 9847,
                                        "token": token})
+
+
+def test_guard_counters_are_refreshed_in_the_background_only_when_asked_and_stale(monkeypatch):
+    import threading
+
+    readings = []
+    released = threading.Event()
+
+    def read():
+        readings.append(len(readings))
+        if len(readings) > 1:
+            released.wait(5)  # a slow nft: the scrape must not wait for it
+        return {("tap", "spoofed-mac"): (len(readings), 0)}
+
+    monkeypatch.setattr(exporter, "read_guard_counters", read)
+    reader = exporter.GuardCounterReader(interval_s=0.05).start()
+    assert reader.latest()[0] == {("tap", "spoofed-mac"): (1, 0)} and len(readings) == 1  # fresh: no read
+    import time
+
+    time.sleep(0.1)
+    assert reader.latest()[0] == {("tap", "spoofed-mac"): (1, 0)}  # stale: the old reading, at once
+    assert reader.latest()[0] == {("tap", "spoofed-mac"): (1, 0)}  # one refresh in flight, not two
+    released.set()
+    deadline = time.monotonic() + 5
+    while reader.latest()[0] != {("tap", "spoofed-mac"): (2, 0)} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader.latest()[0] == {("tap", "spoofed-mac"): (2, 0)} and len(readings) == 2

@@ -8,8 +8,8 @@ It listens on the host's management address only (the control plane's network), 
 /metrics (with a token configured, only to `Authorization: Bearer <token>`: the site's scraper
 token, which Prometheus already presents to the control plane), and reads everything at scrape time, cheaply: /proc for the qemu processes' CPU time and
 memory, /proc/net/dev (this network namespace) for every tap at once, one `nft -j list table` for
-all guard counters (read in the background every GUARD_REFRESH_S by the daemon: it is the one slow
-part), and QMP query-blockstats per guest in parallel threads. Network counters are
+all guard counters (read in the background when the last reading is older than GUARD_REFRESH_S:
+it is the one slow part), and QMP query-blockstats per guest in parallel threads. Network counters are
 named from the guest's point of view: a tap's transmit is what the guest receives.
 """
 
@@ -43,8 +43,9 @@ from .state import (
 from .system import find_binary
 
 QMP_TIMEOUT_S = 1.0
-# `nft -j list table` of a host with 50 guests takes ~0.2 s: the daemon reads the guard counters in
-# the background this often and a scrape takes the last reading (drop counters move slowly).
+# `nft -j list table` of a host with 50 guests takes ~0.2 s: a scrape takes the last reading of the
+# guard counters and, when it is older than this, has a fresh one read in the background (drop
+# counters move slowly).
 GUARD_REFRESH_S = 10.0
 QMP_THREADS = 16
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -170,27 +171,33 @@ class Families:
 
 
 class GuardCounterReader:
-    """The guard counters, re-read by a background thread; `latest()` never waits for nft."""
+    """The guard counters for scrapes that must not wait for nft: a scrape gets the last reading and,
+    when that is older than interval_s, starts a fresh one in the background. Nobody scraping costs
+    nothing (no timer)."""
 
     def __init__(self, interval_s=GUARD_REFRESH_S):
         self.interval_s, self.counters, self.read_at = interval_s, {}, None
-        self.ready = threading.Event()
+        self.lock, self.refreshing = threading.Lock(), False
 
-    def run(self):
-        while True:
-            counters = read_guard_counters()
-            self.counters, self.read_at = counters, time.monotonic()
-            self.ready.set()
-            time.sleep(self.interval_s)
+    def refresh(self):
+        counters = read_guard_counters()
+        with self.lock:
+            self.counters, self.read_at, self.refreshing = counters, time.monotonic(), False
 
     def start(self):
-        threading.Thread(target=self.run, daemon=True).start()
-        self.ready.wait(timeout=5)
+        self.refresh()  # the first reading, before the first scrape
         return self
 
     def latest(self):
-        age = time.monotonic() - self.read_at if self.read_at is not None else None
-        return self.counters, age
+        with self.lock:
+            stale = self.read_at is None or time.monotonic() - self.read_at > self.interval_s
+            begin = stale and not self.refreshing
+            if begin:
+                self.refreshing = True
+        if begin:
+            threading.Thread(target=self.refresh, daemon=True).start()
+        with self.lock:
+            return self.counters, (time.monotonic() - self.read_at if self.read_at is not None else None)
 
 
 def collect(state_dir, qmp_pool=None, guard_reader=None):
