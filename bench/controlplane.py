@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -177,3 +179,37 @@ def api_client(user):
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {do_create_token(user, 'bench')[1]}")
     return api
+
+
+def run_in_threads(count: int, threads: int, make_client, work) -> float:
+    """work(client, index) for every index below count, from `threads` threads at once, each with
+    its own client (make_client()) and database connection. The seconds it all took."""
+    from django.db import connections
+
+    indexes = iter(range(count))
+    lock = threading.Lock()
+    errors = []
+
+    def worker():
+        client = make_client()
+        try:
+            while True:
+                with lock:
+                    index = next(indexes, None)
+                if index is None:
+                    return
+                work(client, index)
+        except Exception as error:  # re-raised below, in the caller's thread
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    started = time.perf_counter()
+    running = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started

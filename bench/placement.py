@@ -32,12 +32,11 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from controlplane import BenchControlPlane, LabUnavailable, api_client, bench_customer, percentile
+from controlplane import BenchControlPlane, LabUnavailable, api_client, bench_customer, percentile, run_in_threads
 
 GOAL_PLACEMENTS_PER_S = 100
 VM_MEMORY_MIB = 512
@@ -70,37 +69,13 @@ def recording_hosts(count: int, vms_per_host: int, root: Path, prefix: str = "re
 
 def fire_creates(api_for, count: int, prefix: str) -> float:
     """`count` creates from POST_THREADS threads at once; the seconds they took."""
-    from django.db import connections
 
-    names = iter(range(count))
-    lock = threading.Lock()
-    failures = []
+    def post(api, index):
+        body = {"name": f"{prefix}-{index:04}", "cores": 1, "memory": f"{VM_MEMORY_MIB}M", "disk": "1G", "image": None}
+        response = api.post("/api/v1/vms/", body, format="json")
+        assert response.status_code == 201, response.content[:300]
 
-    def poster():
-        api = api_for()
-        try:
-            while True:
-                with lock:
-                    index = next(names, None)
-                if index is None:
-                    return
-                body = {"name": f"{prefix}-{index:04}", "cores": 1, "memory": f"{VM_MEMORY_MIB}M", "disk": "1G",
-                        "image": None}
-                response = api.post("/api/v1/vms/", body, format="json")
-                if response.status_code != 201:
-                    failures.append(response.content[:300])
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=poster) for _ in range(POST_THREADS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    assert not failures, failures[:3]
-    return elapsed
+    return run_in_threads(count, POST_THREADS, api_for, post)
 
 
 def follow(project, count: int, timeout: float):

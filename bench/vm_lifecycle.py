@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from controlplane import BenchControlPlane, LabUnavailable, api_client, bench_customer, percentile
+from controlplane import BenchControlPlane, LabUnavailable, api_client, bench_customer, percentile, run_in_threads
 
 POLL_S = 0.01
 
@@ -123,41 +123,23 @@ def run_benchmarks(lab, args) -> int:
         delete_phases.append(operation_phases(vm_uuid, "vm.delete", None, time.perf_counter() - started))
 
     cycles, cycle_creates, cycle_deletes, lock = [], [], [], threading.Lock()
-    names = iter(range(args.cycles))
 
-    def cycler():
-        from django.db import connections
+    def cycle(own, index):
+        started = time.perf_counter()
+        vm_uuid = create(own, f"cycle-{index}")
+        posted = time.perf_counter()
+        wait_status(vm_uuid, "running")
+        running = time.perf_counter()
+        delete(own, vm_uuid)
+        finished = time.perf_counter()
+        created = {**operation_phases(vm_uuid, "vm.create", posted - started), "to running": running - started}
+        deleted = operation_phases(vm_uuid, "vm.delete", None, finished - running)
+        with lock:
+            cycles.append(finished - started)
+            cycle_creates.append(created)
+            cycle_deletes.append(deleted)
 
-        own = client()
-        try:
-            while True:
-                with lock:
-                    index = next(names, None)
-                if index is None:
-                    return
-                started = time.perf_counter()
-                vm_uuid = create(own, f"cycle-{index}")
-                posted = time.perf_counter()
-                wait_status(vm_uuid, "running")
-                running = time.perf_counter()
-                delete(own, vm_uuid)
-                finished = time.perf_counter()
-                created = {**operation_phases(vm_uuid, "vm.create", posted - started), "to running": running - started}
-                deleted = operation_phases(vm_uuid, "vm.delete", None, finished - running)
-                with lock:
-                    cycles.append(finished - started)
-                    cycle_creates.append(created)
-                    cycle_deletes.append(deleted)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=cycler) for _ in range(4)]
-    wall = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - wall
+    wall = run_in_threads(args.cycles, 4, client, cycle)
 
     def ms(values, fraction):
         return f"{percentile(values, fraction) * 1000:7.0f}"
