@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from accounts import actions as account_actions
 from accounts.models import Project
 
-pytest_plugins = ["tests.lab.fixtures", "tests.workers", "tests.lab.provisioning_times"]
+pytest_plugins = ["tests.lab.fixtures", "tests.workers", "tests.lab.provisioning_times", "tests.lab.cloud"]
 
 
 @pytest.fixture

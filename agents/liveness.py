@@ -44,6 +44,7 @@ from agents.choices import HostLiveness, HostStatus
 from agents.hostagent import HostAgent, HostError
 from agents.hosts import connection_for
 from agents.models import Alarm, Host
+from agents.signals import host_available
 from agents.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ class HostWatcher:
             self.fencing.pop(host.id, None)
             if was_failed:
                 hooks.host_returned(host, False)
+            else:  # only suspect a moment: creates parked meanwhile ("no host has room") may go there now
+                host_available.send(sender=Host, host=host)
 
     def _silent(self, host: Host, silent_s: float, mass: bool, hosts: list[Host], silence: dict) -> None:
         if host.liveness == HostLiveness.ALIVE:

@@ -1,8 +1,14 @@
-"""A host failing on purpose (LAB.md, second wave): cut from the control plane while alive, healed,
-killed (every process of its namespace, links down) and revived."""
+"""Failing on purpose (LAB.md, second wave): a host cut from the control plane while alive, healed,
+killed (every process of its namespace, links down) and revived; a host's files seen as it sees
+them; the control plane's database gone for a while."""
 
 import os
 import signal
+import subprocess
+import time
+
+import psycopg
+from django.db import connection
 
 from tests.lab.hosts import MANAGEMENT_DEVICE, UNDERLAY_DEVICE, processes_in_netns
 
@@ -40,3 +46,33 @@ def revive_host(lab_host) -> None:
         lab_host.run(["ip", "-6", "addr", "replace", f"{address}/64", "dev", device, "nodad"])
         lab_host.run(["ip", "link", "set", device, "up"])
     lab_host.start_sshd()
+
+
+def in_host_mounts(lab_host, argv: list[str]) -> str:
+    """Run argv in the mount namespace of the host's sshd (`ip netns exec` gave it its own): what the
+    host program sees of its files."""
+    sshd_pid = lab_host.sshd_pid_path.read_text().split()[0]
+    return subprocess.run(["nsenter", "-t", sshd_pid, "-m", *argv], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def database_outage(seconds: float) -> int:
+    """Our test database refuses connections for `seconds` and loses every open one (as in a
+    restart): the machine's PostgreSQL serves other engineers' databases, so it is not restarted;
+    the outage is this database's only. The test's own connection is cut too and comes back.
+    Returns how many connections were cut."""
+    name = connection.settings_dict["NAME"]
+    admin = {key: value for key, value in connection.get_connection_params().items()
+             if key in ("host", "port", "user", "password")}
+    try:
+        with psycopg.connect(dbname="postgres", autocommit=True, **admin) as control:
+            control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                (terminated,) = control.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                                "WHERE datname = %s", [name]).fetchone()
+                time.sleep(seconds)
+            finally:
+                control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        connection.close()  # this process's connection was cut too: the next query opens a new one
+    return terminated

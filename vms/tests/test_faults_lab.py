@@ -4,66 +4,18 @@ each VM in its desired state exactly once, no operation left unfinished, no qemu
 (tests/lab/invariants.py). Leases and resume intervals are the product's defaults unless a test
 says why not: recovery must be quick as shipped."""
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from agents.models import Host, Operation
 from tests.lab import failures
-from tests.lab.controlplane import demo_image, kill_qemu, qemu_pids, use_lab, wait_for_operation, wait_for_status
-from tests.lab.invariants import wait_until_settled
+from tests.lab.controlplane import kill_qemu, qemu_pids, wait_for_operation, wait_for_status
 from tests.lab.waiting import wait_for
-from vms.actions import do_create_vm, do_delete_vm
+from vms.actions import do_delete_vm
 from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.worker]
-
-class Cloud:
-    """The control plane of one test: its processes, hosts, image and owner."""
-
-    def __init__(self, lab, processes, hosts, image, owner, project):
-        self.lab, self.processes, self.hosts, self.image = lab, processes, hosts, image
-        self.owner, self.project = owner, project
-        self.vms: list[VM] = []
-
-    def create(self, name: str) -> VM:
-        vm, _ = do_create_vm(self.owner, self.project, name=name, cores=1, memory_mib=128, disk_mib=1024,
-                             image=self.image)
-        self.vms.append(vm)
-        return vm
-
-    def settle(self, timeout=180) -> None:
-        wait_until_settled(self.lab, self.vms, self.processes, timeout=timeout)
-
-    def delete_everything(self) -> None:
-        for vm in VM.objects.exclude(status="deleted").exclude(desired_state="deleted"):
-            wait_for(lambda vm=vm: not Operation.objects.filter(target_uuid=vm.uuid).exclude(
-                state__in=["succeeded", "failed", "cancelled"]).exists(), timeout=120, log_paths=self.processes.logs)
-            do_delete_vm(self.owner, VM.objects.get(pk=vm.pk))
-        self.settle()
-
-
-@pytest.fixture
-def cloud(lab, celery_processes, settings, alice, alice_project):
-    """`cloud(hosts=None, broker_url=None, **settings)`: worker, beat and host watcher on the lab's hosts (all, or
-    the given lab hosts). Whatever VMs are left are deleted afterwards, checked settled."""
-    made = []
-
-    def make(hosts=None, broker_url=None, **overrides) -> Cloud:
-        values, rows, _ = use_lab(lab, settings, hosts, **overrides)
-        processes = celery_processes(broker_url=broker_url, **values)
-        processes.worker()
-        processes.beat()
-        processes.watcher()
-        made.append(Cloud(lab, processes, rows, demo_image(), alice, alice_project))
-        return made[-1]
-
-    yield make
-    for made_cloud in made:
-        made_cloud.delete_everything()
 
 
 def mid_step(operation: Operation, steps=("disks", "boot")) -> bool:
@@ -90,21 +42,13 @@ def test_a_killed_qemu_is_noticed_by_the_heartbeat_and_started_again(cloud):
 
 # --- host disk full ----------------------------------------------------------------------------------
 
-def in_host_mounts(lab_host, argv: list[str]) -> str:
-    """Run argv in the mount namespace of the host's sshd (`ip netns exec` gave it its own): what the
-    host program sees of its files."""
-    sshd_pid = lab_host.sshd_pid_path.read_text().split()[0]
-    return subprocess.run(["nsenter", "-t", sshd_pid, "-m", *argv], check=True, capture_output=True,
-                          text=True).stdout
-
-
 def test_a_full_disk_during_disk_creation_fails_clearly_and_leaves_nothing(lab, cloud, api):
     lab_host = lab.hosts[1]
     cloud = cloud([lab_host])
     disks = str(Path(lab_host.state_dir) / "disks")
     Path(disks).mkdir(parents=True, exist_ok=True)
     # The host's disk directory on a filesystem with room for the disk's record, not for its qcow2.
-    in_host_mounts(lab_host, ["mount", "-t", "tmpfs", "-o", "size=16k", "uncloud-lab-full", disks])
+    failures.in_host_mounts(lab_host, ["mount", "-t", "tmpfs", "-o", "size=16k", "uncloud-lab-full", disks])
     try:
         vm = cloud.create("no-room")
         create = wait_for_operation(Operation.objects.get(target_uuid=vm.uuid, kind="vm.create"), cloud.processes)
@@ -117,36 +61,15 @@ def test_a_full_disk_during_disk_creation_fails_clearly_and_leaves_nothing(lab, 
         operation = api["alice"].get(f"/api/v1/operations/{create.uuid}/").json()
         assert operation["error"] == create.error and "error_detail" not in operation
         # Nothing half-made: no partial qcow2, no temporary file, no disk record, no qemu.
-        assert in_host_mounts(lab_host, ["ls", "-A", disks]) == ""
+        assert failures.in_host_mounts(lab_host, ["ls", "-A", disks]) == ""
         assert qemu_pids(vm) == []
     finally:
-        in_host_mounts(lab_host, ["umount", "-l", disks])
+        failures.in_host_mounts(lab_host, ["umount", "-l", disks])
     do_delete_vm(cloud.owner, VM.objects.get(pk=vm.pk))
     cloud.settle()
 
 
 # --- PostgreSQL gone mid-operation -------------------------------------------------------------------
-
-def database_outage(seconds: float) -> None:
-    """Our test database refuses connections for `seconds` and loses every open one (as in a
-    restart): the machine's PostgreSQL serves other engineers' databases, so it is not restarted;
-    the outage is this database's only. The test's own connection is cut too and comes back."""
-    import psycopg
-
-    name = connection.settings_dict["NAME"]
-    admin = {key: value for key, value in connection.get_connection_params().items()
-             if key in ("host", "port", "user", "password")}
-    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as control:
-        control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            (terminated,) = control.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                            "WHERE datname = %s", [name]).fetchone()
-            assert terminated >= 2  # the worker's and the watcher's at least: the fault really happened
-            time.sleep(seconds)
-        finally:
-            control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    connection.close()  # this process's connection was cut too: the next query opens a new one
-
 
 def test_postgresql_gone_mid_operation(cloud):
     cloud = cloud()
@@ -154,7 +77,8 @@ def test_postgresql_gone_mid_operation(cloud):
     operations = [Operation.objects.get(target_uuid=vm.uuid) for vm in vms]
     wait_for(lambda: any(mid_step(operation) for operation in operations), timeout=60,
              log_paths=cloud.processes.logs)
-    database_outage(3)
+    # This test's connection, the worker's and the watcher's at least: the fault really happened.
+    assert failures.database_outage(3) >= 3
     cloud.settle()
     for operation in operations:
         operation.refresh_from_db()
@@ -176,9 +100,9 @@ def test_a_create_while_redis_is_down_answers_201_and_runs_once_redis_is_back(la
                                                        "disk": "1G", "image": str(made.image.uuid)}, format="json")
         assert response.status_code == 201, response.content
         vm = VM.objects.get(uuid=response.json()["uuid"])
-        made.vms.append(vm)
         redis = start_redis(port)
         made.settle()  # the resumer sent the create's message once Redis was back
+        assert len(qemu_pids(vm)) == 1
         made.delete_everything()
     finally:
         redis.terminate()
