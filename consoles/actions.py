@@ -127,8 +127,10 @@ def do_open_console_session(raw: str, vm_uuid: str, kind: str, *, client_address
 def do_recheck_console_session(session_id: int) -> tuple[str, str] | None:
     """Note that the gateway still holds the session; (reason, message) when it must end now."""
     session = ConsoleSession.objects.select_related("user", "token").filter(pk=session_id).first()
-    if session is None or session.ended:
+    if session is None:
         return SessionEnd.GATEWAY_LOST, "The session was ended elsewhere."
+    if session.ended:  # staff ended it (or a janitor did): the gateway closes it with that reason
+        return session.end_reason or SessionEnd.GATEWAY_LOST, session.get_end_reason_display()
     ConsoleSession.objects.filter(pk=session_id, ended__isnull=True).update(seen=timezone.now())
     if session.vm_id is None:
         return SessionEnd.VM_STOPPED, "The VM was deleted."
@@ -138,13 +140,14 @@ def do_recheck_console_session(session_id: int) -> tuple[str, str] | None:
 
 @transaction.atomic
 def do_end_console_session(session_id: int, reason: str, *, bytes_to_client: int = 0,
-                           bytes_from_client: int = 0) -> bool:
+                           bytes_from_client: int = 0, actor=None) -> bool:
+    """End an open session once (the gateway's own end, a janitor's, or staff's: actor)."""
     now = timezone.now()
     ended = ConsoleSession.objects.filter(pk=session_id, ended__isnull=True).update(
         ended=now, end_reason=reason, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client)
     if ended:
         session = ConsoleSession.objects.select_related("user", "project", "vm").get(pk=session_id)
-        audit.record(session.user, "console.close", project=session.project, target=session.vm,
+        audit.record(actor or session.user, "console.close", project=session.project, target=session.vm,
                      kind=session.kind, session=str(session.uuid), reason=reason,
                      seconds=round((now - session.started).total_seconds(), 1),
                      bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client)

@@ -20,3 +20,4 @@ class SessionEnd(models.TextChoices):
     HOST_UNREACHABLE = "host_unreachable", "The VM's host could not be reached"
     GATEWAY_STOPPED = "gateway_stopped", "The console gateway stopped"
     GATEWAY_LOST = "gateway_lost", "The console gateway vanished"
+    STAFF_ENDED = "staff_ended", "Ended by staff"

@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.actions import do_create_token, do_remove_member, do_revoke_token
 from accounts.choices import TokenScope
 from accounts.models import AuditEntry
+from accounts.tests.test_admin import staff_client  # noqa: F401  (the fixture)
 from consoles import actions
 from consoles.actions import ConsoleRefused, do_open_console_session, do_recheck_console_session
 from consoles.choices import SessionEnd
@@ -201,3 +202,16 @@ def test_portal_console_tab(client, alice, bob, charlie, alice_project, host, se
     assert do_recheck_console_session(opened.pk) is None
     client.logout()
     assert do_recheck_console_session(opened.pk)[0] == SessionEnd.CREDENTIAL_GONE
+
+
+def test_staff_end_a_session_from_the_admin(staff_client, staff, api, alice, alice_project, host):  # noqa: F811
+    vm = running_vm(alice, alice_project, host)
+    session, _ = do_open_console_session(ticket_of(post_console(api["alice"], vm)), str(vm.uuid), "vnc")
+    listing = staff_client.get("/admin/consoles/consolesession/")
+    assert listing.status_code == 200 and b"web1" in listing.content
+    answer = staff_client.post("/admin/consoles/consolesession/",
+                               {"action": "end_sessions", "_selected_action": [str(session.pk)]})
+    assert answer.status_code == 302
+    # What the gateway's next re-check answers: it closes the socket with this reason.
+    assert do_recheck_console_session(session.pk) == (SessionEnd.STAFF_ENDED, "Ended by staff")
+    assert AuditEntry.objects.get(action="console.close").actor == staff
