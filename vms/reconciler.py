@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts import audit
@@ -62,9 +62,12 @@ def reconcile_host(host: Host) -> Drift:
     _host_answered(host)
     running = {entry["uuid"]: entry for entry in inventory.get("vms", []) if entry.get("pid")}
 
+    # Busy: owned by an operation now, or by one that ended since the inventory was taken (an
+    # evacuation or create that booted its qemu after the host listed its guests, found by
+    # bench/failover.py: such a VM was "restarted", its fresh qemu killed for a newer generation).
     busy = {
-        str(target) for target in Operation.objects.exclude(state__in=TERMINAL_OPERATION_STATES)
-        .filter(target_kind="vm").values_list("target_uuid", flat=True)
+        str(target) for target in Operation.objects.filter(target_kind="vm").filter(
+            ~Q(state__in=TERMINAL_OPERATION_STATES) | Q(finished__gte=taken)).values_list("target_uuid", flat=True)
     }
     wanted_here = set()
     for vm in VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("project"):
