@@ -39,6 +39,12 @@ def working_on(host_id: int):
                                     lease_until__gt=timezone.now()).exclude(lease_owner__in=["", QUEUED])
 
 
+def host_is_full(host_id: int) -> bool:
+    """Every worker slot of the host is taken (periodic work, e.g. a reconcile, waits a tick)."""
+    slots = settings.UNCLOUD_HOST_WORKER_SLOTS
+    return slots > 0 and working_on(host_id).count() >= slots
+
+
 def admitted(operation: Operation) -> bool:
     """May this worker run the operation's next step now? The worker holds the operation's lease.
     False: the operation gave its lease back, queued for its host (the caller enqueues it again in

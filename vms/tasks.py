@@ -5,6 +5,7 @@ import contextlib
 from celery import shared_task
 from django.core.cache import cache
 
+from agents import hostslots
 from agents.models import Host
 from agents.operations import wake_waiting
 from networks.models import Firewall
@@ -37,6 +38,8 @@ def reconcile_host(host_id: int) -> dict:
     host = Host.objects.filter(id=host_id).first()
     if host is None:
         return {}
+    if hostslots.host_is_full(host_id):  # its slots are taken: no worker more for it until a later tick
+        return {"host": host.name, "skipped": "the host is busy with operations"}
     key = f"uncloud:reconcile-host:{host_id}"
     try:
         if not cache.add(key, "running", timeout=RECONCILE_LOCK_S):

@@ -3,8 +3,13 @@ a time (vms.tasks.reconcile_host); beat's next tick skips a host whose last one 
 reconciler itself is replaced here (its host half runs in the lab tests): only the task's guard is
 under test."""
 
-from django.core.cache import cache
+from datetime import timedelta
 
+from django.core.cache import cache
+from django.utils import timezone
+
+from agents.models import Operation
+from agents.operations import start_operation
 from vms import reconciler, tasks
 from vms.tests.test_actions import make_host
 
@@ -23,3 +28,18 @@ def test_a_hosts_reconcile_runs_once_at_a_time(db, monkeypatch):
         cache.delete(key)
     assert tasks.reconcile_host(host.id)["host"] == "hv-slow"
     assert reconciled == ["hv-slow"] and cache.get(key) is None  # done: the next tick may run
+
+
+def test_a_host_busy_with_operations_is_reconciled_at_a_later_tick(db, monkeypatch, settings):
+    settings.UNCLOUD_HOST_WORKER_SLOTS = 1
+    host = make_host("hv-busy")
+    reconciled = []
+    monkeypatch.setattr(reconciler, "reconcile_host",
+                        lambda host: reconciled.append(host.name) or reconciler.Drift(host=host.name))
+    operation = start_operation("host.check", target=host, host=host)
+    Operation.objects.filter(pk=operation.pk).update(state="running", lease_owner="worker:1",
+                                                     lease_until=timezone.now() + timedelta(minutes=1))
+    assert tasks.reconcile_host(host.id)["skipped"] == "the host is busy with operations"
+    Operation.objects.filter(pk=operation.pk).update(state="succeeded", lease_owner="", lease_until=None)
+    tasks.reconcile_host(host.id)
+    assert reconciled == ["hv-busy"]
