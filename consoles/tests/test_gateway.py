@@ -71,6 +71,13 @@ class EchoConsole:
 @pytest.fixture
 def local_gateway(celery_processes, settings):
     state_dir = tempfile.mkdtemp(prefix="uc-gw-", dir="/tmp")  # short: socket paths have a limit
+    try:
+        yield from _local_gateway(celery_processes, settings, state_dir)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _local_gateway(celery_processes, settings, state_dir):
     port = free_port()
     settings.UNCLOUD_CONSOLE_BIND = f"127.0.0.1:{port}"
     settings.UNCLOUD_CONSOLE_SESSIONS_PER_USER = settings.UNCLOUD_CONSOLE_SESSIONS_PER_VM = 50
@@ -83,7 +90,6 @@ def local_gateway(celery_processes, settings):
     host.state_dir = state_dir
     host.save(update_fields=["state_dir"])
     yield processes, gateway, port, host
-    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def running_vm(alice, project, host, name):
