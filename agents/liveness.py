@@ -238,9 +238,12 @@ class HostWatcher:
         self._notice_dead_guests(host, before, answer.get("guests", {}))
 
     def _notice_dead_guests(self, host: Host, before: dict, now: dict) -> None:
-        """A qemu that died shows in the next heartbeat (a second), not at the next reconcile."""
-        died = [vm_uuid for vm_uuid, guest in before.items()
-                if guest.get("running") and not now.get(vm_uuid, {}).get("running")]
+        """A qemu that died shows in the next heartbeat (a second), not at the next reconcile: a guest
+        not running now that was running, or not seen yet (it may have died before this watcher's
+        first heartbeat, or between its start and the next beat); the hook keeps only VMs meant to run."""
+        died = [vm_uuid for vm_uuid, guest in now.items()
+                if not guest.get("running") and before.get(vm_uuid, {}).get("running", True)]
+        died += [vm_uuid for vm_uuid, guest in before.items() if guest.get("running") and vm_uuid not in now]
         if died:
             try:
                 hooks.guests_died(host, died)

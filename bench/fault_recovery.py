@@ -59,8 +59,9 @@ def main() -> int:
 
 def run(plane, args) -> int:
     from django.conf import settings
+    from django.utils import timezone
 
-    from agents.models import Operation
+    from agents.models import Host, Operation
     from tests.lab.controlplane import demo_image, public_network, qemu_pids, register_lab_hosts
     from vms.actions import do_create_vm, do_delete_vm
     from vms.models import VM
@@ -109,7 +110,11 @@ def run(plane, args) -> int:
 
     qemu_rows = {}
     for label, watcher in (("qemu killed, reconcile", False), ("qemu killed, watcher", True)):
-        process = plane.watcher() if watcher else None
+        process = None
+        if watcher:
+            watching_since = timezone.now()
+            process = plane.watcher()
+            wait(lambda since=watching_since: Host.objects.filter(last_heartbeat__gt=since).exists(), 60, "heartbeat")
         noticed, back = [], []
         for _ in range(args.runs):
             vm = VM.objects.filter(status="running").order_by("?").first()
