@@ -220,6 +220,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # Redis redelivers an unacked task after this long; longer than any task's hard time limit.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    if CELERY_BROKER_URL.startswith("sentinel://"):
+        # Redis behind Sentinel (sentinel://s1:26379;sentinel://s2:26379): the monitored master's name.
+        CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = envstr("CELERY_BROKER_SENTINEL_MASTER", "uncloud")
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # Hypervisors

@@ -99,3 +99,49 @@ def test_embedded_default_keeps_its_files_to_its_owner(tmp_path):
     (data / "uncloud.sqlite3").chmod(0o644)
     probe(data)
     assert data.stat().st_mode & 0o777 == 0o700 and (data / "uncloud.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_redis_behind_sentinel_carries_messages(tmp_path):
+    """CELERY_BROKER_URL=sentinel://...: Celery asks a real Sentinel for the master
+    (CELERY_BROKER_SENTINEL_MASTER) and a message goes through it and back."""
+    import socket
+    import time
+
+    def free_port():
+        with socket.socket() as probe_socket:
+            probe_socket.bind(("127.0.0.1", 0))
+            return probe_socket.getsockname()[1]
+
+    master_port, sentinel_port = free_port(), free_port()
+    (tmp_path / "sentinel.conf").write_text(f"port {sentinel_port}\nbind 127.0.0.1\n"
+                                            f"sentinel monitor uc-test 127.0.0.1 {master_port} 1\n")
+    servers = [subprocess.Popen(["redis-server", "--port", str(master_port), "--bind", "127.0.0.1", "--save", "",
+                                 "--dir", str(tmp_path)], stdout=subprocess.DEVNULL),
+               subprocess.Popen(["redis-server", str(tmp_path / "sentinel.conf"), "--sentinel"],
+                                stdout=subprocess.DEVNULL)]
+    try:
+        code = (
+            "import django; django.setup(); from kombu import Connection; from django.conf import settings;"
+            "from uncloud_project.celery import app;"
+            "print(settings.CELERY_BROKER_TRANSPORT_OPTIONS['master_name']);"
+            "connection = app.connection_for_write(); queue = connection.SimpleQueue('uc-sentinel-test');"
+            "queue.put({'hello': 'sentinel'}); message = queue.get(timeout=10); message.ack();"
+            "print(message.payload['hello']); queue.close(); connection.close()"
+        )
+        clean = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL",)}
+        clean.update({"DJANGO_SETTINGS_MODULE": "uncloud_project.settings", "UNCLOUD_DATA_DIR": str(tmp_path),
+                      "CELERY_BROKER_URL": f"sentinel://127.0.0.1:{sentinel_port}",
+                      "CELERY_BROKER_SENTINEL_MASTER": "uc-test"})
+        deadline = time.monotonic() + 20
+        while True:  # until Sentinel has found its master
+            completed = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=clean, capture_output=True,
+                                       text=True, timeout=60)
+            if completed.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert completed.stdout.split() == ["uc-test", "sentinel"]
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
