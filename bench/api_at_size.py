@@ -31,6 +31,9 @@ GOAL_P95_MS = 50
 THROUGH_ACTIONS = 200  # VMs made by do_create_vm; the rest are copies of their rows, made in bulk
 
 
+# Any valid public key: the bench only needs one to attach to its VMs.
+BENCH_SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1L0f0dB4JqZ1nlMHVzrb6R2q1zwI0iNQ7DP9BYbJt bench@laptop"
+
 def make_vms(count: int, project, user):
     """The first THROUGH_ACTIONS VMs by do_create_vm (stopped: no operation to run); the rest copied
     in bulk from the rows it wrote (set-up only: 10,000 do_create_vm calls take over ten minutes here,
@@ -42,10 +45,9 @@ def make_vms(count: int, project, user):
     from tests.lab.controlplane import public_network
     from vms.actions import do_add_ssh_key, do_create_vm
     from vms.models import VM
-    from vms.tests.test_api import ED25519
 
     network = public_network()
-    key = do_add_ssh_key(user, project, "laptop", ED25519)
+    key = do_add_ssh_key(user, project, "laptop", BENCH_SSH_KEY)
     hosts = [Host.objects.create(name=f"hv{index}", transport="local", state_dir=f"/var/lib/uncloud-{index}",
                                  cores=10_000, memory_mib=10**8) for index in range(2)]
     for index in range(min(count, THROUGH_ACTIONS)):

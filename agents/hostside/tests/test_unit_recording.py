@@ -54,8 +54,8 @@ def test_without_the_marker_verbs_run_for_real(tmp_path, commands):
 
 
 def test_a_marker_can_make_a_slow_host(recording_host):
-    from agents.hostside.uncloud_hostside.recording import verb_delay_s
+    from agents.hostside.uncloud_hostside.recording import delay_of_each_verb
 
-    assert verb_delay_s(recording_host) == 0
+    assert delay_of_each_verb(recording_host) == 0
     Path(paths.recording_paths(recording_host)["marker"]).write_text('{"verb_delay_s": 0.25}')
-    assert verb_delay_s(recording_host) == 0.25
+    assert delay_of_each_verb(recording_host) == 0.25

@@ -94,7 +94,7 @@ ANSWERS = {
 }
 
 
-def verb_delay_s(state_dir):
+def delay_of_each_verb(state_dir):
     with open(recording_paths(state_dir)["marker"]) as handle:
         text = handle.read().strip()
     settings = json.loads(text) if text.startswith("{") else {}
@@ -104,7 +104,7 @@ def verb_delay_s(state_dir):
 def answer(verb, spec):
     state_dir = check_state_dir(spec["state_dir"])
     record(state_dir, verb, {key: value for key, value in spec.items() if key != "state_dir"})
-    delay = verb_delay_s(state_dir)
+    delay = delay_of_each_verb(state_dir)
     if delay:
         time.sleep(delay)
     make = ANSWERS.get(verb)
