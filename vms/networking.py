@@ -3,6 +3,7 @@ to its NICs. A NIC belongs to its VM (as NetBox keeps VMInterface with the VM): 
 holds the networks, pools and address allocation; these actions join a VM to them."""
 
 import ipaddress
+import logging
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,6 +23,8 @@ from vms.actions import project_usage
 from vms.choices import VMStatus
 from vms.models import VM
 from vms.tasks import apply_firewall
+
+log = logging.getLogger(__name__)
 
 # --- NICs of running and stopped VMs ---------------------------------------------------------------
 
@@ -121,8 +124,20 @@ def do_replace_ingress_rules(actor, vm, rules: list[dict]) -> Firewall:
     firewall.refresh_from_db()
     audit.record(actor, "vm.firewall", project=vm.project, target=vm, version=firewall.version,
                  rules=[str(rule) for rule in IngressRule.objects.filter(vm=vm)])
-    transaction.on_commit(lambda: apply_firewall.delay(vm.pk))
+    transaction.on_commit(lambda: _send_firewall(vm.pk))
     return firewall
+
+
+def _send_firewall(vm_id: int) -> None:
+    """The rules are committed: a broker that is down must not turn the request into a 500. The
+    firewall then says it is not applied yet, and why (its next change or the VM's start applies it)."""
+    try:
+        apply_firewall.delay(vm_id)
+    except Exception as error:  # kombu/redis/amqp each raise their own connection errors
+        log.warning("firewall of VM %s not sent to the queue: %s", vm_id, error)
+        Firewall.objects.filter(vm_id=vm_id).update(error=(
+            "Saved but not applied yet: the task queue was unreachable. The rules apply with the next change "
+            "or when the VM starts again."))
 
 
 # --- Public IPv4 (NAT64) ----------------------------------------------------------------------------------

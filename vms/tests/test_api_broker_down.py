@@ -22,6 +22,31 @@ def closed_port() -> int:
         return probe.getsockname()[1]  # nobody listens there once the probe is closed
 
 
+@pytest.fixture
+def broker_down():
+    """The in-process enqueueing points at a port where no Redis listens; restored afterwards."""
+    queue = f"uncloud-test-{uuid.uuid4().hex[:8]}"
+    old_queue, old_broker = celery_app.conf.task_default_queue, celery_app.conf.broker_url
+    celery_app.conf.task_default_queue = queue
+    _use_broker(f"redis://127.0.0.1:{closed_port()}/0")
+    yield
+    celery_app.conf.task_default_queue = old_queue
+    _use_broker(old_broker)
+    redis.Redis.from_url(old_broker).delete(queue)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_firewall_change_while_redis_is_down_is_saved_and_says_it_is_not_applied(api, broker_down):
+    vm = VM.objects.get(uuid=create_vm(api["alice"]).json()["uuid"])
+    VM.objects.filter(pk=vm.pk).update(status="running")
+    rules = {"rules": [{"protocol": "tcp", "port_min": 22, "port_max": 22, "source": "::/0"}]}
+    response = api["alice"].put(f"/api/v1/vms/{vm.uuid}/firewall/", rules, format="json")
+    assert response.status_code == 202, response.content
+    body = api["alice"].get(f"/api/v1/vms/{vm.uuid}/firewall/").json()
+    assert len(body["rules"]) == 1 and body["applied"] is False
+    assert body["error"].startswith("Saved but not applied yet")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_create_while_redis_is_down_answers_201_and_the_resumer_sends_it(api):
     if not settings.CELERY_BROKER_URL.startswith("redis://"):
