@@ -129,7 +129,10 @@ def run(plane, args) -> int:
         plane.env["UNCLOUD_HOST_WORKER_SLOTS"] = slots
         worker = plane.worker(3)
         do_mark_host_draining(None, slow)
-        running(create(f"warm-{label[:4]}"))  # untimed: the new worker's SSH connections, the base image
+        # Untimed, three at once so each of the 3 new processes likely opens its SSH connection to the
+        # healthy host (each process keeps its own), and the base image is there.
+        for warm in [create(f"warm-{label[:4]}-{index}") for index in range(3)]:
+            running(warm)
         do_enable_host(None, slow)
         if slowed:
             slow_down(slow_lab_host, args.cpu_percent)
