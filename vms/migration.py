@@ -38,7 +38,7 @@ from django.db import connections, transaction
 
 from agents.choices import TERMINAL_OPERATION_STATES
 from agents.hostagent import HostError
-from agents.hosts import agent_for, call_host, host_errors_as_step_errors
+from agents.hosts import agent_for, call_host, host_errors_as_step_errors, staff_detail
 from agents.models import Host, Operation
 from agents.operations import PermanentStepError, Step, StepWaiting, register_workflow, start_operation, wake_waiting
 from images import hostwork
@@ -183,6 +183,14 @@ def migration_parameters(operation) -> dict:
             "disks_only": operation.kind == COLD}
 
 
+# What the customer reads when the stream itself fails; QEMU's words and the figures go to staff.
+MOVE_FAILURES = {
+    "migration_failed": "The move did not complete; the VM keeps running where it was.",
+    "not_converged": "The VM's memory changed faster than it could be copied; the move was given up and "
+                     "the VM keeps running where it was.",
+}
+
+
 def step_transfer(operation):
     vm = vm_of(operation)
     source, destination = hosts_of(operation)
@@ -197,8 +205,9 @@ def step_transfer(operation):
             figures = agent_for(source).call("migrate-send", spec, timeout=settings.UNCLOUD_MIGRATION_TIMEOUT + 180)
         except HostError as error:
             # The watch ends by itself: the abort stops the destination's qemu, or wait_s runs out.
-            if error.code in ("migration_failed", "not_converged"):
-                raise PermanentStepError(str(error), details=str(error.extra.get("figures", ""))) from None
+            if error.code in MOVE_FAILURES:
+                details = "\n".join(part for part in (staff_detail(error), str(error.extra.get("figures", ""))) if part)
+                raise PermanentStepError(MOVE_FAILURES[error.code], details=details) from None
             raise
         if arrival is not None:
             arrived = arrival.result()

@@ -185,3 +185,33 @@ def test_a_resize_moves_the_vm_when_its_host_lacks_room_and_is_refused_when_no_h
     assert new.replaces_id == old.pk and new.memory_mib == 12288
     assert step_plan_cold(operation)["destination"] == "hv2"  # the scheduler's choice, at the new size
     assert api["alice"].post(url, {"memory": "1GiB"}, format="json").status_code == 409  # one change at a time
+
+
+class _FailingSender:
+    """Stands in for a host agent whose migrate-send fails the way QEMU reports it: a failed stream
+    needs a qemu pair mid-move (the lab tests kill one); what is checked here is only whose words go
+    where."""
+
+    def call(self, verb, spec, timeout=None):
+        from agents.hostagent import HostError
+
+        raise HostError("migration_failed", "migration failed: Unable to write to socket: Broken pipe",
+                        stderr="/var/lib/uncloud/vms/x/qmp.sock: EPIPE", host="hv1",
+                        extra={"figures": {"total_time_ms": 812}})
+
+
+def test_a_failed_stream_tells_the_customer_the_cause_and_staff_the_host_s_words(placed_vm, monkeypatch):
+    from agents.operations import PermanentStepError
+    from vms import migration
+
+    destination = host("hv2", underlay_address="fd00::2")
+    operation = Operation.objects.create(kind="vm.move", target_uuid=placed_vm.uuid, host=placed_vm.host,
+                                         step="transfer", steps_total=5,
+                                         result={"source": "hv1", "destination": destination.name})
+    monkeypatch.setattr(migration, "agent_for", lambda host, **kwargs: _FailingSender())
+    with pytest.raises(PermanentStepError) as failure:
+        migration.step_transfer(operation)
+    assert str(failure.value) == migration.MOVE_FAILURES["migration_failed"]
+    assert "/var/lib" not in str(failure.value) and "hv1" not in str(failure.value)
+    assert "Broken pipe" in failure.value.details and "qmp.sock" in failure.value.details
+    assert "812" in failure.value.details
