@@ -150,18 +150,30 @@ def place(vm: VM, avoid_host_ids=()) -> Host | None:
         return None
 
 
+class _NotPlaced(Exception):
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+
 def placed_on(vm: VM, host_id: int, needs: tuple[int, int, int], skip_locked: bool):
     """Lock the host's row and place the VM there if it still has room: the host, None (no room or no
     longer a candidate), or "busy" (another transaction holds the row and skip_locked)."""
-    host = candidate_hosts().select_for_update(skip_locked=skip_locked).filter(pk=host_id).first()
-    if host is None:
-        locked_elsewhere = skip_locked and candidate_hosts().filter(pk=host_id).exists()
-        return "busy" if locked_elsewhere else None
-    # Under the host's lock: what another placer put there meanwhile has committed and counts.
-    if lacks_what_vms_need(host) or not rooms([host])[0].fits(*needs):
-        return None
-    VM.objects.filter(pk=vm.pk).update(host=host)
-    return host
+    try:
+        # A savepoint: a host that does not take the VM is unlocked again at once (PostgreSQL releases
+        # row locks on a savepoint's rollback). Kept, such a lock deadlocks two placers that each
+        # hold the full host the other is about to wait for.
+        with transaction.atomic():
+            host = candidate_hosts().select_for_update(skip_locked=skip_locked).filter(pk=host_id).first()
+            if host is None:
+                locked_elsewhere = skip_locked and candidate_hosts().filter(pk=host_id).exists()
+                raise _NotPlaced("busy" if locked_elsewhere else None)
+            # Under the host's lock: what another placer put there meanwhile has committed and counts.
+            if lacks_what_vms_need(host) or not rooms([host])[0].fits(*needs):
+                raise _NotPlaced(None)
+            VM.objects.filter(pk=vm.pk).update(host=host)
+            return host
+    except _NotPlaced as not_placed:
+        return not_placed.outcome
 
 
 def cannot_take(vm: VM, host: Host) -> str:

@@ -151,13 +151,15 @@ def test_concurrent_placement_never_overbooks(transactional_db, alice, alice_pro
                  quota_disk_mib=40 * 1024)
     hosts = [make_host("hv1", cores=5), make_host("hv2", cores=5)]
     vms = [create(alice, alice_project, f"vm-{index}") for index in range(40)]
-    placed = []
+    placed, failures = [], []
 
     def place_some(chunk):
         try:
             for vm in chunk:
                 if scheduler.place(vm) is not None:
                     placed.append(vm.pk)
+        except Exception as error:  # a deadlock between placers must fail the test, not end a thread quietly
+            failures.append(repr(error))
         finally:
             connections.close_all()
 
@@ -166,6 +168,7 @@ def test_concurrent_placement_never_overbooks(transactional_db, alice, alice_pro
         thread.start()
     for thread in threads:
         thread.join()
+    assert failures == []
     assert len(placed) == 10
     for host in hosts:
         assert VM.objects.filter(host=host).count() == 5
