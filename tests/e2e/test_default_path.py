@@ -123,6 +123,35 @@ class Machine:
         log.close()
         return self.run_process
 
+    def type_at_console(self, url: str, line: str, answer: str) -> str:
+        """What a console WebSocket shows after `line` is typed (again every 5 s) until `answer` appears,
+        from inside the machine with the CLI's own client and the portal's origin, as a browser sends it."""
+        script = """
+import socket, sys, time
+from uncloud_cli.console import WebSocket
+url, line, answer = sys.argv[1:4]
+console = WebSocket.connect(url, "http://127.0.0.1:8000")
+console.sock.settimeout(2)
+seen, typed_at, deadline = b"", 0.0, time.monotonic() + 120
+while answer.encode() not in seen and time.monotonic() < deadline:
+    if time.monotonic() - typed_at > 5:
+        console.send(line.encode() + b"\\r")
+        typed_at = time.monotonic()
+    try:
+        data = console.receive()
+    except socket.timeout:
+        continue
+    if isinstance(data, tuple):
+        seen += repr(data).encode()
+        break
+    seen += data
+console.close()
+sys.stdout.write(seen.decode(errors="replace"))
+"""
+        argv = ["ip", "netns", "exec", self.netns, str(ROOT / ".venv" / "bin" / "python"), "-c", script, url, line,
+                answer]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180).stdout
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -208,6 +237,12 @@ def test_a_newcomer_boots_a_vm_with_bin_run_and_the_readme(machine):
     assert wait_for("the guest to report its address", reported_address, BOOT_TIMEOUT_S, 1,
                     describe=lambda: serial.read_text(errors="replace")[-2000:] if serial.exists() else "no log") \
         == address
+    # The console tab's serial line, through the gateway bin/run started: a ticket from the API, the
+    # guest's shell answering a line typed into it.
+    status, ticket = newcomer.api("POST", f"vms/{vm['uuid']}/console/", {"kind": "serial"})
+    assert status == 201, ticket
+    shown = machine.type_at_console(ticket["url"], "echo newcomer-$((6*7))", "newcomer-42")
+    assert "newcomer-42" in shown, shown + machine.log()[-2000:]
     qemu_pid = int((serial.parent / "qemu.pid").read_text())
     cmdline = Path(f"/proc/{qemu_pid}/cmdline").read_bytes().split(b"\0")
     # auto picked what works on this machine (here TCG: its KVM dies with 'failed to set MSR').
