@@ -4,6 +4,7 @@
 in their environment; they are stopped after the test. Loaded by the root conftest.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,7 +67,8 @@ class CeleryProcesses:
 
     def kill(self, process: subprocess.Popen) -> None:
         """SIGKILL the whole process group: the worker's pool children die with it, mid-task."""
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended already
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
     def stop_all(self) -> None:

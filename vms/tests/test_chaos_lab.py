@@ -85,11 +85,23 @@ def test_chaos_run(lab, cloud, api, alice_project):
                 failures.heal(lab_host)
             log.append((index, f"fault: {fault}", None))
 
+        def restart_exited_workers():
+            """What compose's `restart:` (or systemd) does in production: a worker that exited on its own
+            is started again. kombu's Redis transport can end a worker when the broker restarts while
+            the worker holds an unacknowledged message ('Unrecoverable error: AttributeError ...
+            hostname', seen here; kombu issues 582 and 970): the rows lose nothing, the process is gone."""
+            for position, worker in enumerate(workers):
+                if worker.poll() is not None:
+                    workers[position] = made.processes.worker()
+                    log.append((None, "worker exited; restarted as a supervisor would", worker.returncode))
+
         for index in range(API_OPERATIONS):
+            restart_exited_workers()
             api_operation(index)
             if index % FAULT_EVERY == FAULT_EVERY - 1:
                 inject_fault(index)
             time.sleep(rng.uniform(0.1, 1.0))
+        restart_exited_workers()
         print("chaos log:", log)
         made.settle(timeout=300)
         made.delete_everything()

@@ -29,7 +29,7 @@ from agents.hosts import do_return_host
 from agents.models import Alarm, Host
 from images.choices import StorageBackend
 from images.models import Disk
-from tests.lab.ceph import POOL, ceph_on_underlay
+from tests.lab.ceph import POOL, ceph_for_lab
 from tests.lab.ceph import unavailable_reason as ceph_unavailable
 from tests.lab.controlplane import (
     apply_lab_settings,
@@ -196,21 +196,12 @@ def test_every_host_cut_off_at_once_raises_an_alarm_and_fences_nothing(lab, cele
 
 @pytest.fixture
 def lab_ceph(lab):
-    """A Ceph cluster on the lab's underlay, and a client ceph.conf the hosts can use. The host-side
-    program takes a ceph.conf only below its state dir or /etc/ceph: lab hosts have separate state
-    dirs, so the file goes to /etc/ceph under a name of this cluster's own, removed afterwards."""
+    """A Ceph cluster on the lab's underlay, and a client ceph.conf the hosts can use (ceph_for_lab)."""
     reason = ceph_unavailable()
     if reason:
         pytest.fail(f"Ceph is needed for this test: {reason}")
-    cluster = ceph_on_underlay(lab)
-    conf = Path(f"/etc/ceph/uncloud-lab-{cluster.netns}.conf")
-    try:
-        conf.parent.mkdir(exist_ok=True)
-        conf.write_text(cluster.client_conf())
-        yield cluster, conf
-    finally:
-        conf.unlink(missing_ok=True)
-        cluster.down()
+    with ceph_for_lab(lab) as cluster_and_conf:
+        yield cluster_and_conf
 
 
 def create_ceph_vm(alice, project, name, image) -> VM:
