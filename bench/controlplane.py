@@ -39,6 +39,16 @@ def fresh_database(name: str) -> None:
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
 
 
+def wait(predicate, timeout, what):
+    """The monotonic time at which predicate() first held; TimeoutError(what) after timeout s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
 def percentile(values, fraction: float) -> float:
     from vm_up import Samples  # bench/ is on sys.path: the same interpolation as vm_up.py
 

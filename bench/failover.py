@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from controlplane import BenchControlPlane, LabUnavailable
+from controlplane import BenchControlPlane, LabUnavailable, wait
 
 FIELD = [
     ("Proxmox VE HA", "~60 s (lock loss)", "60 s watchdog", "~120 s"),
@@ -38,15 +38,6 @@ def percentile(values: list[float], percent: float) -> float:
     """Nearest rank (a trial that never finished counts as infinitely slow)."""
     ordered = sorted(value if value == value else float("inf") for value in values)
     return ordered[max(0, min(len(ordered) - 1, math.ceil(percent / 100 * len(ordered)) - 1))]
-
-
-def wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def main() -> int:

@@ -24,16 +24,7 @@ import statistics
 import sys
 import time
 
-from controlplane import BenchControlPlane, LabUnavailable, bench_customer
-
-
-def wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise TimeoutError(what)
+from controlplane import BenchControlPlane, LabUnavailable, bench_customer, wait
 
 
 def main() -> int:
