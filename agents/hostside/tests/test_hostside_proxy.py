@@ -175,3 +175,38 @@ def test_jump_forwards_a_key_to_its_guests_port_22_only(guests, tmp_path):
 def test_jump_refuses_keys_that_are_not_plain_public_keys(lone_host, key):
     fails(lone_host, "jump-sync", {"state_dir": str(lone_host.state_dir), "user": "nobody",
                                    "keys": [{"key": key, "permit": [GUEST]}]}, "bad_spec")
+
+
+def guest_route(host, address):
+    return host.run(["ip", "-6", "route", "show", f"{address}/128"]).stdout
+
+
+def test_a_guest_route_stays_while_nat64_or_the_proxy_still_wants_it(lone_host):
+    """One guest with a public IPv4 address (NAT64) and a name behind the proxy, both on this host:
+    whichever lets go first must leave the route the other one uses."""
+    host = lone_host
+    guest, via = "2001:db8:79::7", "fd00:1::2"
+    pool = {"id": 7, "prefix": "192.0.2.0/29", "nat64_prefix": "fd00:64:7::/96", "translator_address": "198.51.100.7",
+            "maps": [{"ipv4": "192.0.2.1", "ipv6": guest, "via": via}]}
+    proxy_routes = {"routes": [{"ipv6": guest, "via": via}], "underlay_device": host.underlay_device}
+    name = {"name": "both.example.test", "ipv6": guest, "serve": "all"}
+    try:
+        ok(host, "nat64-sync", underlay_device=host.underlay_device, pools=[pool])
+        ok(host, "proxy-sync", **proxy_spec([name]), **proxy_routes)
+        assert f"via {via}" in guest_route(host, guest)
+
+        released = ok(host, "nat64-sync", underlay_device=host.underlay_device, pools=[{**pool, "maps": []}])
+        assert f"removed route {guest}" not in released["changes"]
+        assert f"via {via}" in guest_route(host, guest)  # the proxy still reaches it
+
+        ok(host, "nat64-sync", underlay_device=host.underlay_device, pools=[pool])
+        unnamed = ok(host, "proxy-sync", **proxy_spec([]), underlay_device=host.underlay_device)
+        assert f"removed route {guest}" not in unnamed["changes"]
+        assert f"via {via}" in guest_route(host, guest)  # NAT64 still maps it
+
+        gone = ok(host, "nat64-sync", underlay_device=host.underlay_device, pools=[])
+        assert f"removed route {guest}" in gone["changes"]
+        assert guest_route(host, guest) == ""
+    finally:
+        ok(host, "nat64-sync", underlay_device=host.underlay_device, pools=[])
+        ok(host, "proxy-sync", names=[], enabled=False)

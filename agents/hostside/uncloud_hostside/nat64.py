@@ -7,6 +7,7 @@ import time
 
 from .checks import check_fields, check_int, check_interface_name, check_ipv6_address, check_list, check_state_dir
 from .errors import HostsideError, bad_spec
+from .guest_routes import claim_guest_routes
 from .paths import nat64_dir, nat64_paths
 from .state import (
     ensure_directory,
@@ -71,6 +72,10 @@ def host_routes_of(maps):
     return sorted((entry["ipv6"], entry["via"]) for entry in maps if entry["via"])
 
 
+def nat64_route_owner(pool_id):
+    return f"nat64-pool-{pool_id}"
+
+
 def stop_translator(state_dir, pool_id, changes):
     paths = nat64_paths(state_dir, pool_id)
     pid = owned_process(paths["pid"], paths["config"])
@@ -84,8 +89,8 @@ def remove_nat64_pool(state_dir, pool_id, underlay_device, changes):
     paths = nat64_paths(state_dir, pool_id)
     stop_translator(state_dir, pool_id, changes)
     recorded = read_json_file(paths["state"]) or {}
-    for address, _ in recorded.get("host_routes", []):
-        run_command(["ip", "-6", "route", "del", f"{address}/128", "dev", underlay_device], check=False)
+    claim_guest_routes(state_dir, nat64_route_owner(pool_id), [],
+                       [address for address, _ in recorded.get("host_routes", [])], underlay_device, changes)
     tun = f"nat64p{pool_id}"
     if link_info(tun) is not None:
         run_command(["ip", "link", "del", "dev", tun])
@@ -119,12 +124,8 @@ def sync_nat64_pool(state_dir, pool, underlay_device, changes):
     run_command(["ip", "-6", "route", "replace", pool["nat64_prefix"], "dev", pool["tun"]])
     recorded = read_json_file(paths["state"]) or {}
     wanted = host_routes_of(pool["maps"])
-    for address, via in wanted:
-        run_command(["ip", "-6", "route", "replace", f"{address}/128", "via", via, "dev", underlay_device])
-    for address, _ in recorded.get("host_routes", []):
-        if address not in {route[0] for route in wanted}:
-            run_command(["ip", "-6", "route", "del", f"{address}/128", "dev", underlay_device], check=False)
-            changes.append(f"removed route {address}")
+    claim_guest_routes(state_dir, nat64_route_owner(pool["id"]), wanted,
+                       [address for address, _ in recorded.get("host_routes", [])], underlay_device, changes)
     write_json_file(paths["state"], {"host_routes": wanted, "maps": pool["maps"]})
 
 

@@ -108,6 +108,11 @@ def nat64_paths(state_dir, pool_id):
             "pid": os.path.join(directory, "tayga.pid"), "state": os.path.join(directory, "state.json")}
 
 
+def guest_routes_path(state_dir):
+    """Which feature wants which /128 route to a guest on another host (guest_routes.py)."""
+    return os.path.join(state_dir, "guest-routes.json")
+
+
 def images_dir(state_dir):
     return os.path.join(state_dir, "images")
 

@@ -23,6 +23,7 @@ from .checks import (
     check_state_dir,
 )
 from .errors import bad_spec
+from .guest_routes import claim_guest_routes
 from .paths import proxy_paths
 from .state import (
     ensure_directory,
@@ -148,17 +149,11 @@ def render_haproxy_config(proxy):
     return "\n".join(lines) + "\n"
 
 
-def sync_routes(paths, wanted, underlay_device, changes):
-    """/128 routes to guests on other hosts (over the underlay), as nat64.py does for its maps: the
-    named guests and the jump host's targets."""
+def sync_routes(state_dir, paths, wanted, underlay_device, changes):
+    """/128 routes to guests on other hosts (over the underlay): the named guests and the jump host's
+    targets. Shared with NAT64's (guest_routes.py)."""
     recorded = (read_json_file(paths["state"]) or {}).get("routes", [])
-    for address, via in wanted:
-        run_command(["ip", "-6", "route", "replace", f"{address}/128", "via", via, "dev", underlay_device])
-    wanted_addresses = {address for address, _ in wanted}
-    for address, _, device in recorded:
-        if address not in wanted_addresses:
-            run_command(["ip", "-6", "route", "del", f"{address}/128", "dev", device], check=False)
-            changes.append(f"removed route {address}")
+    claim_guest_routes(state_dir, "proxy", wanted, [entry[0] for entry in recorded], underlay_device, changes)
     return [[address, via, underlay_device] for address, via in wanted]
 
 
@@ -202,12 +197,12 @@ def verb_proxy_sync(spec):
         ensure_directory(paths["dir"])
         if not proxy["enabled"]:
             stop_proxy(paths, changes)
-            routes = sync_routes(paths, [], proxy["underlay_device"], changes)
+            routes = sync_routes(proxy["state_dir"], paths, [], proxy["underlay_device"], changes)
             write_json_file(paths["state"], {"routes": routes, "names": []})
             return {"running": False, "names": 0, "changes": changes}
         require_binaries("haproxy", "ip")
         config = render_haproxy_config(proxy)
-        routes = sync_routes(paths, proxy["routes"], proxy["underlay_device"], changes)
+        routes = sync_routes(proxy["state_dir"], paths, proxy["routes"], proxy["underlay_device"], changes)
         pid = load_config(paths, config, changes)
         write_json_file(paths["state"], {"routes": routes, "names": [entry["name"] for entry in proxy["names"]]})
     return {"running": True, "pid": pid, "names": len(proxy["names"]),
