@@ -20,7 +20,7 @@ from images.models import Disk
 from networks.allocation import create_nic_row
 from networks.models import IPv4Address, Network
 from vms import signals
-from vms.choices import STARTABLE, STOPPABLE, DesiredState, VMStatus
+from vms.choices import STARTABLE, STOPPABLE, DesiredState, FailoverPriority, VMStatus
 from vms.models import VM, SSHKey
 from vms.sshkeys import parse_public_key
 from vms.workflows import CAPACITY_KINDS, forget_vm_rows
@@ -155,6 +155,18 @@ def do_rename_vm(actor, vm: VM, name: str) -> VM:
     vm.name = name
     vm.save(update_fields=["name", "updated"])
     audit.record(actor, "vm.rename", project=vm.project, target=vm, old=old, new=name)
+    return vm
+
+
+def do_set_failover_priority(actor, vm: VM, priority: int) -> VM:
+    """Staff decide which VMs of a failed host restart elsewhere first (vms/failover.py)."""
+    if priority not in FailoverPriority.values:
+        raise Unprocessable(f"Failover priority must be one of {sorted(FailoverPriority.values)}.")
+    if vm.failover_priority != priority:
+        old = vm.failover_priority
+        VM.objects.filter(pk=vm.pk).update(failover_priority=priority, updated=timezone.now())
+        vm.failover_priority = priority
+        audit.record(actor, "vm.failover_priority", project=vm.project, target=vm, old=old, new=priority)
     return vm
 
 

@@ -7,6 +7,7 @@ from accounts.adminactions import calling, run_action_on_each
 from agents.admin import HostAdmin
 from agents.models import Host, Operation
 from vms import actions as vm_actions
+from vms.choices import FailoverPriority
 from vms.drain import DRAIN, do_drain_host
 from vms.migration import FIGURES, MIGRATE
 from vms.models import VM, SSHKey
@@ -18,8 +19,9 @@ class VMAdmin(admin.ModelAdmin):
     """Read-only: a VM changes through its actions (the same do_* functions as the API), so every
     change has its operation, its audit row and its order; a staff edit of cores or host could not."""
 
-    list_display = ["name", "project", "status", "desired_state", "cores", "memory_mib", "host", "created"]
-    list_filter = ["status", "desired_state", "host"]
+    list_display = ["name", "project", "status", "desired_state", "cores", "memory_mib", "host", "failover_priority",
+                    "created"]
+    list_filter = ["status", "desired_state", "host", "failover_priority"]
     search_fields = ["name", "uuid", "nics__ipv6_address", "nics__mac", "project__name", "project__owner__username"]
     actions = [
         calling("start_vms", vm_actions.do_start_vm, "Start the selected VMs", "Start requested"),
@@ -35,6 +37,11 @@ class VMAdmin(admin.ModelAdmin):
                 "Rebuild the selected VMs of a fenced host on another host (their disks' data is lost)",
                 "Rebuild elsewhere started"),
         "resize_vms",
+        *[calling(f"failover_priority_{priority.name.lower()}",
+                  lambda actor, vm, priority=priority: vm_actions.do_set_failover_priority(actor, vm, priority),
+                  f"Failover priority {priority.label.lower()}: restart order when their host fails",
+                  f"Failover priority set to {priority.label.lower()}")
+          for priority in FailoverPriority],
     ]
 
     @admin.action(description="Resize the selected VMs (a page asks for the size and shows the new price)")

@@ -43,3 +43,11 @@ class SSHKeyType(models.TextChoices):
     RSA = "ssh-rsa", "RSA"
     SK_ED25519 = "sk-ssh-ed25519@openssh.com", "Ed25519 security key"
     SK_ECDSA = "sk-ecdsa-sha2-nistp256@openssh.com", "ECDSA security key"
+
+
+class FailoverPriority(models.IntegerChoices):
+    """Which VMs of a failed host restart elsewhere first (staff set it; a hoster may sell it)."""
+
+    LOW = 0, "Low"
+    NORMAL = 1, "Normal"
+    HIGH = 2, "High"

@@ -74,8 +74,10 @@ def host_failed(host: Host) -> None:
 
 @transaction.atomic
 def host_fenced(host: Host) -> None:
-    """Restart elsewhere every running VM that can move (in creation order); the others wait."""
-    for vm in vms_on(host).order_by("created", "id").select_related("project"):
+    """Restart elsewhere every running VM that can move, highest failover priority first, then oldest
+    first (operations are taken and woken oldest first, so the first started get the room when it is
+    short); the others wait."""
+    for vm in vms_on(host).order_by("-failover_priority", "created", "id").select_related("project"):
         movable = storage_can_move(vm)
         operation = active_operation(vm.uuid)
         if operation is not None:

@@ -3,7 +3,7 @@ import uuid
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from vms.choices import DesiredState, SSHKeyType, VMStatus
+from vms.choices import DesiredState, FailoverPriority, SSHKeyType, VMStatus
 from vms.validators import validate_vm_name
 
 MIN_MEMORY_MIB = 128
@@ -53,6 +53,10 @@ class VM(models.Model):
     # Raised by every placement for a start (create, start, evacuate): the host-side vm-up carries
     # it, a host refuses an older one and kills a running copy that a newer start outlived.
     generation = models.PositiveBigIntegerField(default=0)
+    # When its host fails, VMs restart elsewhere highest first (then oldest first): while room is
+    # short, the first to be placed get it.
+    failover_priority = models.PositiveSmallIntegerField(choices=FailoverPriority.choices,
+                                                         default=FailoverPriority.NORMAL)
     # A retried create with the same key returns the same VM instead of making a second one.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     # sha256 of the create request the key came with: the same key with another request is refused (422).

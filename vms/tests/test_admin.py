@@ -37,6 +37,13 @@ def test_admin_actions_go_through_the_vm_actions(staff_client, staff, alice, ali
                                  follow=True)
     assert "Reboot requested for 0 of 1." in response.content.decode()
     assert "Web: web is busy: vm.stop is pending" in response.content.decode()  # the admin capitalizes
+    # Failover priority: any state, the same action path, audited.
+    response = staff_client.post("/admin/vms/vm/", {"action": "failover_priority_high", "_selected_action": [vm.pk]},
+                                 follow=True)
+    assert "Failover priority set to high for 1 of 1." in response.content.decode()
+    vm.refresh_from_db()
+    assert vm.failover_priority == 2
+    assert AuditEntry.objects.filter(action="vm.failover_priority", actor=staff, target_uuid=vm.uuid).exists()
 
 
 def test_disk_sizes_are_read_only_and_deletion_is_an_action(staff_client, staff, alice, alice_project):  # noqa: F811

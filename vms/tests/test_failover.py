@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from accounts.errors import Conflict
+from accounts.errors import Conflict, Unprocessable
+from accounts.models import AuditEntry
 from agents.choices import HostLiveness, OperationState
 from agents.hosts import agent_for, call_host
 from agents.models import Operation
@@ -16,8 +17,8 @@ from agents.transport import TransportError
 from images.choices import StorageBackend
 from images.models import Disk
 from vms import failover, reconciler, scheduler
-from vms.actions import do_delete_vm, do_rebuild_vm_elsewhere, do_stop_vm, project_usage
-from vms.choices import DesiredState, VMStatus
+from vms.actions import do_delete_vm, do_rebuild_vm_elsewhere, do_set_failover_priority, do_stop_vm, project_usage
+from vms.choices import DesiredState, FailoverPriority, VMStatus
 from vms.models import VM
 from vms.tests.test_actions import create, make_host
 from vms.workflows import step_cleanup_on_host
@@ -189,3 +190,29 @@ def test_the_power_fence_runs_staff_s_command_as_an_argument_list(alice):
     assert not run_power_fence(host)["ok"]
     host.power_fence_command = ["/nonexistent/fence"]
     assert not run_power_fence(host)["ok"]
+
+
+def test_a_failed_hosts_vms_restart_elsewhere_highest_priority_first(alice, alice_project, staff):
+    failed = make_host("hv-failed")
+    make_host("hv-ok")
+    names = ["old-low", "old-normal", "new-high", "new-normal", "old-high"]
+    vms = {name: placed(create(alice, alice_project, name), failed, storage=StorageBackend.RBD) for name in names}
+    for name, priority in [("old-low", FailoverPriority.LOW), ("new-high", FailoverPriority.HIGH),
+                           ("old-high", FailoverPriority.HIGH)]:
+        do_set_failover_priority(staff, vms[name], priority)
+    VM.objects.filter(pk=vms["old-high"].pk).update(created=vms["old-low"].created)  # oldest of the highs
+
+    failover.host_fenced(failed)
+    started = [VM.objects.get(uuid=operation.target_uuid).name
+               for operation in Operation.objects.filter(kind="vm.evacuate").order_by("created", "id")]
+    assert started == ["old-high", "new-high", "old-normal", "new-normal", "old-low"]
+
+
+def test_failover_priority_is_checked_and_audited(alice, alice_project, staff):
+    vm = create(alice, alice_project, "vm")
+    with pytest.raises(Unprocessable):
+        do_set_failover_priority(staff, vm, 7)
+    do_set_failover_priority(staff, vm, FailoverPriority.HIGH)
+    vm.refresh_from_db()
+    assert vm.failover_priority == FailoverPriority.HIGH
+    assert AuditEntry.objects.filter(action="vm.failover_priority", target_uuid=vm.uuid).exists()
