@@ -5,10 +5,11 @@ import hashlib
 import json
 import secrets
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hostside_testlib import block_nodes, devices_on_disk_ports, fails, ok, vm_spec
+from hostside_testlib import block_nodes, devices_on_disk_ports, fails, hostside, ok, vm_spec
 
 from tests.lab.ceph import POOL, ceph_cluster  # noqa: F401  (the session fixture)
 from tests.lab.waiting import wait_for_line
@@ -121,3 +122,72 @@ def test_hot_attach_of_an_rbd_volume(ceph_cluster):  # noqa: F811
     finally:
         ok(host, "vm-down", uuid=HOTPLUG_VM_UUID, hard=True)
     assert volume["disk"]["rbd"]["image"] == f"disk-{DATA_UUID}"
+
+
+def test_concurrent_first_imports_of_one_base_image_import_it_once(ceph_cluster):  # noqa: F811
+    """Creates of several VMs from a new image meet here at once, from several workers and hosts:
+    one imports, the others wait for it (rbd_import.py). Each caller clones its disk from the
+    image as soon as its call returns: a half-made image (no protected `base` yet) fails the clone."""
+    host = CephHost(ceph_cluster)
+    conf = str(ceph_cluster.conf)
+    guest = demo_guest.build_demo_guest()
+    sha = hashlib.sha256(Path(guest.disk_qcow2).read_bytes()).hexdigest()
+    size = Path(guest.disk_qcow2).stat().st_size
+    token = secrets.token_hex(8)
+    shipped = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)
+    if not shipped["present"]:  # the session's cluster host may have it from another test
+        shutil.copyfile(guest.disk_qcow2, shipped["upload_path"])
+        assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
+    base_name = f"img-{sha[:24]}"
+    pool = {"pool": POOL, "ceph_conf": conf}
+    callers = 4
+
+    def first_create(index):
+        status, answer = hostside(host, "rbd-image-ensure", {"state_dir": str(host.state_dir), "image": base_name,
+                                                             "sha256": sha, **pool})
+        if not answer["ok"]:
+            return answer
+        clone = hostside(host, "rbd-disk-ensure", {"state_dir": str(host.state_dir), "disk": f"disk-race-{index}",
+                                                   "base": base_name, "size_mib": 256, **pool})[1]
+        return {"ensure": answer, "clone": clone}
+
+    with ThreadPoolExecutor(callers) as pool_of_callers:
+        results = list(pool_of_callers.map(first_create, range(callers)))
+    try:
+        assert all("ensure" in result for result in results), results
+        assert all(result["clone"]["ok"] for result in results), results
+        imports = [result["ensure"]["result"]["changes"] for result in results]
+        assert sorted(imports) == [[]] * (callers - 1) + [[f"imported {POOL}/{base_name}"]], imports
+        # Nothing of the import is left beside the image: no lock, no temporary image.
+        assert ceph_cluster.rbd_images() == sorted([base_name] + [f"disk-race-{i}" for i in range(callers)])
+    finally:
+        for index in range(callers):
+            ok(host, "rbd-disk-delete", disk=f"disk-race-{index}", **pool)
+        ok(host, "rbd-image-delete", image=base_name, **pool)
+    assert ceph_cluster.rbd_images() == []
+
+
+def test_an_import_left_by_a_dead_importer_is_taken_over(ceph_cluster):  # noqa: F811
+    """An importer that died (its host killed mid-import) leaves its lock, unwatched, and its
+    temporary image: after IMPORT_LOCK_STALE_S the next caller takes over and imports."""
+    host = CephHost(ceph_cluster)
+    pool = {"pool": POOL, "ceph_conf": str(ceph_cluster.conf)}
+    guest = demo_guest.build_demo_guest()
+    sha = hashlib.sha256(Path(guest.disk_qcow2).read_bytes()).hexdigest()
+    size = Path(guest.disk_qcow2).stat().st_size
+    token = secrets.token_hex(8)
+    shipped = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)
+    if not shipped["present"]:
+        shutil.copyfile(guest.disk_qcow2, shipped["upload_path"])
+        assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
+    base_name = f"img-{sha[:24]}"
+    ceph_cluster.rbd("create", "--size", "1M", f"{POOL}/{base_name}.import-lock")
+    ceph_cluster.rbd("create", "--size", "1M", f"{POOL}/{base_name}.importing-deadbeef")
+    try:
+        imported = ok(host, "rbd-image-ensure", image=base_name, sha256=sha, **pool)
+        assert imported["changes"] == [f"imported {POOL}/{base_name}"]
+        assert ceph_cluster.rbd_images() == [base_name]
+    finally:
+        ok(host, "rbd-image-delete", image=base_name, **pool)
+        for leftover in ceph_cluster.rbd_images():
+            ceph_cluster.rbd("rm", "--no-progress", f"{POOL}/{leftover}")

@@ -22,11 +22,11 @@ from .rbd import (
     verb_rbd_disk_delete,
     verb_rbd_disk_ensure,
     verb_rbd_image_delete,
-    verb_rbd_image_ensure,
     verb_rbd_inventory,
     verb_rbd_snapshot,
     verb_rbd_snapshot_delete,
 )
+from .rbd_import import verb_rbd_image_ensure
 from .recording import answer as recorded_answer
 from .recording import is_recording
 from .storage import (

@@ -1,7 +1,6 @@
 """Images, disks and snapshots as RBD images in Ceph."""
 
 import json
-import os
 
 from .checks import (
     MAX_DISK_MIB,
@@ -10,13 +9,11 @@ from .checks import (
     check_fields,
     check_int,
     check_path_under,
-    check_sha256,
     check_state_dir,
     check_string,
 )
 from .errors import HostsideError, bad_spec
 from .guests import qemu_processes_using, running_vm_drive
-from .paths import base_image_path
 from .qmp import qmp_execute
 from .system import COMMAND_TIMEOUT_S, command_failure, require_binaries, run_command
 
@@ -83,34 +80,6 @@ def parse_rbd_disk(disk, field, state_dir):
             "readonly": check_bool(disk.get("readonly", False), f"{field}.readonly")}
 
 
-def verb_rbd_image_ensure(spec):
-    """A base image in the pool, once per checksum: <name> with the protected snapshot `base`,
-    converted from the verified local base file (image-ensure first) by qemu-img."""
-    check_fields(spec, ["state_dir", "pool", "image", "sha256", "ceph_conf"], ["user"])
-    state_dir = check_state_dir(spec["state_dir"])
-    target = parse_rbd_target(spec, state_dir, "image")
-    base = base_image_path(state_dir, check_sha256(spec["sha256"]))
-    require_binaries("rbd", "qemu-img")
-    changes = []
-    snapshots = rbd_snapshots(target) if rbd_info(target) is not None else None
-    if snapshots is None or RBD_BASE_SNAPSHOT not in snapshots:
-        if not os.path.isfile(base):
-            raise HostsideError("not_found", f"base image {spec['sha256']} is not on this host (image-ensure)")
-        partial = f"{target['name']}.importing"
-        if rbd_info(target, partial) is not None:
-            rbd_command(target, "snap", "purge", rbd_spec_of(target, partial))
-            rbd_command(target, "rm", "--no-progress", rbd_spec_of(target, partial))
-        if snapshots is not None:  # an image without its snapshot: a crashed earlier import
-            rbd_command(target, "rm", "--no-progress", rbd_spec_of(target))
-        run_command(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", base, rbd_qemu_source(target, partial)],
-                    timeout=RBD_IMPORT_TIMEOUT_S)
-        rbd_command(target, "snap", "create", f"{rbd_spec_of(target, partial)}@{RBD_BASE_SNAPSHOT}")
-        rbd_command(target, "snap", "protect", f"{rbd_spec_of(target, partial)}@{RBD_BASE_SNAPSHOT}")
-        rbd_command(target, "rename", rbd_spec_of(target, partial), rbd_spec_of(target))
-        changes.append(f"imported {rbd_spec_of(target)}")
-    return {"image": rbd_spec_of(target), "snapshot": RBD_BASE_SNAPSHOT, "changes": changes}
-
-
 def verb_rbd_image_delete(spec):
     check_fields(spec, ["state_dir", "pool", "image", "ceph_conf"], ["user"])
     state_dir = check_state_dir(spec["state_dir"])
@@ -128,6 +97,8 @@ def verb_rbd_image_delete(spec):
         rbd_command(target, "snap", "purge", rbd_spec_of(target))
         rbd_command(target, "rm", "--no-progress", rbd_spec_of(target))
         changes.append(f"removed {rbd_spec_of(target)}")
+    # A lock left by an importer that died after its rename (rbd_import.py).
+    rbd_command(target, "rm", "--no-progress", rbd_spec_of(target, f"{target['name']}.import-lock"), check=False)
     return {"changes": changes}
 
 
