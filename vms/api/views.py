@@ -9,13 +9,13 @@ from rest_framework.views import APIView
 
 from accounts.api.fields import SizeField
 from accounts.api.mixins import ProjectScopedViewSet, ScopedRelatedField
-from accounts.api.pagination import KeysFirstPagination
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
 from agents.models import Host
 from images.visibility import images_visible_to
 from networks.models import NIC
 from vms import actions
+from vms.api.listing import VMListPagination
 from vms.api.serializers import (
     SSHKeySerializer,
     SSHKeyUpdateSerializer,
@@ -85,7 +85,7 @@ class SSHKeyViewSet(ProjectScopedViewSet):
 
 class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     serializer_class = VMSerializer
-    pagination_class = KeysFirstPagination  # a project may hold 10,000 VMs
+    pagination_class = VMListPagination  # a project may hold 10,000 VMs
     lookup_field = "uuid"
     filterset_fields = ["status", "desired_state", "name"]
 
@@ -95,6 +95,11 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destroy
             vms = vms.exclude(status=VMStatus.DELETED)
         return vms.prefetch_related("ssh_keys", Prefetch("nics", NIC.objects.select_related("network"), to_attr="listed_nics"),
                                     Prefetch("disks", to_attr="listed_disks"))
+
+    def list(self, request):
+        # Rows straight from one SQL statement (vms/api/listing.py), not VMSerializer: the same answer.
+        return self.paginator.get_paginated_response(
+            self.paginator.paginate_vms(self.filter_queryset(self.get_queryset()), request))
 
     def _accepted(self, vm, operation):
         vm = VM.objects.select_related("project", "image", "host").get(pk=vm.pk) if vm is not None else None
