@@ -8,7 +8,6 @@ import hashlib
 import json
 import sys
 import threading
-import time
 from functools import lru_cache
 
 from agents.hostside.build import build_zipapp
@@ -22,14 +21,15 @@ _holder: contextvars.ContextVar[dict | None] = contextvars.ContextVar("uncloud_h
 
 
 @contextlib.contextmanager
-def acting_for(target_uuid):
-    """Host calls made inside carry this step's claim on the target: the step's start in ms. A
-    worker that lost the operation started its step before the lease it held ran out, and the one
-    that took over started after (clocks kept by NTP are far closer than a lease)."""
-    if target_uuid is None:
+def acting_for(target_uuid, claim: int | None):
+    """Host calls made inside carry this step's claim on the target (Operation.holder_token): a
+    claim outranks every earlier claim on the same target, so a worker that lost its operation is
+    refused once its successor reached the host, and no clock (stepped back by NTP, or behind on
+    another worker's machine) can make current work look older than what came before."""
+    if target_uuid is None or claim is None:
         yield
         return
-    token = _holder.set({"target": str(target_uuid), "token": int(time.time() * 1000)})
+    token = _holder.set({"target": str(target_uuid), "token": claim})
     try:
         yield
     finally:

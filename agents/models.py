@@ -92,6 +92,8 @@ class Operation(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Tries of the current step")
     lease_owner = models.CharField(max_length=100, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    holder_token = models.BigIntegerField(
+        null=True, blank=True, help_text="The last claim's rank on its target, sent with its host calls")
     payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, help_text="What went wrong, for the customer: the cause in plain words")

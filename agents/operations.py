@@ -31,8 +31,8 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import DateTimeField, F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import DateTimeField, F, Max, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from agents import hostslots
@@ -186,11 +186,21 @@ def claim(operation_id: int) -> Operation | None:
             lease_until=now + timedelta(seconds=_lease_seconds()),
             attempts=F("attempts") + 1,
             started=Coalesce("started", Value(now, output_field=DateTimeField())),
+            holder_token=_next_holder_token(now),
         )
     )
     if not claimed:
         return None
     return Operation.objects.get(id=operation_id)
+
+
+def _next_holder_token(now):
+    """The claim's rank among the claims on its target, for the hosts (agents.hostagent.acting_for):
+    the claim's time in ms, but always above the last claim on the same target, so a clock that
+    stepped back never ranks current work below a claim that came before it."""
+    last = (Operation.objects.filter(target_uuid=OuterRef("target_uuid")).order_by().values("target_uuid")
+            .annotate(last=Max("holder_token")).values("last"))
+    return Greatest(Value(int(now.timestamp() * 1000)), Coalesce(Subquery(last), Value(0)) + 1)
 
 
 def advance(operation_id: int, *, enqueue_next: bool = True) -> str:
@@ -251,7 +261,7 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
     step_started = time.monotonic()
     try:
         # Its host calls carry this claim (a late one is refused); the lease is renewed while it runs.
-        with lease_renewed(operation), acting_for(_claimed_target(operation)):
+        with lease_renewed(operation), acting_for(_claimed_target(operation), operation.holder_token):
             step_result = step.run(operation) or {}
     except StepWaiting as waiting:
         _step_ran(operation, step.name, step_started, "waiting")

@@ -86,3 +86,21 @@ def test_a_call_from_a_worker_that_lost_its_operation_is_refused_by_the_host(loc
 def test_a_hosts_own_operations_may_overlap_and_carry_no_claim(local_host):
     check = operations.start_operation("test.host-call", host=local_host, target=local_host)
     assert operations._claimed_target(check) is None
+
+
+def test_no_current_work_is_refused_after_the_control_planes_clock_stepped_back(local_host, alice_project,
+                                                                                monkeypatch):
+    """NTP steps the control plane's clock back an hour (or a worker runs on a machine whose clock is
+    behind): the steps after it still reach the host. A claim outranks every earlier claim on its
+    target whatever the clock says; only a worker that lost its operation is refused."""
+    monkeypatch.setattr(operations, "enqueue", lambda *args, **kwargs: None)
+    seen.clear()
+    before = operations.start_operation("test.host-call", host=local_host, target=alice_project)
+    as_worker("before-the-step", before.pk).join(60)
+    real_now, real_time = timezone.now, time.time
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - timedelta(hours=1))
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600)
+    after = operations.start_operation("test.host-call", host=local_host, target=alice_project)
+    as_worker("after-the-step", after.pk).join(60)
+    assert seen == {"before-the-step": "called", "after-the-step": "called"}
+    assert Operation.objects.get(pk=after.pk).state == "succeeded"

@@ -288,7 +288,8 @@ HOLDER_TOKEN_MAX = 2**53
 
 def spec_of_request(request):
     """The spec of a `serve` request, after its holder check: a call made by an operation's step
-    carries {"target": the operation's target uuid, "token": when the step started (ms)}."""
+    carries {"target": the operation's target uuid, "token": the step's claim, ranked above every earlier
+    claim on that target (its time in ms, or more when a clock stepped back)}."""
     spec = request["spec"]
     if request.get("holder") is not None:
         if not isinstance(spec, dict):
