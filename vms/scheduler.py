@@ -1,12 +1,17 @@
 """Where a VM runs: the enabled, recently seen host with room for it after overbooking.
 
-Placement sums every candidate's room without locks, then locks the chosen host's row alone and
-sums its room again before writing the VM's host: two workers cannot both squeeze into the last
-room of a host (the second waits for the first's lock and then sees its VM). A host whose row
-another placer holds is passed over for the next best (SKIP LOCKED) and only waited for when all
-are held, so concurrent placers spread instead of queueing for the one best host
-(bench/placement.py: 500 creates at once at 50 hosts). A host that filled up meanwhile is dropped. With nothing free the caller
-parks the VM as "waiting for capacity".
+A placement is a decision and a claim on a host's room. One placer decides at a time: it locks
+every candidate host's row (in id order, so placers queue instead of deadlocking), reads the hosts'
+usage once and places, oldest operation first, every VM whose create/start/evacuate waits for its
+"place" step, bin-packing in memory (the Kubernetes scheduler's one decision loop, Nova placement's
+claims). Its own VM gets its host at once; the others get a claim: their operation's `host`, written
+in a few bulk UPDATEs, while the operation still sits at "place" and the VM has no host. A claim counts
+as used room everywhere (rooms()), so nothing else can give it away, and it goes with its operation
+(a cancelled create holds nothing). Each VM's own place step then turns its claim into its host
+under that one host's lock: the creates go on in parallel per host, and a burst of 500 creates costs
+one placement transaction, not 500 that queue on the host rows. Operations whose rows another
+transaction holds (a cancel) are skipped and placed by their own step. With nothing free the caller
+parks the VM as "waiting for capacity"; a parked operation that gets a claim is woken.
 
 A VM on its way to a host (a live or cold move past planning, until the move ends) counts there
 as well as on its source: its row names the source until the switch, and the destination must not
@@ -30,6 +35,11 @@ from vms.choices import DesiredState, SchedulerStrategy, VMStatus
 from vms.models import VM
 
 MOVES = ("vm.migrate", "vm.move")  # vms/migration.py's live and cold moves
+# The workflows whose first step, "place", asks place() for a host (vms/workflows.py).
+PLACING_KINDS = ("vm.create", "vm.start", "vm.evacuate")
+PLACE_STEP = "place"
+# Operations placed in one decision at most; more wait for the next placer (one more transaction).
+BATCH_LIMIT = 1000
 # Without these a host cannot run a VM at all (host-info reports them; unknown = not checked yet).
 REQUIRED_BINARIES = ("qemu-system-x86_64", "ip", "nft", "radvd")
 
@@ -87,6 +97,24 @@ def incoming_needs(hosts: list[Host], ignoring: VM | None = None) -> dict[int, t
     return needs
 
 
+def claimed_needs(hosts: list[Host]) -> dict[int, tuple[int, int, int]]:
+    """{host id: (cores, memory MiB, disk MiB)} claimed for VMs whose own place step has not taken
+    the claim yet (see the module's doc)."""
+    claims = dict(Operation.objects.filter(kind__in=PLACING_KINDS, step=PLACE_STEP, host__in=hosts)
+                  .exclude(state__in=TERMINAL_OPERATION_STATES).exclude(target_uuid=None)
+                  .values_list("target_uuid", "host_id"))
+    needs = {}
+    if not claims:
+        return needs
+    vms = VM.objects.filter(uuid__in=list(claims), host=None).exclude(status=VMStatus.DELETED).annotate(
+        disk_mib=Sum("disks__size_mib"))
+    for vm in vms:
+        host_id = claims[vm.uuid]
+        cores, memory, disk = needs.get(host_id, (0, 0, 0))
+        needs[host_id] = (cores + vm.cores, memory + vm.memory_mib, disk + (vm.disk_mib or 0))
+    return needs
+
+
 def rooms(hosts: list[Host], ignoring: VM | None = None) -> list[HostRoom]:
     placed = VM.objects.filter(host__in=hosts).exclude(status=VMStatus.DELETED)
     used = {row["host"]: row for row in placed.values("host").annotate(cores=Sum("cores"), memory=Sum("memory_mib"))}
@@ -96,15 +124,18 @@ def rooms(hosts: list[Host], ignoring: VM | None = None) -> list[HostRoom]:
         .values("vm__host").annotate(size=Sum("size_mib"))
     }
     incoming = incoming_needs(hosts, ignoring)
+    claimed = claimed_needs(hosts)
     result = []
     for host in hosts:
         row = used.get(host.id, {})
         in_cores, in_memory, in_disk = incoming.get(host.id, (0, 0, 0))
+        claimed_cores, claimed_memory, claimed_disk = claimed.get(host.id, (0, 0, 0))
         result.append(HostRoom(
             host=host,
-            free_cores=host.cores * host.cpu_overbooking - (row.get("cores") or 0) - in_cores,
-            free_memory_mib=host.memory_mib * host.memory_overbooking - (row.get("memory") or 0) - in_memory,
-            free_disk_mib=host.disk_gib * 1024 - disks.get(host.id, 0) - in_disk,
+            free_cores=host.cores * host.cpu_overbooking - (row.get("cores") or 0) - in_cores - claimed_cores,
+            free_memory_mib=(host.memory_mib * host.memory_overbooking - (row.get("memory") or 0) - in_memory
+                             - claimed_memory),
+            free_disk_mib=host.disk_gib * 1024 - disks.get(host.id, 0) - in_disk - claimed_disk,
         ))
     return result
 
@@ -124,56 +155,97 @@ def choose(candidates: list[HostRoom], memory_mib: int) -> HostRoom:
 
 def place(vm: VM, avoid_host_ids=()) -> Host | None:
     """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now.
-    avoid_host_ids: hosts it must not go to (it failed to start there again and again)."""
+    avoid_host_ids: hosts it must not go to (it failed to start there again and again).
+    On the way it places every other VM waiting for its place step (see the module's doc)."""
     with transaction.atomic():
         vm = VM.objects.select_for_update().get(pk=vm.pk)
         if vm.host_id is not None:
             return vm.host
         if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
             raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
-        cores, memory_mib, disk_mib = vm_needs(vm)
-        hosts = [host for host in candidate_hosts().exclude(id__in=list(avoid_host_ids))
-                 if not lacks_what_vms_need(host)]
-        fitting = [room for room in rooms(hosts) if room.fits(cores, memory_mib, disk_mib)]
-        busy = []
-        # First the hosts no other placer holds (best first): concurrent placers spread over the
-        # good hosts instead of queueing for the one best; then, waiting, those that were held.
-        for skip_locked, candidates in ((True, fitting), (False, busy)):
-            while candidates:
-                best = choose(candidates, memory_mib)
-                candidates.remove(best)
-                host = placed_on(vm, best.host.pk, (cores, memory_mib, disk_mib), skip_locked)
-                if host == "busy":
-                    busy.append(best)
-                elif host is not None:
-                    return host
-        return None
-
-
-class _NotPlaced(Exception):
-    def __init__(self, outcome):
-        self.outcome = outcome
-
-
-def placed_on(vm: VM, host_id: int, needs: tuple[int, int, int], skip_locked: bool):
-    """Lock the host's row and place the VM there if it still has room: the host, None (no room or no
-    longer a candidate), or "busy" (another transaction holds the row and skip_locked)."""
-    try:
-        # A savepoint: a host that does not take the VM is unlocked again at once (PostgreSQL releases
-        # row locks on a savepoint's rollback). Kept, such a lock deadlocks two placers that each
-        # hold the full host the other is about to wait for.
-        with transaction.atomic():
-            host = candidate_hosts().select_for_update(skip_locked=skip_locked).filter(pk=host_id).first()
-            if host is None:
-                locked_elsewhere = skip_locked and candidate_hosts().filter(pk=host_id).exists()
-                raise _NotPlaced("busy" if locked_elsewhere else None)
-            # Under the host's lock: what another placer put there meanwhile has committed and counts.
-            if lacks_what_vms_need(host) or not rooms([host])[0].fits(*needs):
-                raise _NotPlaced(None)
-            VM.objects.filter(pk=vm.pk).update(host=host)
+        host = take_claim(vm, avoid_host_ids)
+        if host is not None:
             return host
-    except _NotPlaced as not_placed:
-        return not_placed.outcome
+        # One placer decides at a time: every candidate host's row, in id order (no deadlock between
+        # placers; one that holds a VM's row and waits here is skipped by the one deciding, below).
+        hosts = list(candidate_hosts().select_for_update())
+        # The placer we waited for may have claimed room for this VM.
+        host = take_claim(vm, avoid_host_ids)
+        if host is not None:
+            return host
+        return place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids)
+
+
+def take_claim(vm: VM, avoid_host_ids=()) -> Host | None:
+    """The VM's claimed host made its host (the room is already counted there), or None when it has
+    no claim, or one on a host that can no longer take it (the claim is then given up)."""
+    operation = (Operation.objects.filter(target_uuid=vm.uuid, kind__in=PLACING_KINDS, step=PLACE_STEP)
+                 .exclude(host=None).exclude(state__in=TERMINAL_OPERATION_STATES).first())
+    if operation is None:
+        return None
+    host = candidate_hosts().select_for_update().filter(pk=operation.host_id).first()
+    if host is None or host.pk in avoid_host_ids or lacks_what_vms_need(host):
+        Operation.objects.filter(pk=operation.pk).update(host=None)
+        return None
+    VM.objects.filter(pk=vm.pk).update(host=host)
+    return host
+
+
+def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=()) -> Host | None:
+    """Under the locks of `hosts` (every candidate): place `vm` and claim room for every other VM
+    waiting for its place step, oldest operation first, against one read of the hosts' usage.
+    Returns `vm`'s host, or None when it does not fit."""
+    from agents.choices import OperationState
+    from agents.operations import send
+
+    free = rooms(hosts)
+    waiting = list(
+        Operation.objects.select_for_update(skip_locked=True)
+        .filter(kind__in=PLACING_KINDS, step=PLACE_STEP, host=None,
+                state__in=[OperationState.PENDING, OperationState.RUNNING, OperationState.WAITING])
+        .exclude(target_uuid=None).order_by("created", "id")[:BATCH_LIMIT])
+    vms = {row.uuid: row for row in VM.objects.filter(
+        uuid__in=[operation.target_uuid for operation in waiting], host=None,
+        desired_state=DesiredState.RUNNING).exclude(status=VMStatus.DELETED).annotate(disk_mib=Sum("disks__size_mib"))}
+    if not any(operation.target_uuid == vm.uuid for operation in waiting):
+        waiting.insert(0, None)  # no operation (or one past the limit): this placer's VM first
+
+    def take_room(needs: tuple[int, int, int], avoid) -> Host | None:
+        fitting = [room for room in free if room.host.pk not in avoid and room.fits(*needs)]
+        if not fitting:
+            return None
+        best = choose(fitting, needs[1])
+        best.free_cores -= needs[0]
+        best.free_memory_mib -= needs[1]
+        best.free_disk_mib -= needs[2]
+        return best.host
+
+    own_host = None
+    claims: dict[int, list[int]] = {}
+    woken = []
+    for operation in waiting:
+        if operation is None or operation.target_uuid == vm.uuid:
+            avoid = {*avoid_host_ids, *(operation.payload.get("avoid_hosts", ()) if operation else ())}
+            own_host = take_room(vm_needs(vm), avoid)
+            continue
+        other = vms.get(operation.target_uuid)
+        if other is None:
+            continue  # placed, no longer meant to run, or deleted: its own step says so
+        host = take_room((other.cores, other.memory_mib, other.disk_mib or 0),
+                         set(operation.payload.get("avoid_hosts", ())))
+        if host is not None:
+            claims.setdefault(host.pk, []).append(operation.pk)
+            if operation.state == OperationState.WAITING:
+                woken.append(operation.pk)
+    for host_id, operation_ids in claims.items():
+        Operation.objects.filter(pk__in=operation_ids).update(host_id=host_id)
+    if woken:
+        Operation.objects.filter(pk__in=woken, state=OperationState.WAITING).update(
+            state=OperationState.PENDING, updated=timezone.now())
+        transaction.on_commit(lambda: [send(operation_id) for operation_id in woken])
+    if own_host is not None:
+        VM.objects.filter(pk=vm.pk).update(host=own_host)
+    return own_host
 
 
 def cannot_take(vm: VM, host: Host) -> str:

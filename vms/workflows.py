@@ -46,7 +46,7 @@ from vms.nic_workflows import release_network_if_unused
 from vms.specs import vm_up_spec
 
 # Operations that may wait for room (or for a host to return) and are woken when some appears.
-CAPACITY_KINDS = ["vm.create", "vm.start", "vm.evacuate"]
+CAPACITY_KINDS = list(scheduler.PLACING_KINDS)
 
 
 def wake_only_what_fits(waiting: list[Operation]) -> list[int]:
@@ -62,9 +62,10 @@ def wake_only_what_fits(waiting: list[Operation]) -> list[int]:
     disks = dict(Disk.objects.filter(vm__in=list(vms.values())).values("vm__uuid").annotate(total=Sum("size_mib"))
                  .values_list("vm__uuid", "total"))
 
-    def needs_room(vm) -> bool:
+    def needs_room(operation, vm) -> bool:
+        # A claim (the operation's host before its place step ran) is counted in `rooms` already.
         return (vm is not None and vm.host_id is None and vm.desired_state == DesiredState.RUNNING
-                and vm.status != VMStatus.DELETED)
+                and vm.status != VMStatus.DELETED and operation.host_id is None)
 
     def take_room(operation, vm) -> bool:
         needs = (vm.cores, vm.memory_mib, disks.get(vm.uuid) or 0)
@@ -80,12 +81,12 @@ def wake_only_what_fits(waiting: list[Operation]) -> list[int]:
 
     for operation in in_flight:  # woken or new, about to be placed: their room is spoken for
         vm = vms.get(operation.target_uuid)
-        if needs_room(vm):
+        if needs_room(operation, vm):
             take_room(operation, vm)
     woken = []
     for operation in waiting:
         vm = vms.get(operation.target_uuid)
-        if not needs_room(vm) or take_room(operation, vm):
+        if not needs_room(operation, vm) or take_room(operation, vm):
             woken.append(operation.id)
     return woken
 
