@@ -5,6 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
+from accounts.api.pagination import KeysFirstPagination
 from accounts.errors import Conflict
 from accounts.scoping import scoped
 from agents import actions as host_actions
@@ -57,6 +58,7 @@ class OperationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = OperationSerializer
     lookup_field = "uuid"
     filterset_fields = ["state", "kind", "target_uuid"]
+    pagination_class = KeysFirstPagination  # one or more for every VM ever made: the longest list
 
     def get_queryset(self):
         queryset = Operation.objects.select_related("project")

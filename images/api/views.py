@@ -5,6 +5,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from accounts.api.pagination import KeysFirstPagination
 from accounts.api.parsers import BoundedJSONParser
 from accounts.scoping import default_project, scoped
 from agents.api.serializers import OperationSerializer
@@ -115,6 +116,7 @@ class DiskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 
     lookup_field = "uuid"
     filterset_fields = ["role", "status"]
+    pagination_class = KeysFirstPagination  # every VM has a root disk: as many as VMs
 
     def get_queryset(self):
         return scoped(Disk.objects.select_related("project", "vm", "image", "host"), self.request.user)
