@@ -19,8 +19,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
+from django.db.models import Count, F, Q, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from agents.choices import OperationState
@@ -52,15 +52,21 @@ def admitted(operation: Operation) -> bool:
     slots = settings.UNCLOUD_HOST_WORKER_SLOTS
     if slots <= 0:
         return True
-    if operation.host_id is None:  # placement may have chosen one since the claim
+    if operation.host_id is None and not getattr(operation, "host_read_at_claim", False):
+        # Placement may have chosen one since the claim (a step that wrote the row, not this instance).
         operation.host_id = Operation.objects.filter(pk=operation.pk).values_list("host_id", flat=True).first()
+    operation.host_read_at_claim = False  # from here on, steps may change the row
     host_id = operation.host_id
     if host_id is None or getattr(operation, "admitted_to_host", None) == host_id:
         return True
+    busy_here = (working_on(host_id).exclude(pk=operation.pk).order_by().values("host_id")
+                 .annotate(busy=Count("id")).values("busy"))
     with transaction.atomic():
-        # One admission at a time per host: two workers cannot both see the last free slot.
-        name = Host.objects.select_for_update().filter(pk=host_id).values_list("name", flat=True).first()
-        busy = working_on(host_id).exclude(pk=operation.pk).count()
+        # One admission at a time per host: two workers cannot both see the last free slot. The row lock
+        # and the count are one statement (one round trip); `of` locks the host row only.
+        row = (Host.objects.select_for_update(of=("self",)).filter(pk=host_id)
+               .annotate(busy=Coalesce(Subquery(busy_here), 0)).values_list("name", "busy").first())
+        name, busy = row if row is not None else (None, 0)
         if name is None or busy < slots:
             operation.admitted_to_host = host_id
             return True
@@ -73,17 +79,24 @@ def admitted(operation: Operation) -> bool:
     return False
 
 
-def queued_to_wake(operation_id: int) -> list[int]:
+def queued_to_wake(operation_id: int, host_id: int | None = None) -> list[int]:
     """A worker ended its turn on the operation: the oldest operations queued for the same host, as
-    many as there are free slots, are made claimable again. Returns their ids (to enqueue)."""
+    many as there are free slots, are made claimable again. Returns their ids (to enqueue).
+
+    Most turns end with nothing queued: that costs one statement (the queued ones, by the operation's
+    host, read in the same query when the caller does not know it)."""
     slots = settings.UNCLOUD_HOST_WORKER_SLOTS
-    host_id = Operation.objects.filter(pk=operation_id).values_list("host_id", flat=True).first()
-    if slots <= 0 or host_id is None:
+    if slots <= 0:
         return []
-    queued = Operation.objects.filter(host_id=host_id, lease_owner=QUEUED, state=OperationState.RUNNING)
-    free = slots - working_on(host_id).count()
+    on_host = Q(host_id=host_id) if host_id is not None else Q(
+        host_id=Subquery(Operation.objects.filter(pk=operation_id).values("host_id")[:1]))
+    queued = list(Operation.objects.filter(on_host, lease_owner=QUEUED, state=OperationState.RUNNING)
+                  .order_by("id").values_list("id", "host_id")[:slots])
+    if not queued:
+        return []
+    free = slots - working_on(queued[0][1]).count()
     woken = []
-    for queued_id in queued.order_by("id").values_list("id", flat=True)[:max(free, 0)]:
+    for queued_id, _ in queued[:max(free, 0)]:
         if Operation.objects.filter(pk=queued_id, lease_owner=QUEUED).update(lease_owner="", lease_until=None):
             woken.append(queued_id)
     return woken

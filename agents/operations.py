@@ -30,9 +30,10 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import DateTimeField, F, Max, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from agents import hostslots
@@ -175,23 +176,33 @@ def _lease_seconds() -> int:
 
 
 def claim(operation_id: int) -> Operation | None:
-    """Take the lease, or return None when the operation is finished or someone else holds it."""
+    """Take the lease, or return None when the operation is finished or someone else holds it.
+
+    One statement: the conditional UPDATE hands back the claimed row (RETURNING), so the claim costs
+    one round trip, not an UPDATE and a SELECT (the round trips are the control plane's cost)."""
     now = timezone.now()
-    claimed = (
+    claimable = (
         Operation.objects.filter(id=operation_id, state__in=[OperationState.PENDING, OperationState.RUNNING])
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(
-            state=OperationState.RUNNING,
-            lease_owner=_worker_id(),
-            lease_until=now + timedelta(seconds=_lease_seconds()),
-            attempts=F("attempts") + 1,
-            started=Coalesce("started", Value(now, output_field=DateTimeField())),
-            holder_token=_next_holder_token(now),
-        )
     )
+    update = claimable.query.chain(UpdateQuery)
+    update.add_update_values({
+        "state": OperationState.RUNNING,
+        "lease_owner": _worker_id(),
+        "lease_until": now + timedelta(seconds=_lease_seconds()),
+        "attempts": F("attempts") + 1,
+        "started": Coalesce("started", Value(now, output_field=DateTimeField())),
+        "holder_token": _next_holder_token(now),
+    })
+    sql, params = update.get_compiler(claimable.db).as_sql()
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in Operation._meta.concrete_fields)
+    # The ORM's UPDATE (QuerySet.update() would run it), with the row handed back: raw() reads it as a model.
+    claimed = list(Operation.objects.raw(f"{sql} RETURNING {columns}", params))
     if not claimed:
         return None
-    return Operation.objects.get(id=operation_id)
+    operation = claimed[0]
+    operation.host_read_at_claim = True  # the slot check needs not read the host again (hostslots.admitted)
+    return operation
 
 
 def _next_holder_token(now):

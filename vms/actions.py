@@ -5,11 +5,13 @@ import json
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Exists, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import audit
 from accounts.errors import Conflict, Unprocessable
+from accounts.models import Project
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.choices import HostLiveness
 from agents.models import Host
@@ -112,32 +114,48 @@ def _idempotent_replay(project, idempotency_key: str, fingerprint: str) -> VM | 
 
 
 def project_usage(project) -> Usage:
-    live = VM.objects.filter(project=project).exclude(status=VMStatus.DELETED)
-    totals = live.aggregate(vms=Count("id"), cores=Sum("cores"), memory=Sum("memory_mib"))
-    disk = Disk.objects.filter(project=project).aggregate(total=Sum("size_mib"))["total"] or 0
-    ipv4 = IPv4Address.objects.filter(project=project).count()
-    return Usage(vms=totals["vms"], cores=totals["cores"] or 0, memory_mib=totals["memory"] or 0, disk_mib=disk,
-                 ipv4=ipv4)
+    return project_usage_and_name_taken(project)[0]
+
+
+def project_usage_and_name_taken(project, name: str | None = None) -> tuple[Usage, bool]:
+    """What the project uses, and whether a live VM already has `name`: one statement (each is a
+    round trip, and a create asks both while it holds the project's lock)."""
+    def scalar(queryset, total):
+        return Coalesce(Subquery(queryset.order_by().values("project").annotate(total=total).values("total")), 0)
+
+    live = VM.objects.filter(project=OuterRef("pk")).exclude(status=VMStatus.DELETED)
+    row = Project.objects.filter(pk=project.pk).values_list(
+        scalar(live, Count("id")), scalar(live, Sum("cores")), scalar(live, Sum("memory_mib")),
+        scalar(Disk.objects.filter(project=OuterRef("pk")), Sum("size_mib")),
+        scalar(IPv4Address.objects.filter(project=OuterRef("pk")), Count("id")),
+        Exists(VM.objects.filter(project=OuterRef("pk"), name=name or "").exclude(desired_state=DesiredState.DELETED)),
+    ).get()
+    vms, cores, memory_mib, disk_mib, ipv4, name_taken = row
+    return Usage(vms=vms, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib, ipv4=ipv4), bool(name) and name_taken
 
 
 def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image, networks, ssh_keys, user_data,
                     idempotency_key, idempotency_fingerprint="", start=True) -> VM:
     project = lock_project(project)  # quota check and insert are one step for concurrent creates
-    if VM.objects.filter(project=project, name=name).exclude(desired_state=DesiredState.DELETED).exists():
+    # Counted after the lock is taken, in a statement of its own: it sees every create that held it before.
+    usage, name_taken = project_usage_and_name_taken(project, name)
+    if name_taken:
         raise Conflict(f"The project already has a VM named {name!r}.")
-    check_quota(project, project_usage(project), Usage(vms=1, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib))
+    check_quota(project, usage, Usage(vms=1, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib))
     vm = VM.objects.create(
         project=project, name=name, cores=cores, memory_mib=memory_mib, image=image, user_data=user_data,
         idempotency_key=idempotency_key or None, idempotency_fingerprint=idempotency_fingerprint,
         # Created stopped: the disks are made on a host by the first vm.start (place -> disks -> boot).
         **({} if start else {"desired_state": DesiredState.STOPPED, "status": VMStatus.STOPPED}),
     )
-    vm.ssh_keys.set(ssh_keys)
-    Disk.objects.create(
+    # A new VM has no keys yet: their rows are inserted, not compared with the ones it has (set() reads first).
+    VM.ssh_keys.through.objects.bulk_create([VM.ssh_keys.through(vm=vm, sshkey=key) for key in ssh_keys])
+    root = Disk.objects.create(
         project=project, name=f"{name}-root", vm=vm, role=DiskRole.ROOT, image=image, size_mib=disk_mib
     )
-    for index, network in enumerate(networks):
-        create_nic_row(vm, network, index)
+    nics = [create_nic_row(vm, network, index) for index, network in enumerate(networks)]
+    # What it was made of, for the API's answer without reading it back (VMSerializer's lists).
+    vm.listed_disks, vm.listed_nics, vm.created_with_keys = [root], nics, sorted(ssh_keys, key=lambda key: (key.name, key.id))
     audit.record(actor, "vm.create", project=project, target=vm, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
     signals.vm_created.send(sender=VM, vm=vm)
     if start:

@@ -17,7 +17,7 @@ import time
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Case, F, Sum, Value, When
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -118,6 +118,18 @@ def set_status(vm: VM, status: str, message: str = "") -> None:
     VM.objects.filter(pk=vm.pk).exclude(status=VMStatus.DELETED).update(status=status, status_message=message)
 
 
+def set_status_of(operation, status: str, message: str = "") -> None:
+    """set_status() by the operation's target, in one statement (no read of the VM first)."""
+    VM.objects.filter(uuid=operation.target_uuid).exclude(status=VMStatus.DELETED).update(
+        status=status, status_message=message)
+
+
+def unless_deleted(value, field: str):
+    """An UPDATE's value for `field` that leaves a deleted VM's as it is (set_status's rule, inside a
+    statement that also changes other fields)."""
+    return Case(When(status=VMStatus.DELETED, then=F(field)), default=Value(value), output_field=VM._meta.get_field(field))
+
+
 # --- create / start ---------------------------------------------------------------------------
 
 def step_place(operation):
@@ -134,13 +146,14 @@ def step_place(operation):
         raise StepWaiting(message)
     Operation.objects.filter(pk=operation.pk).update(host=host)
     operation.host_id = host.pk  # the engine's host-slot check before the next step need not read it back
-    # A new start generation: a copy started by an earlier one (on a host that failed, or by a
-    # worker that lost its lease) is refused or killed by the host.
-    VM.objects.filter(pk=vm.pk).update(generation=F("generation") + 1)
     if operation.kind == "vm.evacuate":
-        set_status(vm, VMStatus.STARTING, "Host failure: restarting it on another host.")
+        status, message = VMStatus.STARTING, "Host failure: restarting it on another host."
     else:
-        set_status(vm, VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING)
+        status, message = (VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING), ""
+    # A new start generation: a copy started by an earlier one (on a host that failed, or by a
+    # worker that lost its lease) is refused or killed by the host. The status in the same statement.
+    VM.objects.filter(pk=vm.pk).update(generation=F("generation") + 1, status=unless_deleted(status, "status"),
+                                       status_message=unless_deleted(message, "status_message"))
     return {"host": host.name}
 
 
@@ -173,15 +186,11 @@ def step_networks_and_boot(operation):
 
 
 def started(operation):
-    vm = VM.objects.filter(uuid=operation.target_uuid).first()
-    if vm is not None:
-        set_status(vm, VMStatus.RUNNING)
+    set_status_of(operation, VMStatus.RUNNING)
 
 
 def failed(operation):
-    vm = VM.objects.filter(uuid=operation.target_uuid).first()
-    if vm is not None:
-        set_status(vm, VMStatus.ERROR, f"{operation.kind} failed: {operation.error}"[:2000])
+    set_status_of(operation, VMStatus.ERROR, f"{operation.kind} failed: {operation.error}"[:2000])
 
 
 # --- stop / reboot ------------------------------------------------------------------------------
@@ -212,9 +221,7 @@ def step_release_networks(operation):
 
 
 def stopped(operation):
-    vm = VM.objects.filter(uuid=operation.target_uuid).first()
-    if vm is not None:
-        set_status(vm, VMStatus.STOPPED)
+    set_status_of(operation, VMStatus.STOPPED)
 
 
 def step_reset(operation):

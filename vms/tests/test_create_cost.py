@@ -1,0 +1,107 @@
+"""What a VM create costs the control plane in SQL statements: the API POST, and each step of the
+worker's chain (claim, place, disks, boot, finish). Each statement is a round trip to PostgreSQL,
+and round trips were most of the control plane's share of create-to-running (bench/vm_lifecycle.py,
+bench/placement.py --profile). The ceilings are today's counts: a change that adds queries back
+fails here and says where; one that removes some lowers the ceiling.
+
+The host is a recording host (the real host program over the local transport, answering verbs
+without running qemu, agents/hostside/uncloud_hostside/recording.py): the steps make their real host
+calls, and no guest has to boot on the test machine."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from agents import operations
+from agents.hostagent import close_streams
+from agents.hosts import agent_for
+from agents.hostside.uncloud_hostside.paths import recording_paths
+from agents.models import Host, Operation
+from agents.signals import operation_step_ran
+from vms.models import VM
+
+# Statements (in a test, a transaction's BEGIN and COMMIT are a savepoint's two), today's counts;
+# before 2026-12-05's cuts: POST 35, place 29, disks 18, boot 14, finish 15. Lower them when you
+# remove queries; never raise them to let one in. (The place step's scheduler queries are 14 of its 20.)
+POST_CEILING = 27
+STEP_CEILINGS = {"place": 20, "disks": 11, "boot": 8, "finish": 6}
+
+
+@pytest.fixture
+def recording_host(db):
+    state_dir = tempfile.mkdtemp(prefix="uc-", dir="/tmp")  # unix socket paths below it must stay short
+    Path(recording_paths(state_dir)["marker"]).write_text("a test's recording host: verbs are logged, not run\n")
+    host = Host.objects.create(name="rec0", transport="local", state_dir=state_dir, cores=8, memory_mib=8192,
+                               disk_gib=100, cpu_overbooking=1, memory_overbooking=1)
+    facts = agent_for(host).call("host-info")
+    assert facts.get("recording"), facts
+    Host.objects.filter(pk=host.pk).update(facts=facts, last_heartbeat=timezone.now())
+    yield host
+    close_streams()
+    shutil.rmtree(state_dir)
+
+
+@pytest.fixture
+def public_network(db):
+    from networks.actions import do_create_public_network
+    from networks.models import PrefixPool
+
+    PrefixPool.objects.create(prefix="2001:db8:100::/56")
+    return do_create_public_network(None, "public")
+
+
+def post_create(client, name):
+    return client.post("/api/v1/vms/", {"name": name, "cores": 1, "memory": "512M", "disk": "1G", "image": None},
+                       format="json")
+
+
+def queries_per_step(operation_id) -> dict[str, list[str]]:
+    """The worker's chain for the operation, as the Celery task runs it, its statements split at
+    the end of each step: a step's share is what ran since the previous step ended (the engine's
+    record of that step, the slot check, the step's body), then "finish" (the last record, the
+    operation's end, the success hook, the host-slot hand-over)."""
+    ends = []
+
+    def step_ended(sender, step, **kwargs):
+        ends.append((step, len(captured.captured_queries)))
+
+    operation_step_ran.connect(step_ended, dispatch_uid="test_create_cost")
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            from agents.tasks import advance_operation
+
+            assert advance_operation.run(operation_id) == "succeeded"
+    finally:
+        operation_step_ran.disconnect(dispatch_uid="test_create_cost")
+    shares, start = {}, 0
+    for step, end in [*ends, ("finish", len(captured.captured_queries))]:
+        shares[step] = [query["sql"] for query in captured.captured_queries[start:end]]
+        start = end
+    return shares
+
+
+def test_a_create_costs_at_most_its_ceiling_of_statements(api, alice_project, recording_host, public_network,
+                                                          monkeypatch):
+    # The message to the queue is not what is counted: the test runs the worker's chain itself.
+    monkeypatch.setattr(operations, "enqueue", lambda operation_id, countdown=0: None)
+    api["alice"].get("/api/v1/vms/?limit=1")  # a token's first request records its use: not a create's cost
+    post_create(api["alice"], "warm-up")  # the first create of a project opens its billing: not every one's
+    with CaptureQueriesContext(connection) as post:
+        response = post_create(api["alice"], "counted")
+    assert response.status_code == 201, response.content
+    post_statements = [query["sql"] for query in post.captured_queries]
+    assert len(post_statements) <= POST_CEILING, "\n".join(post_statements)
+
+    operation = Operation.objects.get(target_uuid=response.json()["uuid"], kind="vm.create")
+    shares = queries_per_step(operation.id)
+    assert list(shares) == ["place", "disks", "boot", "finish"]
+    over = {step: len(statements) for step, statements in shares.items() if len(statements) > STEP_CEILINGS[step]}
+    assert not over, "\n\n".join(f"{step} ({len(shares[step])} > {STEP_CEILINGS[step]}):\n" + "\n".join(shares[step])
+                                 for step in over)
+    vm = VM.objects.get(uuid=response.json()["uuid"])
+    assert (vm.status, vm.host_id) == ("running", recording_host.id)
