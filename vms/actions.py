@@ -14,7 +14,7 @@ from accounts.errors import Conflict, Unprocessable
 from accounts.models import Project
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.choices import HostLiveness
-from agents.models import Host
+from agents.models import Host, Operation
 from agents.operations import active_operation, cancel, start_operation
 from images.actions import do_set_root_image
 from images.choices import DiskRole, ImageStatus, StorageBackend
@@ -192,8 +192,10 @@ def _locked(vm: VM) -> VM:
     return VM.objects.select_for_update().select_related("project").get(pk=vm.pk)
 
 
-def _refuse_if_busy(vm: VM) -> None:
-    operation = active_operation(vm.uuid)
+def _refuse_if_busy(vm: VM, operation: Operation | None = ...) -> None:
+    """operation: the VM's active one if the caller has just read it (under the VM's lock)."""
+    if operation is ...:
+        operation = active_operation(vm.uuid)
     if operation is not None:
         raise Conflict(
             f"{vm.name} is busy: {operation.kind} is {operation.get_state_display().lower()} "
@@ -206,9 +208,13 @@ def _cancel_waiting(vm: VM, reason: str) -> bool:
     there was one. Safe against a worker placing it right now: cancel() takes the lease away, so
     that worker's next write is void, and placement refuses a VM that no longer wants to run."""
     operation = active_operation(vm.uuid)
-    if operation is not None and operation.kind in CAPACITY_KINDS and vm.host_id is None:
+    if _waits_for_a_host(vm, operation):
         return cancel(operation, reason)
     return False
+
+
+def _waits_for_a_host(vm: VM, operation: Operation | None) -> bool:
+    return operation is not None and operation.kind in CAPACITY_KINDS and vm.host_id is None
 
 
 @transaction.atomic
@@ -298,13 +304,17 @@ def do_rebuild_vm(actor, vm: VM, image):
 def do_delete_vm(actor, vm: VM):
     """Delete a VM: stop it, free its disks, addresses and host. A VM that never got a host is
     gone at once; otherwise a vm.delete operation does the host's part (returned)."""
-    vm = _locked(vm)
+    # _locked(), and its host read in the same query (not locked: placements lock host rows)
+    vm = VM.objects.select_for_update(of=("self", "project")).select_related("project", "host").get(pk=vm.pk)
     if vm.status == VMStatus.DELETED:
         return None
-    _cancel_waiting(vm, "The VM was deleted before it got a host.")
+    operation = active_operation(vm.uuid)  # read once: the waiting one to cancel, or the one it is busy with
+    if _waits_for_a_host(vm, operation):
+        # Cancelled: nothing runs. Not cancelled: it ended meanwhile, so look again (rare).
+        operation = None if cancel(operation, "The VM was deleted before it got a host.") else ...
     if _host_is_down(vm):
         return _delete_vm_of_a_down_host(actor, vm)
-    _refuse_if_busy(vm)
+    _refuse_if_busy(vm, operation)
     audit.record(actor, "vm.delete", project=vm.project, target=vm, name=vm.name)
     signals.vm_deleted.send(sender=VM, vm=vm)
     if vm.host_id is None:
