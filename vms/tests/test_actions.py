@@ -146,15 +146,15 @@ def test_spread_or_pack(settings, alice, alice_project, strategy, expected):
     assert scheduler.place(create(alice, alice_project, "new")).name == expected
 
 
-def test_concurrent_placement_never_overbooks(transactional_db, alice, alice_project):
-    do_set_quota(None, alice_project, quota_vms=40, quota_cores=40, quota_memory_mib=40 * 512,
-                 quota_disk_mib=40 * 1024)
-    hosts = [make_host("hv1", cores=5), make_host("hv2", cores=5)]
-    vms = [create(alice, alice_project, f"vm-{index}") for index in range(40)]
+def place_from_threads(vms, count: int = 8) -> tuple[list[int], list[str]]:
+    """scheduler.place() on every VM from `count` threads started together, each working through its
+    share: (the VMs that got a host, the placers' exceptions)."""
     placed, failures = [], []
+    barrier = threading.Barrier(count)
 
     def place_some(chunk):
         try:
+            barrier.wait()
             for vm in chunk:
                 if scheduler.place(vm) is not None:
                     placed.append(vm.pk)
@@ -163,11 +163,20 @@ def test_concurrent_placement_never_overbooks(transactional_db, alice, alice_pro
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=place_some, args=(vms[index::8],)) for index in range(8)]
+    threads = [threading.Thread(target=place_some, args=(vms[index::count],)) for index in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return placed, failures
+
+
+def test_concurrent_placement_never_overbooks(transactional_db, alice, alice_project):
+    do_set_quota(None, alice_project, quota_vms=40, quota_cores=40, quota_memory_mib=40 * 512,
+                 quota_disk_mib=40 * 1024)
+    hosts = [make_host("hv1", cores=5), make_host("hv2", cores=5)]
+    vms = [create(alice, alice_project, f"vm-{index}") for index in range(40)]
+    placed, failures = place_from_threads(vms)
     assert failures == []
     assert len(placed) == 10
     for host in hosts:

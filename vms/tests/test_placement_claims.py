@@ -1,17 +1,13 @@
 """One placer places every VM waiting for its place step (claims), oldest first, and concurrent
 placers never give the same room away twice (PostgreSQL, real threads)."""
 
-import threading
-
-from django.db import connections
-
 from accounts.actions import do_set_quota
 from agents.choices import OperationState
 from agents.models import Host, Operation
 from vms import scheduler
 from vms.actions import do_delete_vm
 from vms.models import VM
-from vms.tests.test_actions import create, make_host
+from vms.tests.test_actions import create, make_host, place_from_threads
 
 
 def free_cores(host) -> int:
@@ -73,24 +69,7 @@ def test_concurrent_placers_never_overcommit_with_claims(transactional_db, alice
                  quota_disk_mib=60 * 1024)
     hosts = [make_host(f"hv{index}", cores=4) for index in range(3)]
     vms = [create(alice, alice_project, f"vm-{index}") for index in range(60)]
-    barrier = threading.Barrier(8)
-    failures = []
-
-    def place_some(chunk):
-        try:
-            barrier.wait()
-            for vm in chunk:
-                scheduler.place(vm)
-        except Exception as error:  # a deadlock between placers must fail the test, not end a thread quietly
-            failures.append(repr(error))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=place_some, args=(vms[index::8],)) for index in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, failures = place_from_threads(vms)
     assert failures == []
     assert [free_cores(host) for host in hosts] == [0, 0, 0]
     placed = {vm.uuid: vm.host_id for vm in VM.objects.exclude(host=None)}
