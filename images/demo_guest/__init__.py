@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .build import build_or_load
 
-DIRECT_BOOT_CMDLINE = "console=ttyS0 panic=-1 quiet"
+DIRECT_BOOT_CMDLINE = "console=ttyS0 no_timer_check panic=-1 quiet"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ GUEST_MODULES = (
     "isofs",  # an iso9660 config drive
 )
 
-DEFAULT_DISK_CMDLINE = "console=tty0 console=ttyS0 panic=-1 quiet"
+DEFAULT_DISK_CMDLINE = "console=tty0 console=ttyS0 no_timer_check panic=-1 quiet"
 APT_AS_ROOT = ["-o", "APT::Sandbox::User=root"]  # else apt warns that _apt cannot write here
 
 
