@@ -112,6 +112,8 @@ class HostWatcher:
         self.fencing: dict[int, dict] = {}
         # Hosts that answered since this watcher started: only these can be heard back from a failure.
         self.answered: set[int] = set()
+        # Alive hosts this watcher has not finished its first call to: their silence waits for it.
+        self.first_call_pending: set[int] = set()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -151,6 +153,8 @@ class HostWatcher:
                 return
             # A host added while the watcher runs (or alive when it starts) is silent from now on.
             self.last_ok[host.id] = self.clock()
+            if host.liveness == HostLiveness.ALIVE:
+                self.first_call_pending.add(host.id)
         if host.liveness == HostLiveness.ALIVE:
             return
         # The latest moment it can have answered: one heartbeat write (every HEARTBEAT_WRITE_S) after
@@ -210,6 +214,7 @@ class HostWatcher:
                 else:
                     answered = True
                     self._answered(host, answer)
+                self.first_call_ended(host_id)
                 self.stop.wait(max(0.0, interval - (self.clock() - started)))
         finally:
             connection.close()
@@ -252,8 +257,17 @@ class HostWatcher:
 
     # --- decisions (main thread only) ----------------------------------------------------------
 
+    def first_call_ended(self, host_id: int) -> None:
+        with self.lock:
+            self.first_call_pending.discard(host_id)
+
     def silence(self, host: Host) -> float:
         with self.lock:
+            if host.id in self.first_call_pending:
+                # The first call opens SSH and may start a `serve` process: seconds on a loaded host,
+                # which would call every host suspect (and raise the mass-failure alarm) at each
+                # watcher start. A host silent since then is timed from the start once that call ends.
+                return 0.0
             return self.clock() - self.last_ok.get(host.id, self.started)
 
     def evaluate(self, hosts: list[Host]) -> None:

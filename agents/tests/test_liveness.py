@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from agents.choices import HostLiveness, HostTransport
 from agents.liveness import POWER_STARTED, HostWatcher, fence_log_entry
-from agents.models import Host
+from agents.models import Alarm, Host
 
 
 class Clock:
@@ -78,3 +78,22 @@ def test_a_restarted_watcher_never_runs_a_power_fence_twice(db, settings, tmp_pa
     again = restarted_watcher(Clock(), *Host.objects.filter(pk=fresh.pk))  # fenced: nothing left to do
     evaluate(again, fresh)
     assert runs.read_text() == "off\n"
+
+
+def test_a_starting_watcher_calls_no_host_suspect_before_its_first_call_ends(db, settings):
+    settings.UNCLOUD_HEARTBEAT_SUSPECT_AFTER_MS = 3000
+    hosts = [Host.objects.create(name=f"hv{index}", transport=HostTransport.LOCAL, liveness=HostLiveness.ALIVE)
+             for index in range(2)]
+    clock = Clock()
+    watcher = restarted_watcher(clock, *hosts)
+    clock.now += 6  # the first calls are slow (SSH, a new serve process on a loaded host)
+    watcher.evaluate(list(Host.objects.all()))
+    assert set(Host.objects.values_list("liveness", flat=True)) == {HostLiveness.ALIVE}
+    assert not Alarm.objects.exists()  # no mass failure either
+
+    watcher.first_call_ended(hosts[0].id)  # missed: silent since the watcher started
+    watcher._answered(hosts[1], {"guests": {}})
+    watcher.first_call_ended(hosts[1].id)
+    watcher.evaluate(list(Host.objects.all()))
+    assert Host.objects.get(pk=hosts[0].pk).liveness != HostLiveness.ALIVE
+    assert Host.objects.get(pk=hosts[1].pk).liveness == HostLiveness.ALIVE
