@@ -16,6 +16,7 @@ this process spent on it (Python's share, less blurred by the machine's load tha
 The baseline, in the same process: the same walk through VMSerializer over model instances (the
 read path before vms/api/listing.py: keys-first pages, select_related and to_attr prefetches).
 A page's queries: 2 (the token, the page), 3 when the token's last_used is written (once a minute).
+Then the disks and operations lists (as many as VMs), keys-first pages beside DRF's LimitOffset.
 Goal (issue #21): p95 per page <= 50 ms, the same number of queries on every page.
 """
 
