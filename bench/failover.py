@@ -116,6 +116,7 @@ def run(lab, cluster, args, start_watcher) -> int:
              "VMs running before the fault")
         do_enable_host(None, survivor)
         lab_host = next(each for each in lab.hosts if each.name == victim.name)
+        steps_before = evacuation_steps()
         started = time.monotonic()
         (kill_host if args.mode == "kill" else cut_from_control_plane)(lab_host)
         failed_states = (HostLiveness.DEAD, HostLiveness.PARTITIONED, HostLiveness.FENCED)
@@ -131,6 +132,7 @@ def run(lab, cluster, args, start_watcher) -> int:
         lost = sum(1 for vm in vms if len(qemu_pids(vm)) == 0)
         print(f"{args.mode} {size} VM(s), trial {trial + 1}: detection {detected:.1f} s, fence {fenced:.1f} s, "
               f"all running elsewhere {running:.1f} s", flush=True)
+        print_breakdown(pks, steps_before)
         revived = timezone.now()
         (revive_host if args.mode == "kill" else heal)(lab_host)
         # It answers again; a Ceph blocklist keeps it fenced until staff return it (as here).
@@ -142,6 +144,35 @@ def run(lab, cluster, args, start_watcher) -> int:
             do_delete_vm(user, VM.objects.get(pk=vm.pk))
         wait(lambda: VM.objects.filter(pk__in=pks, status="deleted").count() == size, 300, "VMs deleted")
         return (detected, fenced, running), twice, lost
+
+    def evacuation_steps():
+        from observability.models import StepDuration
+        totals = {}
+        for step, count, seconds in StepDuration.objects.filter(kind="vm.evacuate").values_list(
+                "step", "count", "seconds"):
+            totals[step] = (totals.get(step, (0, 0.0))[0] + count, totals.get(step, (0, 0.0))[1] + seconds)
+        return totals
+
+    def print_breakdown(pks, before):
+        """Where the restarts' time went: each step's mean, and how long the evacuations took end
+        to end (created at the fence; the rest of their time is waiting for a worker or a slot)."""
+        from agents.models import Operation
+        after = evacuation_steps()
+        means = []
+        for step, (count, seconds) in after.items():
+            count, seconds = count - before.get(step, (0, 0.0))[0], seconds - before.get(step, (0, 0.0))[1]
+            if count:
+                means.append(f"{step} {seconds / count:.2f} s (x{count})")
+        uuids = VM.objects.filter(pk__in=pks).values_list("uuid", flat=True)
+        spans = [(op.created, op.started, op.finished) for op in Operation.objects.filter(
+            kind="vm.evacuate", target_uuid__in=uuids, finished__isnull=False)]
+        if spans:
+            first = min(created for created, _, _ in spans)
+            took = sorted((finished - created).total_seconds() for created, _, finished in spans)
+            last = max(finished for _, _, finished in spans)
+            print(f"  evacuations: {len(spans)}, each {took[0]:.1f}-{took[-1]:.1f} s from its creation, all done "
+                  f"{(last - first).total_seconds():.1f} s after the first was created; step means: "
+                  f"{', '.join(means)}", flush=True)
 
     rows, twice, lost = [], 0, 0
     for size in [int(value) for value in args.vms.split(",")]:

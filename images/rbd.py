@@ -30,11 +30,20 @@ def disk_name(disk: Disk) -> str:
 def ensure_disk(agent: HostAgent, disk: Disk) -> dict:
     spec = {**pool_spec(), "disk": disk_name(disk), "size_mib": disk.size_mib}
     if disk.role == DiskRole.ROOT and disk.image is not None:
-        ensure_base_image(agent, disk.image)  # the verified local copy is what gets imported
-        agent.call("rbd-image-ensure", {**pool_spec(), "image": base_name(disk.image),
-                                        "sha256": disk.image.checksum_sha256}, timeout=IMPORT_TIMEOUT_S)
         spec["base"] = base_name(disk.image)
-    answer = agent.call("rbd-disk-ensure", spec)
+        try:
+            # The disk (a VM restarted elsewhere, a start) or its base (a create) is in the pool
+            # already: one call, and the host needs no local copy of the image.
+            answer = agent.call("rbd-disk-ensure", spec)
+        except HostError as error:
+            if error.code != "not_found":
+                raise
+            ensure_base_image(agent, disk.image)  # the verified local copy is what gets imported
+            agent.call("rbd-image-ensure", {**pool_spec(), "image": base_name(disk.image),
+                                            "sha256": disk.image.checksum_sha256}, timeout=IMPORT_TIMEOUT_S)
+            answer = agent.call("rbd-disk-ensure", spec)
+    else:
+        answer = agent.call("rbd-disk-ensure", spec)
     Disk.objects.filter(pk=disk.pk).update(
         location=f"{settings.UNCLOUD_RBD_POOL}/{disk_name(disk)}",
         status=DiskStatus.IN_USE if disk.vm_id else DiskStatus.AVAILABLE,

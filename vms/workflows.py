@@ -14,6 +14,7 @@ in "error" with the reason, so no VM stays "building".
 """
 
 import time
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -338,25 +339,67 @@ def evacuated(operation):
 
 
 STORAGE_RELEASE_WAIT_S = 15
+STORAGE_RELEASED = "storage released"  # a fence log entry: these disks had no watcher left
+SWEEP_MAX_IMAGES = 16  # what one rbd-watchers call takes
+
+
+def rbd_disk_names(vm_filter) -> list[str]:
+    from images import rbd
+    from images.choices import StorageBackend
+
+    return [rbd.disk_name(disk) for disk in Disk.objects.filter(storage=StorageBackend.RBD, **vm_filter)
+            .order_by("id")]
+
+
+def released_at_fence(failed_host) -> set[str]:
+    """Disks of the failed host's VMs seen without a watcher since it was fenced. A fenced host's copy
+    cannot open them again (blocklisted, or killed by its guard and refused by generation), so
+    one look serves every VM that restarts after this fence."""
+    if failed_host is None or failed_host.fenced_at is None:
+        return set()
+    released = set()
+    for entry in failed_host.fence_log:
+        if entry.get("step") == STORAGE_RELEASED and datetime.fromisoformat(entry["at"]) >= failed_host.fenced_at:
+            released.update(entry.get("images", []))
+    return released
 
 
 def step_storage_released(operation):
     """No qemu anywhere may hold the VM's Ceph disks before it starts here: the failed host's watch
     goes once the OSDs apply its blocklist (a moment after the monitors listed it), or after the
-    OSDs' watch timeout (30 s) for a host fenced otherwise."""
+    OSDs' watch timeout (30 s) for a host fenced otherwise. The first evacuation of a fence looks
+    at the disks of every VM restarting after it at once and writes what it saw in the failed
+    host's fence log; the others find their disks there and need no host call."""
+    from agents.liveness import append_fence_log, fence_log_entry
+    from agents.models import Host
     from images import rbd
-    from images.choices import StorageBackend
 
     vm = placed_vm(operation)
-    names = [rbd.disk_name(disk) for disk in Disk.objects.filter(vm=vm, storage=StorageBackend.RBD)]
+    names = rbd_disk_names({"vm": vm})
     if not names:
         return {}
+    failed_host = Host.objects.filter(pk__in=operation.payload.get("avoid_hosts", [])[:1]).first()
+    if set(names) <= released_at_fence(failed_host):
+        return {"storage_released": "seen in the failed host's fence log"}
+    sweep = list(names)
+    if failed_host is not None and failed_host.fenced_at is not None:
+        siblings = Operation.objects.filter(
+            kind="vm.evacuate", payload__from_host=failed_host.name, created__gte=failed_host.fenced_at,
+        ).exclude(state__in=[OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED])
+        others = rbd_disk_names({"vm__uuid__in": siblings.values_list("target_uuid", flat=True)})
+        sweep += [name for name in others if name not in names][:SWEEP_MAX_IMAGES - len(names)]
     deadline = time.monotonic() + STORAGE_RELEASE_WAIT_S
     while True:
-        answer = call_host(vm.host, "rbd-watchers", {**rbd.pool_spec(), "images": names}, timeout=30)
+        answer = call_host(vm.host, "rbd-watchers", {**rbd.pool_spec(), "images": sweep}, timeout=30)
         held = {name: watchers for name, watchers in answer["watchers"].items() if watchers}
-        if not held:
-            return {"storage_released_after_s": round(STORAGE_RELEASE_WAIT_S - (deadline - time.monotonic()), 2)}
+        if not held.keys() & set(names):
+            waited_s = round(STORAGE_RELEASE_WAIT_S - (deadline - time.monotonic()), 2)
+            if failed_host is not None:
+                free = sorted(set(sweep) - held.keys())
+                append_fence_log(failed_host, fence_log_entry(
+                    STORAGE_RELEASED, True, f"no watcher left on {len(free)} disk(s) of its VMs "
+                    f"(rbd status from {vm.host.name})", images=free))
+            return {"storage_released_after_s": waited_s}
         if time.monotonic() > deadline:
             raise TransientStepError(f"Its disks are still open elsewhere: {held}")
         time.sleep(0.25)

@@ -4,8 +4,10 @@ generations, and no restart loop on a host where starts keep failing. (tests/...
 runs the same with the heartbeat watcher, a worker and real hosts.)"""
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from accounts.errors import Conflict, Unprocessable
 from accounts.models import AuditEntry
@@ -216,3 +218,34 @@ def test_failover_priority_is_checked_and_audited(alice, alice_project, staff):
     vm.refresh_from_db()
     assert vm.failover_priority == FailoverPriority.HIGH
     assert AuditEntry.objects.filter(action="vm.failover_priority", target_uuid=vm.uuid).exists()
+
+
+def test_one_look_at_a_fenced_host_s_disks_serves_every_evacuation_after_that_fence(alice, alice_project):
+    """The first evacuation of a fence writes which disks had no watcher left in the failed host's
+    fence log (step_storage_released); the others start without asking a host again. An entry of
+    an earlier fence of the same host counts for nothing. The survivor here is a host the watcher
+    does not hear: any host call would be refused at once, so getting past the step proves none was made."""
+    from agents.liveness import fence_log_entry
+    from agents.models import Host
+    from images import rbd
+    from vms.workflows import STORAGE_RELEASED, step_storage_released
+
+    failed, survivor = make_host("hv-failed"), make_host("hv-survivor", liveness=HostLiveness.DEAD)
+    vms = [placed(create(alice, alice_project, name), failed, storage=StorageBackend.RBD) for name in ("a", "b")]
+    fenced_at = timezone.now()
+    Host.objects.filter(pk=failed.pk).update(liveness=HostLiveness.FENCED, fenced_at=fenced_at)
+    failover.host_fenced(failed)
+    evacuations = Operation.objects.filter(kind="vm.evacuate").order_by("id")
+    assert [operation.payload["avoid_hosts"] for operation in evacuations] == [[failed.id]] * 2
+    VM.objects.filter(pk__in=[vm.pk for vm in vms]).update(host=survivor)
+    disks = [rbd.disk_name(Disk.objects.get(vm=vm)) for vm in vms]
+
+    earlier = fence_log_entry(STORAGE_RELEASED, True, "an earlier fence", images=disks)
+    earlier["at"] = (fenced_at - timedelta(minutes=5)).isoformat()
+    Host.objects.filter(pk=failed.pk).update(fence_log=[earlier])
+    with pytest.raises(StepError):
+        step_storage_released(evacuations[1])
+
+    Host.objects.filter(pk=failed.pk).update(fence_log=[earlier, fence_log_entry(
+        STORAGE_RELEASED, True, "no watcher left", images=disks)])
+    assert step_storage_released(evacuations[1]) == {"storage_released": "seen in the failed host's fence log"}

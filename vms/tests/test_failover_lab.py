@@ -286,6 +286,9 @@ def test_a_killed_host_s_ceph_vm_runs_on_another_host_exactly_once(lab, lab_ceph
             fence_log = Host.objects.get(pk=victim.pk).fence_log
             storage = [entry for entry in fence_log if entry["step"] == "storage"]
             assert storage and storage[-1]["ok"], fence_log
+            # The evacuation saw the disk without a watcher before it started the VM, and said so.
+            released = [entry for entry in fence_log if entry["step"] == "storage released"]
+            assert released and f"disk-{root.uuid}" in released[-1]["images"], fence_log
             assert victim.underlay_address in cluster.ceph("osd", "blocklist", "ls")
         finally:
             watchers.finish()

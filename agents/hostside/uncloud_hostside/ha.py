@@ -13,6 +13,7 @@ answer but none of them hears the control plane either, the control plane is wha
 guests keep running (a switch or control-plane outage must not take every VM down).
 """
 
+import concurrent.futures
 import contextlib
 import fcntl
 import ipaddress
@@ -436,10 +437,15 @@ def verb_rbd_watchers(spec):
     check_fields(spec, ["state_dir", "pool", "images", "ceph_conf"], ["user"])
     state_dir = check_state_dir(spec["state_dir"])
     require_binaries("rbd")
+    targets = [parse_rbd_target({**spec, "image": image}, state_dir, "image")
+               for image in check_list(spec["images"], "images", 16)]
+    # At once, not one after another: a failed host's VMs are checked together (one `rbd status`
+    # per image is all Ceph offers), and each command spends most of its time connecting.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        answers = list(pool.map(lambda target: rbd_command(target, "status", "--format", "json",
+                                                           rbd_spec_of(target)), targets))
     watchers = {}
-    for image in check_list(spec["images"], "images", 16):
-        target = parse_rbd_target({**spec, "image": image}, state_dir, "image")
-        completed = rbd_command(target, "status", "--format", "json", rbd_spec_of(target))
+    for target, completed in zip(targets, answers, strict=True):
         status, _ = json.JSONDecoder().raw_decode(completed.stdout.strip() or "{}")
         watchers[target["name"]] = [entry.get("address", "") for entry in status.get("watchers", [])]
     return {"watchers": watchers}
