@@ -38,3 +38,30 @@ def test_the_purge_removes_the_directory_when_a_file_appeared_meanwhile(tmp_path
     monkeypatch.setattr(vm.shutil, "rmtree", rmtree_racing_a_heartbeat)
     vm.remove_vm_directory(str(directory))
     assert len(tries) == 2 and not directory.exists()
+
+
+def _remember_generations(state_dir, first, count, failures):
+    try:
+        for generation in range(first, first + count):
+            ha.remember_generation(state_dir, VM_UUID, generation)
+    except Exception as error:  # reported to the parent: the race shows as FileNotFoundError
+        failures.put(repr(error))
+
+
+def test_vm_up_and_the_heartbeat_record_a_generation_at_the_same_time(tmp_path):
+    """vm-up (refuse_stale_start) and the heartbeat (kill_stale_generations) are separate processes
+    that both write the generation file: bench/failover.py saw a vm-up fail with FileNotFoundError
+    when the other process had renamed the shared temporary file first."""
+    import multiprocessing
+
+    os.makedirs(vm_dir(str(tmp_path), VM_UUID))
+    failures = multiprocessing.Queue()
+    writers = [multiprocessing.Process(target=_remember_generations, args=(str(tmp_path), first, 400, failures))
+               for first in (1, 2, 3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    errors = [failures.get() for _ in range(failures.qsize())]
+    assert errors == []
+    assert ha.known_generation(str(tmp_path), VM_UUID) == 402

@@ -257,9 +257,15 @@ def known_generation(state_dir, vm_uuid):
 
 
 def remember_generation(state_dir, vm_uuid, generation):
-    known = known_generation(state_dir, vm_uuid)
-    if known is None or generation > known:
-        write_file_atomically(generation_path(state_dir, vm_uuid), f"{generation}\n")
+    """vm-up and the heartbeat (separate processes) both record what they were told: under one lock,
+    so neither renames the other's temporary file away (a vm-up failed so in bench/failover.py)
+    nor writes back an older generation than the other just wrote."""
+    paths = ha_paths(state_dir)
+    ensure_directory(paths["dir"])
+    with file_lock(paths["generations_lock"], "another call holds the generations' lock"):
+        known = known_generation(state_dir, vm_uuid)
+        if known is None or generation > known:
+            write_file_atomically(generation_path(state_dir, vm_uuid), f"{generation}\n")
 
 
 def refuse_stale_start(state_dir, vm_uuid, generation):

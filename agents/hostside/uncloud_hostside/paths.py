@@ -163,6 +163,8 @@ def ha_paths(state_dir):
             "fenced": os.path.join(directory, "fenced.json"),
             # The newest step of each target that called this host (refuse_stale_holder).
             "holders": os.path.join(directory, "holders"),
+            # Held while a VM's start generation is read and written (remember_generation).
+            "generations_lock": os.path.join(directory, "generations.lock"),
             "log": os.path.join(directory, "guard.log")}
 
 
