@@ -13,6 +13,15 @@ QUEUED_RETRY_S: the queued operation was also enqueued with that countdown.
 The bound is counted from the Operation rows (those with a live lease on the host), under a row lock
 of the host, so it holds across worker processes and machines, on PostgreSQL and SQLite, whatever
 the broker. Keep it below the worker pool's size (README): the rest of the pool is for other hosts.
+
+Evacuations (vm.evacuate, a failed host's VMs restarting elsewhere) count like any other work on
+their new host; they are not exempt. That is when the bound matters most: while a host fails, the
+other hosts' creates and starts and the evacuations to the other survivors need workers too, and
+the scheduler spreads a failed host's VMs over the survivors, so restarts run two per survivor at
+once. On one survivor more at once would mostly queue on that host itself: an evacuation's time is
+the survivor's own work (bench/failover.py's step means, 2026-12-05: boot, i.e. net-up + vm-up,
+1.6-2.9 s of the 3-5 s per VM under load; placement, disks and the watcher check under 1 s each). A
+fleet with a large worker pool may raise UNCLOUD_HOST_WORKER_SLOTS for every host.
 """
 
 from datetime import timedelta
