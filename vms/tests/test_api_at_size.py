@@ -67,6 +67,20 @@ def test_the_same_count_through_every_page(api, many_vms):
     assert len(set(counts)) == 1, counts
 
 
+@pytest.mark.parametrize("collection", ["disks", "operations"])
+def test_disks_and_operations_cost_the_same_on_every_page(api, many_vms, collection):
+    """They page keys first (accounts/api/pagination.py): every page the same queries, none skipped."""
+    api["alice"].get(f"/api/v1/{collection}/?limit=1")
+    path, counts, seen = f"/api/v1/{collection}/?limit=3", [], []
+    while path:
+        count, body = queries_for(api["alice"], path)
+        counts.append(count)
+        seen += [row["uuid"] for row in body["results"]]
+        path = body["next"]
+    assert len(seen) == len(set(seen)) == body["count"] >= 8
+    assert len(set(counts)) == 1, counts
+
+
 def test_a_stranger_lists_nothing_at_the_same_cost(api, many_vms):
     for who in ("alice", "charlie"):
         api[who].get("/api/v1/vms/?limit=1")  # each token's first use is written down: not a page's cost
