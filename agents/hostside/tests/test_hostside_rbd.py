@@ -33,19 +33,24 @@ class CephHost:
     def run(self, argv, input=None, timeout=60.0, check=True):
         return self.cluster.run(argv, input=input, timeout=timeout, check=check)
 
-
-def test_rbd_import_clone_boot_snapshot_extend_delete(ceph_cluster):  # noqa: F811
-    host = CephHost(ceph_cluster)
-    conf = str(ceph_cluster.conf)
+def base_on_host(host) -> tuple[str, str]:
+    """The demo guest as a verified base file on the host (image-ensure, as the control plane ships
+    it): (its sha256, the pool image name the control plane gives it)."""
     guest = demo_guest.build_demo_guest()
     sha = hashlib.sha256(Path(guest.disk_qcow2).read_bytes()).hexdigest()
     size = Path(guest.disk_qcow2).stat().st_size
     token = secrets.token_hex(8)
-    upload = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["upload_path"]
-    shutil.copyfile(guest.disk_qcow2, upload)
-    assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
+    shipped = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)
+    if not shipped["present"]:  # the session's cluster host may have it from another test
+        shutil.copyfile(guest.disk_qcow2, shipped["upload_path"])
+        assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
+    return sha, f"img-{sha[:24]}"
 
-    base_name = f"img-{sha[:24]}"
+
+def test_rbd_import_clone_boot_snapshot_extend_delete(ceph_cluster):  # noqa: F811
+    host = CephHost(ceph_cluster)
+    conf = str(ceph_cluster.conf)
+    sha, base_name = base_on_host(host)
     pool = {"pool": POOL, "ceph_conf": conf}
     imported = ok(host, "rbd-image-ensure", image=base_name, sha256=sha, **pool)
     assert imported["changes"] == [f"imported {POOL}/{base_name}"]
@@ -130,15 +135,7 @@ def test_concurrent_first_imports_of_one_base_image_import_it_once(ceph_cluster)
     image as soon as its call returns: a half-made image (no protected `base` yet) fails the clone."""
     host = CephHost(ceph_cluster)
     conf = str(ceph_cluster.conf)
-    guest = demo_guest.build_demo_guest()
-    sha = hashlib.sha256(Path(guest.disk_qcow2).read_bytes()).hexdigest()
-    size = Path(guest.disk_qcow2).stat().st_size
-    token = secrets.token_hex(8)
-    shipped = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)
-    if not shipped["present"]:  # the session's cluster host may have it from another test
-        shutil.copyfile(guest.disk_qcow2, shipped["upload_path"])
-        assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
-    base_name = f"img-{sha[:24]}"
+    sha, base_name = base_on_host(host)
     pool = {"pool": POOL, "ceph_conf": conf}
     callers = 4
 
@@ -172,15 +169,7 @@ def test_an_import_left_by_a_dead_importer_is_taken_over(ceph_cluster):  # noqa:
     temporary image: after IMPORT_LOCK_STALE_S the next caller takes over and imports."""
     host = CephHost(ceph_cluster)
     pool = {"pool": POOL, "ceph_conf": str(ceph_cluster.conf)}
-    guest = demo_guest.build_demo_guest()
-    sha = hashlib.sha256(Path(guest.disk_qcow2).read_bytes()).hexdigest()
-    size = Path(guest.disk_qcow2).stat().st_size
-    token = secrets.token_hex(8)
-    shipped = ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)
-    if not shipped["present"]:
-        shutil.copyfile(guest.disk_qcow2, shipped["upload_path"])
-        assert ok(host, "image-ensure", sha256=sha, size_bytes=size, upload_token=token)["present"]
-    base_name = f"img-{sha[:24]}"
+    sha, base_name = base_on_host(host)
     ceph_cluster.rbd("create", "--size", "1M", f"{POOL}/{base_name}.import-lock")
     ceph_cluster.rbd("create", "--size", "1M", f"{POOL}/{base_name}.importing-deadbeef")
     try:
