@@ -389,9 +389,12 @@ def step_storage_released(operation):
         others = rbd_disk_names({"vm__uuid__in": siblings.values_list("target_uuid", flat=True)})
         sweep += [name for name in others if name not in names][:SWEEP_MAX_IMAGES - len(names)]
     deadline = time.monotonic() + STORAGE_RELEASE_WAIT_S
+    first_held = None
     while True:
         answer = call_host(vm.host, "rbd-watchers", {**rbd.pool_spec(), "images": sweep}, timeout=30)
         held = {name: watchers for name, watchers in answer["watchers"].items() if watchers}
+        if first_held is None:
+            first_held = {name: watchers for name, watchers in held.items() if name in names}
         if not held.keys() & set(names):
             waited_s = round(STORAGE_RELEASE_WAIT_S - (deadline - time.monotonic()), 2)
             if failed_host is not None:
@@ -399,7 +402,8 @@ def step_storage_released(operation):
                 append_fence_log(failed_host, fence_log_entry(
                     STORAGE_RELEASED, True, f"no watcher left on {len(free)} disk(s) of its VMs "
                     f"(rbd status from {vm.host.name})", images=free))
-            return {"storage_released_after_s": waited_s}
+            # Whose watch it waited for (staff, and the next look at a slow failover).
+            return {"storage_released_after_s": waited_s, **({"waited_for": first_held} if first_held else {})}
         if time.monotonic() > deadline:
             raise TransientStepError(f"Its disks are still open elsewhere: {held}")
         time.sleep(0.25)
