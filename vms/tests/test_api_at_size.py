@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from accounts.models import Project
 from vms.actions import do_create_vm
 from vms.models import VM
 from vms.tests.test_api import ED25519
@@ -131,9 +132,8 @@ def vms_of_every_kind(alice, alice_project, bob, many_vms):
     VM.objects.filter(pk=broken.pk).update(status="error", status_message='qemu-img: "disk" full \u2013 ünïcode')
     bare = VM.objects.create(project=alice_project, name="bare", cores=1, memory_mib=512)
     VM.objects.filter(pk=bare.pk).update(created=bare.created.replace(microsecond=0))  # isoformat drops .000000
-    from conftest import alice_project_of
-
-    do_create_vm(bob, alice_project_of(bob), name="bobs", cores=1, memory_mib=512, disk_mib=1024)
+    # bob's own project (he is also a member of alice's): his VM must not be listed in hers.
+    do_create_vm(bob, Project.objects.get(owner=bob), name="bobs", cores=1, memory_mib=512, disk_mib=1024)
     return VM.objects.filter(project=alice_project)
 
 
