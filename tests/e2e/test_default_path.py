@@ -248,6 +248,14 @@ def test_a_newcomer_boots_a_vm_with_bin_run_and_the_readme(machine):
     # auto picked what works on this machine (here TCG: its KVM dies with 'failed to set MSR').
     assert any(part.startswith(b"q35,accel=") for part in cmdline)
 
+    # `--down` (or a second bin/run) beside the running one is refused: its control plane would start
+    # the guests again at once, and two of them would do every step twice.
+    for arguments in (("--down",), ()):
+        beside = machine.bin_run(*arguments, wait=True)
+        said = beside.stdout + beside.stderr
+        assert beside.returncode == 1 and "bin/run is" in said and "running" in said, said
+    assert Path(f"/proc/{qemu_pid}").exists()
+
     # SIGTERM to bin/run's whole process group, as a service manager or `kill -TERM -PGID` sends it (this
     # once left the Celery worker hanging for ever; Ctrl-C is SIGINT to the same group). The guest stays.
     os.killpg(bin_run.pid, signal.SIGTERM)
