@@ -23,6 +23,7 @@ customer sees (a cause in plain words), `error_detail` what staff need (host, pa
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,13 +138,21 @@ def start_operation(kind: str, *, project=None, target=None, host=None, payload=
 ADVANCE_TASK = "agents.advance_operation"
 
 
+_TASK_IMPORT_LOCK = threading.Lock()
+
+
 def enqueue(operation_id: int, countdown: float = 0) -> None:
     """Hand the operation to a worker. By task name: the engine does not import its own Celery task
     module (agents/tasks.py imports the engine). The task is looked up in the app's registry, so an
     eager app (CELERY_TASK_ALWAYS_EAGER) still runs it in place."""
     app = current_app
     if ADVANCE_TASK not in app.tasks:
-        app.loader.import_default_modules()  # the apps' tasks modules, found by autodiscovery
+        # One thread imports the apps' tasks modules (autodiscovery) while the others wait for it: a
+        # second thread that found the import begun but not done raised NotRegistered, and its
+        # operation waited for the resumer (40 creates from threads at once, the lifecycle lab test).
+        with _TASK_IMPORT_LOCK:
+            if ADVANCE_TASK not in app.tasks:
+                app.loader.import_default_modules()
     app.tasks[ADVANCE_TASK].apply_async((operation_id,), countdown=countdown)
 
 

@@ -28,3 +28,42 @@ def test_enqueue_runs_the_named_task(monkeypatch):
     finally:
         current_app.conf.task_always_eager = eager
     assert ran == [424242]  # advance_operation ran (eagerly) and asked for the operation
+
+
+FIRST_SENDS_AT_ONCE = """
+import os, threading
+import django
+django.setup()
+from agents import operations
+failures, start = [], threading.Barrier(20)
+def send(operation_id):
+    start.wait()
+    try:
+        operations.enqueue(operation_id)
+    except Exception as error:
+        failures.append(repr(error))
+threads = [threading.Thread(target=send, args=(index,)) for index in range(20)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(failures)
+"""
+
+
+def test_the_first_sends_from_many_threads_at_once_all_reach_the_broker():
+    """The task registry fills on the first send: threads that send at the same moment wait for it
+    (one of them once raised NotRegistered and its operation waited for the resumer). A fresh
+    process each time, since the registry is filled once per process; Celery's in-memory broker."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "uncloud_project.settings",
+                   "CELERY_BROKER_URL": "memory://"}
+    for _ in range(5):
+        done = subprocess.run([sys.executable, "-c", FIRST_SENDS_AT_ONCE], cwd=root, env=environment,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:]
