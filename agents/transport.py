@@ -365,7 +365,10 @@ class SSHTransport:
                     stdout += channel.recv(65536)
                 while channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(65536)
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                # sshd sends the exit status when the command exits, which can be before the last of
+                # its output (or a child's still holding stdout) has crossed: only EOF ends the output.
+                if (channel.exit_status_ready() and (channel.eof_received or channel.closed)
+                        and not channel.recv_ready() and not channel.recv_stderr_ready()):
                     break
                 if time.monotonic() > deadline:
                     raise TransportError(

@@ -42,6 +42,17 @@ def test_commands_run_inside_the_host_over_one_connection(lab):
         transport.close()
 
 
+def test_output_written_after_the_command_exits_is_not_lost(lab):
+    # The exit status can cross before the output does (CI once saw only the first line of
+    # `ip -o link`): a child that still holds stdout makes it certain.
+    transport = SSHTransport(connection_to(lab.hosts[0]))
+    try:
+        result = transport.run(["sh", "-c", "printf first; (sleep 0.5; printf ' last'; printf ' err' >&2) & exit 3"])
+    finally:
+        transport.close()
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "first last", " err")
+
+
 @pytest.mark.parametrize("transport_kind", ["ssh", "local"])
 def test_arguments_are_never_shell_syntax(lab, tmp_path, transport_kind):
     canary = tmp_path / "injected"
