@@ -74,4 +74,6 @@ def check_quota(project: Project, used: Usage, requested: Usage) -> None:
 
 
 def lock_project(project: Project) -> Project:
-    return Project.objects.select_for_update().get(pk=project.pk)
+    # FOR NO KEY UPDATE: creates and quota checks still take turns, but a row that merely names the
+    # project (an audit row, an operation) never waits for this lock (vms/scheduler.py's lock order).
+    return Project.objects.select_for_update(no_key=True).get(pk=project.pk)

@@ -79,12 +79,14 @@ def admitted(operation: Operation) -> bool:
         if name is None or busy < slots:
             operation.admitted_to_host = host_id
             return True
-        message = (f"Queued: host {name} is busy with {busy} other operation(s); this one starts as soon as "
-                   "one of them ends.")
-        Operation.objects.filter(pk=operation.pk, lease_owner=operation.lease_owner).update(
-            lease_owner=QUEUED, lease_until=timezone.now() + timedelta(seconds=QUEUED_RETRY_S),
-            attempts=Greatest(F("attempts") - 1, Value(0)), error=message,
-        )
+    # Queued after the host's lock is released: a host lock's holder waits for no operation row (the
+    # lock order, vms/scheduler.py). Meanwhile its live lease counts it busy: others wait, none squeezes in.
+    message = (f"Queued: host {name} is busy with {busy} other operation(s); this one starts as soon as "
+               "one of them ends.")
+    Operation.objects.filter(pk=operation.pk, lease_owner=operation.lease_owner).update(
+        lease_owner=QUEUED, lease_until=timezone.now() + timedelta(seconds=QUEUED_RETRY_S),
+        attempts=Greatest(F("attempts") - 1, Value(0)), error=message,
+    )
     return False
 
 

@@ -368,23 +368,32 @@ def _step_failed(operation: Operation, workflow: Workflow, error: StepError) -> 
     return "failed"
 
 
+class _LeaseLost(Exception):
+    """Another worker (or a cancel) took the operation while this one finished it: undo the hook."""
+
+
 def _finish(operation: Operation, state: str, error: str, workflow: Workflow | None = None, detail: str = "") -> None:
-    with transaction.atomic():
-        finished = timezone.now()
-        updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
-            state=state, error=error, error_detail=detail, finished=finished, lease_owner="", lease_until=None,
-            result=operation.result, steps_done=operation.steps_done,
-        )
-        if not updated:
-            return
-        operation.state = state
-        operation.error = error
-        _operation_ended(operation, state, finished)
-        hook = None
-        if workflow is not None:
-            hook = workflow.on_success if state == OperationState.SUCCEEDED else workflow.on_failure
-        if hook is not None:
-            hook(operation)
+    hook = None
+    if workflow is not None:
+        hook = workflow.on_success if state == OperationState.SUCCEEDED else workflow.on_failure
+    before = operation.state, operation.error
+    operation.state, operation.error = state, error
+    try:
+        with transaction.atomic():
+            finished = timezone.now()
+            # The hook first: it writes the target's row (a VM's status), and the lock order puts the
+            # target's row before its operation's (vms/scheduler.py), as every VM action takes them.
+            if hook is not None:
+                hook(operation)
+            updated = Operation.objects.filter(id=operation.id, lease_owner=operation.lease_owner).update(
+                state=state, error=error, error_detail=detail, finished=finished, lease_owner="", lease_until=None,
+                result=operation.result, steps_done=operation.steps_done,
+            )
+            if not updated:
+                raise _LeaseLost
+            _operation_ended(operation, state, finished)
+    except _LeaseLost:
+        operation.state, operation.error = before
 
 
 # Gates that say which parked operations of a kind can proceed now (register_wake_gate); a kind

@@ -112,7 +112,7 @@ def do_open_console_session(raw: str, vm_uuid: str, kind: str, *, client_address
     with transaction.atomic():
         # Both rows locked: two tickets of one user or one VM cannot both slip under a cap.
         user = get_user_model().objects.select_for_update().get(pk=ticket.user_id)
-        vm = VM.objects.select_for_update().select_related("project").get(pk=ticket.vm_id)
+        vm = VM.objects.select_for_update(no_key=True).select_related("project").get(pk=ticket.vm_id)
         _refuse_unless_allowed(user, vm, kind, ticket.token, ticket.session_key)
         now = timezone.now()
         session = ConsoleSession.objects.create(

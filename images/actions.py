@@ -107,7 +107,7 @@ def do_create_disk(actor, project, *, name: str, size_mib: int, storage: str = S
 
 def _lock_vm(vm):
     # VM before disk, the order the VM actions lock in (a delete locks the VM, then its disks).
-    return type(vm).objects.select_for_update(of=("self",)).select_related("host", "project").get(pk=vm.pk)
+    return type(vm).objects.select_for_update(no_key=True, of=("self",)).select_related("host", "project").get(pk=vm.pk)
 
 
 def _refuse_if_busy(disk: Disk, vm) -> None:

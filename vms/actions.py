@@ -1,12 +1,10 @@
 """State changes of VMs and SSH keys. Atomic, audited; host work is enqueued on commit."""
 
-import functools
 import hashlib
 import json
-import time
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -191,7 +189,8 @@ def do_set_failover_priority(actor, vm: VM, priority: int) -> VM:
 
 
 def _locked(vm: VM) -> VM:
-    return VM.objects.select_for_update().select_related("project").get(pk=vm.pk)
+    """The VM's row and its project's, locked in the lock order (vms/scheduler.py's doc)."""
+    return VM.objects.select_for_update(no_key=True).select_related("project").get(pk=vm.pk)
 
 
 def _refuse_if_busy(vm: VM, operation: Operation | None = ...) -> None:
@@ -302,35 +301,13 @@ def do_rebuild_vm(actor, vm: VM, image):
                            payload={"hard": True, "start": start, "image": str(image.uuid)})
 
 
-def retried_on_deadlock(action):
-    """Run a whole action again (up to 3 times) when PostgreSQL chose its transaction as a deadlock's
-    victim: a delete locks the VM, then its operation and, at commit, its host, while the placer
-    holds host and operation rows while it places (vms/scheduler.py). Only outside an outer
-    transaction, which a deadlock has aborted as well."""
-
-    @functools.wraps(action)
-    def run(*args, **kwargs):
-        for attempt in range(3):
-            try:
-                return action(*args, **kwargs)
-            except OperationalError as error:
-                cause = getattr(error, "__cause__", None)
-                if (attempt == 2 or connection.in_atomic_block
-                        or getattr(getattr(cause, "diag", None), "sqlstate", None) != "40P01"):
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    return run
-
-
-@retried_on_deadlock
 @transaction.atomic
 def do_delete_vm(actor, vm: VM):
     """Delete a VM: stop it, free its disks, addresses and host. A VM that never got a host is
     gone at once; otherwise a vm.delete operation does the host's part (returned)."""
     # _locked(), and its host read in the same query (not locked: placements lock host rows)
-    vm = VM.objects.select_for_update(of=("self", "project")).select_related("project", "host").get(pk=vm.pk)
+    vm = (VM.objects.select_for_update(no_key=True, of=("self", "project")).select_related("project", "host")
+          .get(pk=vm.pk))
     if vm.host_id is not None and vm.host is None:
         # A placement committed while we waited for the VM's lock: PostgreSQL re-read the locked row
         # (its new host_id) but not the joined host row.

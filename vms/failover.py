@@ -77,6 +77,9 @@ def host_fenced(host: Host) -> None:
     """Restart elsewhere every running VM that can move, highest failover priority first, then oldest
     first (operations are taken and woken oldest first, so the first started get the room when it is
     short); the others wait."""
+    # Their rows first, in id order, then their operations (the lock order, vms/scheduler.py): a
+    # delete or stop of one of them right now holds its row and then cancels its operation.
+    list(vms_on(host).select_for_update(no_key=True).order_by("id").values_list("id", flat=True))
     for vm in vms_on(host).order_by("-failover_priority", "created", "id").select_related("project"):
         movable = storage_can_move(vm)
         operation = active_operation(vm.uuid)

@@ -100,6 +100,8 @@ def plan_destination(operation, vm: VM, **also) -> dict:
     held) and the move holds its migration slots."""
     source = vm.host
     with transaction.atomic():
+        # The VM's row before the hosts' (the lock order, vms/scheduler.py): set_status() below writes it.
+        VM.objects.select_for_update(no_key=True).filter(pk=vm.pk).values_list("id", flat=True).first()
         named = operation.payload.get("destination")
         if named:
             destination = Host.objects.select_for_update().filter(name=named).first()

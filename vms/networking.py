@@ -43,7 +43,7 @@ def _refuse_if_vm_busy(vm) -> None:
 
 
 def _locked_vm(vm):
-    return VM.objects.select_for_update(of=("self",)).select_related("project", "host").get(pk=vm.pk)
+    return VM.objects.select_for_update(no_key=True, of=("self",)).select_related("project", "host").get(pk=vm.pk)
 
 
 @transaction.atomic

@@ -159,7 +159,7 @@ def _give_up_on_host(vm: VM, host: Host) -> str:
 def _restart(vm: VM, why: str = "Found not running on its host; starting it again.") -> bool:
     # The heartbeat watcher (guests_died) and the reconciler may both see the same death: the
     # VM row's lock and its active operation let only the first start it again.
-    VM.objects.select_for_update().filter(pk=vm.pk).first()
+    VM.objects.select_for_update(no_key=True).filter(pk=vm.pk).first()
     if active_operation(vm.uuid) is not None:
         return False
     VM.objects.filter(pk=vm.pk).update(

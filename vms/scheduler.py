@@ -17,6 +17,26 @@ A VM on its way to a host (a live or cold move past planning, until the move end
 as well as on its source: its row names the source until the switch, and the destination must not
 give its room away meanwhile. The move's plan step writes the destination under the same locks;
 a move that fails releases the room when it ends (its abort cleans the destination up).
+
+Lock order (every path that takes row locks on these tables follows it, so two of them cannot
+deadlock; vms/tests/test_lock_order.py runs placers, deletes, stops and starts against each other):
+
+    VM rows (by id) -> its project -> operation rows -> host rows (by id)
+
+- VM and project rows are locked FOR NO KEY UPDATE (select_for_update(no_key=True)): they exclude
+  each other as before, but a row that merely names them (an audit row, an operation, an order: a
+  foreign key check, FOR KEY SHARE at commit) never waits for them. A placer that woke a parked
+  create waited so for the project a delete held, while the delete waited for that operation.
+- Host rows stay FOR UPDATE on purpose: a write that names a host (VM.host, Operation.host) waits
+  at commit for the placer that holds it, so no count in rooms() is raced. Hence a transaction that
+  holds host locks takes no VM, project or operation lock it did not hold before them, save two:
+  operation rows taken with skip_locked (never a wait), and the operation its worker runs (the
+  placer's own create, a move's plan), which others write only after locking its VM, or hold alone
+  (the lease's renewal). A VM's place step that finds its claim on a host that can no longer take
+  it commits before it takes every candidate host (in id order).
+- A host's liveness turn (agents/liveness.py) writes its row before its VMs': the host is then not
+  alive, so no candidate, and no holder of a VM waits for its row.
+- The engine's finish writes the target's row (the workflow's hook) before the operation's.
 """
 
 from dataclasses import dataclass
@@ -25,7 +45,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Case, F, Sum, Value, When
 from django.utils import timezone
 
 from agents.choices import TERMINAL_OPERATION_STATES, HostLiveness, HostStatus
@@ -157,36 +177,47 @@ def place(vm: VM, avoid_host_ids=()) -> Host | None:
     """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now.
     avoid_host_ids: hosts it must not go to (it failed to start there again and again).
     On the way it places every other VM waiting for its place step (see the module's doc)."""
-    with transaction.atomic():
-        vm = VM.objects.select_for_update().get(pk=vm.pk)
-        if vm.host_id is not None:
-            return vm.host
-        if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
-            raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
-        host = take_claim(vm, avoid_host_ids)
-        if host is not None:
-            return host
-        # One placer decides at a time: every candidate host's row, in id order (no deadlock between
-        # placers; one that holds a VM's row and waits here is skipped by the one deciding, below).
-        hosts = list(candidate_hosts().select_for_update())
-        # The placer we waited for may have claimed room for this VM.
-        host = take_claim(vm, avoid_host_ids)
-        if host is not None:
-            return host
-        return place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids)
+    while True:
+        with transaction.atomic():
+            vm = VM.objects.select_for_update(no_key=True).get(pk=vm.pk)
+            if vm.host_id is not None:
+                return vm.host
+            if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
+                raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
+            host = take_claim(vm, avoid_host_ids)
+            if host is CLAIM_GIVEN_UP:
+                # It holds the claimed host's lock now: end this transaction before taking every
+                # candidate's in id order (the lock order), and place the VM afresh.
+                continue
+            if host is not None:
+                return host
+            # One placer decides at a time: every candidate host's row, in id order (no deadlock between
+            # placers; one that holds a VM's row and waits here is skipped by the one deciding, below).
+            hosts = list(candidate_hosts().select_for_update())
+            # The placer we waited for may have claimed room for this VM (given up: placed afresh below).
+            host = take_claim(vm, avoid_host_ids)
+            if host is not None and host is not CLAIM_GIVEN_UP:
+                return host
+            return place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids)
 
 
-def take_claim(vm: VM, avoid_host_ids=()) -> Host | None:
-    """The VM's claimed host made its host (the room is already counted there), or None when it has
-    no claim, or one on a host that can no longer take it (the claim is then given up)."""
+CLAIM_GIVEN_UP = object()  # take_claim(): the claim was on a host that can no longer take the VM
+
+
+def take_claim(vm: VM, avoid_host_ids=()):
+    """The VM's claimed host made its host (the room is already counted there); None when it has
+    no claim; CLAIM_GIVEN_UP when its claim was on a host that can no longer take it (the claim is
+    then given up)."""
     operation = (Operation.objects.filter(target_uuid=vm.uuid, kind__in=PLACING_KINDS, step=PLACE_STEP)
                  .exclude(host=None).exclude(state__in=TERMINAL_OPERATION_STATES).first())
     if operation is None:
         return None
-    host = candidate_hosts().select_for_update().filter(pk=operation.host_id).first()
-    if host is None or host.pk in avoid_host_ids or lacks_what_vms_need(host):
+    host = None
+    if operation.host_id not in avoid_host_ids:
+        host = candidate_hosts().select_for_update().filter(pk=operation.host_id).first()
+    if host is None or lacks_what_vms_need(host):
         Operation.objects.filter(pk=operation.pk).update(host=None)
-        return None
+        return CLAIM_GIVEN_UP
     VM.objects.filter(pk=vm.pk).update(host=host)
     return host
 
@@ -237,11 +268,16 @@ def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=()) -> Host | None:
             claims.setdefault(host.pk, []).append(operation.pk)
             if operation.state == OperationState.WAITING:
                 woken.append(operation.pk)
+    # One UPDATE per host writes the claims and wakes the parked: PostgreSQL checks every foreign
+    # key of a row that one transaction updates twice (the project's too), and that check waited
+    # for a project that a delete held while it waited for one of these rows (a deadlock).
+    now = timezone.now()
     for host_id, operation_ids in claims.items():
-        Operation.objects.filter(pk__in=operation_ids).update(host_id=host_id)
+        Operation.objects.filter(pk__in=operation_ids).update(
+            host_id=host_id,
+            state=Case(When(state=OperationState.WAITING, then=Value(OperationState.PENDING)), default=F("state")),
+            updated=Case(When(state=OperationState.WAITING, then=Value(now)), default=F("updated")))
     if woken:
-        Operation.objects.filter(pk__in=woken, state=OperationState.WAITING).update(
-            state=OperationState.PENDING, updated=timezone.now())
         transaction.on_commit(lambda: [send(operation_id) for operation_id in woken])
     if own_host is not None:
         VM.objects.filter(pk=vm.pk).update(host=own_host)

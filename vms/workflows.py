@@ -143,7 +143,10 @@ def step_place(operation):
         cores, memory_mib, disk_mib = scheduler.vm_needs(vm)
         message = (f"No host has room for {cores} cores, {format_mib(memory_mib)} memory and "
                    f"{format_mib(disk_mib)} disk right now; the VM starts as soon as one has.")
-        set_status(vm, VMStatus.WAITING_FOR_CAPACITY, message)
+        # Only while it still waits: a stop or delete that cancelled this operation meanwhile has said
+        # what the VM is (stopped), and a late "waiting" would stay on it with no operation to end it.
+        VM.objects.filter(pk=vm.pk, host=None, desired_state=DesiredState.RUNNING).exclude(
+            status=VMStatus.DELETED).update(status=VMStatus.WAITING_FOR_CAPACITY, status_message=message)
         raise StepWaiting(message)
     Operation.objects.filter(pk=operation.pk).update(host=host)
     operation.host_id = host.pk  # the engine's host-slot check before the next step need not read it back
@@ -248,7 +251,7 @@ def step_forget(operation):
     """Free the VM's addresses, disks and place on its host; keep the row (status deleted) so the
     customer's operation history still names it."""
     with transaction.atomic():
-        vm = VM.objects.select_for_update().filter(uuid=operation.target_uuid).first()
+        vm = VM.objects.select_for_update(no_key=True).filter(uuid=operation.target_uuid).first()
         if vm is None or vm.status == VMStatus.DELETED:
             return {}
         forget_vm_rows(vm)
