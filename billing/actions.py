@@ -69,7 +69,9 @@ def account_of_user(user) -> BillingAccount:
 
 
 def account_of_project(project) -> BillingAccount:
-    return account_of_user(project.owner)
+    # By the owner's id: a create's request need not read the owner's user row to find the account.
+    account = BillingAccount.objects.filter(owner_id=project.owner_id).first()
+    return account if account is not None else account_of_user(project.owner)
 
 
 @transaction.atomic
@@ -145,8 +147,9 @@ def last_billed_end(account: BillingAccount):
 def do_open_order(project, product_code: str, *, quantity=1, resource_uuid=None, resource_kind: str = "",
                   description: str = "", starts_at: datetime | None = None, cores: int | None = None,
                   memory_mib: int | None = None, disk_mib: int | None = None, actor=None,
-                  replaces: Order | None = None) -> Order:
-    """Start charging `project`'s owner for a product from `starts_at` (now) on, at today's price."""
+                  replaces: Order | None = None, account: BillingAccount | None = None) -> Order:
+    """Start charging `project`'s owner for a product from `starts_at` (now) on, at today's price.
+    `account`: the project's billing account, when the caller has just read it."""
     try:
         product = Product.objects.get(code=product_code, active=True)
     except Product.DoesNotExist:
@@ -154,7 +157,7 @@ def do_open_order(project, product_code: str, *, quantity=1, resource_uuid=None,
     quantity = Decimal(str(quantity))
     if quantity <= 0:
         raise Conflict("The quantity must be positive.")
-    account = account_of_project(project)
+    account = account or account_of_project(project)
     starts_at = starts_at or timezone.now()
     billed_end = last_billed_end(account)
     if billed_end is not None and starts_at < billed_end:
@@ -223,33 +226,38 @@ def open_order_of(resource_uuid, product_code: str) -> Order | None:
 
 # What VMs cost: the receivers of vms' signals (connected in apps.py) --------------------------------
 
-def _root_disk_mib(vm) -> int:
-    disk = vm.disks.filter(role="root").first()
+def _root_disk_mib(vm, disks=None) -> int:
+    """disks: the VM's disk rows when the caller holds them (a create has just made them)."""
+    if disks is None:
+        disk = vm.disks.filter(role="root").first()
+    else:
+        disk = next((disk for disk in disks if disk.role == "root"), None)
     return disk.size_mib if disk is not None else 0
 
 
-def refuse_if_suspended(project, what: str) -> None:
+def refuse_if_suspended(project, what: str) -> BillingAccount:
     """A customer whose account dunning suspends (a bill unpaid too long) gets no new billable resources:
-    refused in the creating transaction, with what to pay and where."""
+    refused in the creating transaction, with what to pay and where. Returns the account."""
     account = account_of_project(project)
     bill = ledger.bill_in_arrears(account)
     if bill is None and account.suspended_at is None:
-        return
+        return account
     if bill is None:
         bill = account.bills.filter(state__in=UNPAID_BILL_STATES).order_by("due_on").first()
         if bill is None:
-            return
+            return account
     raise Conflict(f"The account of this project is suspended: bill {bill.number} ({ledger.open_amount(bill)} "
                    f"{bill.currency} still to pay, due {bill.due_on:%Y-%m-%d}) is unpaid. No new {what} until it "
                    f"is paid: {settings.SITE_URL}/billing/bills/{bill.uuid}/")
 
 
 def on_vm_created(sender, vm, **kwargs):
-    refuse_if_suspended(vm.project, "VMs")
+    account = refuse_if_suspended(vm.project, "VMs")
+    disk_mib = _root_disk_mib(vm, getattr(vm, "listed_disks", None))  # what vms/actions.py made it with
     do_open_order(
         vm.project, settings.UNCLOUD_BILLING_VM_PRODUCT, resource_uuid=vm.uuid, resource_kind="vm",
-        description=_vm_description(vm.name, vm.cores, vm.memory_mib, _root_disk_mib(vm)),
-        cores=vm.cores, memory_mib=vm.memory_mib, disk_mib=_root_disk_mib(vm),
+        description=_vm_description(vm.name, vm.cores, vm.memory_mib, disk_mib),
+        cores=vm.cores, memory_mib=vm.memory_mib, disk_mib=disk_mib, account=account,
     )
 
 
