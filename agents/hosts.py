@@ -33,8 +33,25 @@ def agent_for(host: Host, *, even_if_silent: bool = False) -> HostAgent:
     """An agent for the host's work. Unless even_if_silent, it refuses to call a host the heartbeat
     watcher no longer hears, and gives up a call in flight once the host goes silent: one dead host
     never holds a worker for a call's whole timeout."""
-    give_up = None if even_if_silent else (lambda: silent_host_reason(host.pk))
+    give_up = None if even_if_silent else SilenceCheck(host)
     return HostAgent(connection_for(host), host.state_dir, give_up=give_up)
+
+
+class SilenceCheck:
+    """Why not to call `host` now, or None. The first question is answered from the row in hand: a
+    step has just read it, and a statement per host call was a tenth of a create's. A host that went
+    silent since is caught by the next question, which the call in flight asks about once a second."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self.asked = False
+
+    def __call__(self) -> str | None:
+        if not self.asked and self.host.liveness == HostLiveness.ALIVE:
+            self.asked = True
+            return None
+        self.asked = True
+        return silent_host_reason(self.host.pk)
 
 
 def silent_host_reason(host_id: int) -> str | None:

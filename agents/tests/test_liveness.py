@@ -97,3 +97,18 @@ def test_a_starting_watcher_calls_no_host_suspect_before_its_first_call_ends(db,
     watcher.evaluate(list(Host.objects.all()))
     assert Host.objects.get(pk=hosts[0].pk).liveness != HostLiveness.ALIVE
     assert Host.objects.get(pk=hosts[1].pk).liveness == HostLiveness.ALIVE
+
+
+def test_a_host_call_asks_the_database_about_silence_only_after_its_first_question(db, django_assert_num_queries):
+    from agents.hosts import SilenceCheck
+
+    host = Host.objects.create(name="hv-alive", transport=HostTransport.LOCAL, liveness=HostLiveness.ALIVE)
+    check = SilenceCheck(host)
+    with django_assert_num_queries(0):
+        assert check() is None  # the row in hand was read by the step a moment ago
+    Host.objects.filter(pk=host.pk).update(liveness=HostLiveness.SUSPECT, liveness_since=timezone.now())
+    with django_assert_num_queries(1):
+        assert "hv-alive is suspect" in check()  # the call in flight asks again: now it is told
+
+    silent = Host.objects.create(name="hv-silent", transport=HostTransport.LOCAL, liveness=HostLiveness.DEAD)
+    assert "hv-silent is dead" in SilenceCheck(silent)()  # a row in hand that says silent is never trusted alive
