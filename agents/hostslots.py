@@ -28,8 +28,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q, Subquery, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import F, Q, Subquery, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from agents.choices import OperationState
@@ -68,14 +68,14 @@ def admitted(operation: Operation) -> bool:
     host_id = operation.host_id
     if host_id is None or getattr(operation, "admitted_to_host", None) == host_id:
         return True
-    busy_here = (working_on(host_id).exclude(pk=operation.pk).order_by().values("host_id")
-                 .annotate(busy=Count("id")).values("busy"))
     with transaction.atomic():
-        # One admission at a time per host: two workers cannot both see the last free slot. The row lock
-        # and the count are one statement (one round trip); `of` locks the host row only.
-        row = (Host.objects.select_for_update(of=("self",)).filter(pk=host_id)
-               .annotate(busy=Coalesce(Subquery(busy_here), 0)).values_list("name", "busy").first())
-        name, busy = row if row is not None else (None, 0)
+        # One admission at a time per host: two workers cannot both see the last free slot.
+        name = Host.objects.select_for_update().filter(pk=host_id).values_list("name", flat=True).first()
+        # Counted in a statement of its own, once the lock is held. In one statement with the lock, a
+        # count that waited for the lock kept the snapshot it started with (PostgreSQL, read committed):
+        # it missed what the lock's holder had just done, so two waiting workers both queued (nobody
+        # ran, CI saw it), or one admitted past the bound.
+        busy = working_on(host_id).exclude(pk=operation.pk).count() if name is not None else 0
         if name is None or busy < slots:
             operation.admitted_to_host = host_id
             return True

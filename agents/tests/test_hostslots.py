@@ -106,3 +106,52 @@ def test_no_bound_when_slots_are_zero(hosts, enqueued, settings):
     busy_worker_on(busy)
     operation = operations.start_operation("test.on-host", host=busy)
     assert operations.advance(operation.pk) == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_that_waited_for_the_host_lock_never_both_queue(settings):
+    """Two claimed operations of one host ask for its last slot while a third party holds the host's
+    row lock. Whoever gets the lock second must see what the first decided (it queued, so the slot is
+    free): one runs. Counted with the snapshot taken before the wait, both queued and nobody ran."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and snapshots are PostgreSQL's; SQLite runs one writer at a time")
+    settings.UNCLOUD_HOST_WORKER_SLOTS = 1
+    host = Host.objects.create(name="contended", transport="local")
+    claimed = []
+    for owner in ("worker-a:1", "worker-b:1"):
+        operation = operations.start_operation("test.on-host", host=host)
+        Operation.objects.filter(pk=operation.pk).update(state="running", lease_owner=owner,
+                                                         lease_until=timezone.now() + timedelta(minutes=5))
+        claimed.append(Operation.objects.get(pk=operation.pk))
+    decisions = {}
+
+    def ask(operation):
+        try:
+            decisions[operation.pk] = hostslots.admitted(operation)
+        except Exception as error:
+            decisions[operation.pk] = error
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        Host.objects.select_for_update().get(pk=host.pk)  # the lock both will wait for
+        askers = [threading.Thread(target=ask, args=(operation,)) for operation in claimed]
+        for asker in askers:
+            asker.start()
+        with connection.cursor() as cursor:  # both statements are waiting for the lock now
+            for _ in range(500):
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # a transaction keeps its first view of it
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND wait_event_type = 'Lock'")
+                if cursor.fetchone()[0] >= 2:
+                    break
+                threading.Event().wait(0.01)
+            else:
+                pytest.fail(f"the two admissions never waited for the host's lock: {decisions}")
+    for asker in askers:
+        asker.join(timeout=30)
+    assert sorted(decisions.values()) == [False, True]
