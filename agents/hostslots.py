@@ -69,8 +69,12 @@ def admitted(operation: Operation) -> bool:
     if host_id is None or getattr(operation, "admitted_to_host", None) == host_id:
         return True
     with transaction.atomic():
-        # One admission at a time per host: two workers cannot both see the last free slot.
-        name = Host.objects.select_for_update().filter(pk=host_id).values_list("name", flat=True).first()
+        # One admission at a time per host: two workers cannot both see the last free slot. A no-key
+        # lock: admissions exclude each other (and the placer's full lock), while a write that merely
+        # names the host (a new operation's foreign key) never waits for it. So the holder may write its
+        # own operation row below without breaking the lock order (vms/scheduler.py): whoever holds that
+        # row never waits for this lock.
+        name = Host.objects.select_for_update(no_key=True).filter(pk=host_id).values_list("name", flat=True).first()
         # Counted in a statement of its own, once the lock is held. In one statement with the lock, a
         # count that waited for the lock kept the snapshot it started with (PostgreSQL, read committed):
         # it missed what the lock's holder had just done, so two waiting workers both queued (nobody
@@ -79,14 +83,14 @@ def admitted(operation: Operation) -> bool:
         if name is None or busy < slots:
             operation.admitted_to_host = host_id
             return True
-    # Queued after the host's lock is released: a host lock's holder waits for no operation row (the
-    # lock order, vms/scheduler.py). Meanwhile its live lease counts it busy: others wait, none squeezes in.
-    message = (f"Queued: host {name} is busy with {busy} other operation(s); this one starts as soon as "
-               "one of them ends.")
-    Operation.objects.filter(pk=operation.pk, lease_owner=operation.lease_owner).update(
-        lease_owner=QUEUED, lease_until=timezone.now() + timedelta(seconds=QUEUED_RETRY_S),
-        attempts=Greatest(F("attempts") - 1, Value(0)), error=message,
-    )
+        # Queued before the lock is released: the next admission must see it queued, not busy, or both
+        # give their worker back and nobody runs.
+        message = (f"Queued: host {name} is busy with {busy} other operation(s); this one starts as soon as "
+                   "one of them ends.")
+        Operation.objects.filter(pk=operation.pk, lease_owner=operation.lease_owner).update(
+            lease_owner=QUEUED, lease_until=timezone.now() + timedelta(seconds=QUEUED_RETRY_S),
+            attempts=Greatest(F("attempts") - 1, Value(0)), error=message,
+        )
     return False
 
 

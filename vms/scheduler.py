@@ -37,6 +37,9 @@ deadlock; vms/tests/test_lock_order.py runs placers, deletes, stops and starts a
 - A host's liveness turn (agents/liveness.py) writes its row before its VMs': the host is then not
   alive, so no candidate, and no holder of a VM waits for its row.
 - The engine's finish writes the target's row (the workflow's hook) before the operation's.
+- The host-slot admission (agents/hostslots.py) locks its host FOR NO KEY UPDATE, then writes the
+  operation its worker runs (queued): whoever holds that row waits at most for a key share of the
+  host (a foreign key), which a no-key lock does not block.
 """
 
 from dataclasses import dataclass
