@@ -1,17 +1,15 @@
 """State changes of VMs and SSH keys. Atomic, audited; host work is enqueued on commit."""
 
+import functools
 import hashlib
 import json
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts import audit
 from accounts.errors import Conflict, Unprocessable
-from accounts.models import Project
 from accounts.quotas import Usage, check_quota, lock_project
 from agents.choices import HostLiveness
 from agents.models import Host, Operation
@@ -118,20 +116,36 @@ def project_usage(project) -> Usage:
 
 
 def project_usage_and_name_taken(project, name: str | None = None) -> tuple[Usage, bool]:
-    """What the project uses, and whether a live VM already has `name`: one statement (each is a
-    round trip, and a create asks both while it holds the project's lock)."""
-    def scalar(queryset, total):
-        return Coalesce(Subquery(queryset.order_by().values("project").annotate(total=total).values("total")), 0)
+    """What the project uses, and whether a live VM already has `name`: one statement (a create asks
+    both while it holds the project's lock). Written as SQL once per process: built by the ORM (five
+    subqueries) it cost 3 ms of Python per create, the statement itself 0.4 ms."""
+    with connection.cursor() as cursor:
+        cursor.execute(_usage_sql(), [project.pk, name or "", DesiredState.DELETED, project.pk, VMStatus.DELETED,
+                                      project.pk, project.pk])
+        vms, cores, memory_mib, disk_mib, ipv4, name_taken = cursor.fetchone()
+    usage = Usage(vms=vms, cores=int(cores), memory_mib=int(memory_mib), disk_mib=int(disk_mib), ipv4=ipv4)
+    return usage, bool(name) and bool(name_taken)
 
-    live = VM.objects.filter(project=OuterRef("pk")).exclude(status=VMStatus.DELETED)
-    row = Project.objects.filter(pk=project.pk).values_list(
-        scalar(live, Count("id")), scalar(live, Sum("cores")), scalar(live, Sum("memory_mib")),
-        scalar(Disk.objects.filter(project=OuterRef("pk")), Sum("size_mib")),
-        scalar(IPv4Address.objects.filter(project=OuterRef("pk")), Count("id")),
-        Exists(VM.objects.filter(project=OuterRef("pk"), name=name or "").exclude(desired_state=DesiredState.DELETED)),
-    ).get()
-    vms, cores, memory_mib, disk_mib, ipv4, name_taken = row
-    return Usage(vms=vms, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib, ipv4=ipv4), bool(name) and name_taken
+
+@functools.cache
+def _usage_sql() -> str:
+    def table(model):
+        return connection.ops.quote_name(model._meta.db_table)
+
+    def column(model, field):
+        return connection.ops.quote_name(model._meta.get_field(field).column)
+
+    vm, disk, address = table(VM), table(Disk), table(IPv4Address)
+    vm_project, disk_project = column(VM, "project"), column(Disk, "project")
+    return (
+        f"SELECT v.n, v.cores, v.memory, d.size, a.n, EXISTS(SELECT 1 FROM {vm} WHERE {vm_project} = %s"
+        f" AND {column(VM, 'name')} = %s AND {column(VM, 'desired_state')} <> %s)"
+        f" FROM (SELECT COUNT(*) AS n, COALESCE(SUM({column(VM, 'cores')}), 0) AS cores,"
+        f" COALESCE(SUM({column(VM, 'memory_mib')}), 0) AS memory FROM {vm}"
+        f" WHERE {vm_project} = %s AND {column(VM, 'status')} <> %s) AS v,"
+        f" (SELECT COALESCE(SUM({column(Disk, 'size_mib')}), 0) AS size FROM {disk} WHERE {disk_project} = %s) AS d,"
+        f" (SELECT COUNT(*) AS n FROM {address} WHERE {column(IPv4Address, 'project')} = %s) AS a"
+    )
 
 
 def _create_vm_rows(actor, project, *, name, cores, memory_mib, disk_mib, image, networks, ssh_keys, user_data,

@@ -235,3 +235,38 @@ def test_an_operation_s_error_detail_is_for_staff_only(api, alice_project, staff
         assert body["error"] == "Its host ran out of disk space." and "error_detail" not in body
         assert "qemu-img" not in str(api[who].get("/api/v1/operations/").json())
     assert client_for(staff).get(f"{url}?all=1").json()["error_detail"].startswith("HostError: hv1")
+
+
+def test_a_project_s_usage_counts_what_it_holds_and_no_one_else_s(api, alice_project, charlie, public_network):
+    """The usage the quota checks read (written as SQL, vms/actions.py) against the rows themselves."""
+    from django.db.models import Sum
+
+    from accounts.models import Project
+    from accounts.scoping import default_project
+    from agents.models import Host
+    from images.models import Disk
+    from networks.models import IPv4Address, IPv4Pool
+    from vms.actions import project_usage_and_name_taken
+    from vms.models import VM
+
+    for name, memory in (("web", "512M"), ("db", "1G"), ("gone", "256M")):
+        assert api["alice"].post("/api/v1/vms/", {"name": name, "cores": 2, "memory": memory, "disk": "3G",
+                                                  "image": None}, format="json").status_code == 201
+    api["charlie"].post("/api/v1/vms/", {"name": "web", "cores": 1, "memory": "128M", "disk": "1G", "image": None},
+                    format="json")
+    VM.objects.filter(project=alice_project, name="gone").update(status="deleted", desired_state="deleted")
+    translator = Host.objects.create(name="nat64", transport="local")
+    pool = IPv4Pool.objects.create(prefix="192.0.2.0/28", nat64_host=translator, translator_address="198.51.100.1")
+    IPv4Address.objects.create(pool=pool, address="192.0.2.1", project=alice_project)
+    IPv4Address.objects.create(pool=pool, address="192.0.2.2", project=default_project(charlie))
+
+    usage, web_taken = project_usage_and_name_taken(alice_project, "web")
+    live = VM.objects.filter(project=alice_project).exclude(status="deleted")
+    assert (usage.vms, usage.cores, usage.memory_mib) == (2, 4, 1536) == (
+        live.count(), live.aggregate(total=Sum("cores"))["total"], live.aggregate(total=Sum("memory_mib"))["total"])
+    assert usage.disk_mib == Disk.objects.filter(project=alice_project).aggregate(total=Sum("size_mib"))["total"]
+    assert usage.ipv4 == 1
+    assert web_taken and not project_usage_and_name_taken(alice_project, "gone")[1]  # a deleted VM's name is free
+    assert not project_usage_and_name_taken(alice_project)[1]
+    empty, _ = project_usage_and_name_taken(Project.objects.create(name="empty", owner=charlie))
+    assert (empty.vms, empty.cores, empty.memory_mib, empty.disk_mib, empty.ipv4) == (0, 0, 0, 0, 0)
