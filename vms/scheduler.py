@@ -180,11 +180,21 @@ def place(vm: VM, avoid_host_ids=()) -> Host | None:
     """Give the VM a host (idempotent: a placed VM keeps its host). None when nothing fits now.
     avoid_host_ids: hosts it must not go to (it failed to start there again and again).
     On the way it places every other VM waiting for its place step (see the module's doc)."""
+    return _place({"pk": vm.pk}, avoid_host_ids)[1]
+
+
+def place_target(vm_uuid, avoid_host_ids=()) -> tuple[VM, Host | None]:
+    """place() for the VM of a place step, known by its UUID: its locked read is its only read.
+    Returns (the VM as read under its lock, its host or None). VM.DoesNotExist when it is gone."""
+    return _place({"uuid": vm_uuid}, avoid_host_ids)
+
+
+def _place(lookup: dict, avoid_host_ids) -> tuple[VM, Host | None]:
     while True:
         with transaction.atomic():
-            vm = VM.objects.select_for_update(no_key=True).get(pk=vm.pk)
+            vm = VM.objects.select_for_update(no_key=True).get(**lookup)
             if vm.host_id is not None:
-                return vm.host
+                return vm, vm.host
             if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
                 raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
             host = take_claim(vm, avoid_host_ids)
@@ -193,15 +203,15 @@ def place(vm: VM, avoid_host_ids=()) -> Host | None:
                 # candidate's in id order (the lock order), and place the VM afresh.
                 continue
             if host is not None:
-                return host
+                return vm, host
             # One placer decides at a time: every candidate host's row, in id order (no deadlock between
             # placers; one that holds a VM's row and waits here is skipped by the one deciding, below).
             hosts = list(candidate_hosts().select_for_update())
             # The placer we waited for may have claimed room for this VM (given up: placed afresh below).
             host = take_claim(vm, avoid_host_ids)
             if host is not None and host is not CLAIM_GIVEN_UP:
-                return host
-            return place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids)
+                return vm, host
+            return vm, place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids)
 
 
 CLAIM_GIVEN_UP = object()  # take_claim(): the claim was on a host that can no longer take the VM
@@ -260,7 +270,9 @@ def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=()) -> Host | None:
     for operation in waiting:
         if operation is None or operation.target_uuid == vm.uuid:
             avoid = {*avoid_host_ids, *(operation.payload.get("avoid_hosts", ()) if operation else ())}
-            own_host = take_room(vm_needs(vm), avoid)
+            own = vms.get(vm.uuid)  # read with the others' (its disks summed): no statement of its own
+            own_host = take_room((own.cores, own.memory_mib, own.disk_mib or 0) if own is not None else vm_needs(vm),
+                                 avoid)
             continue
         other = vms.get(operation.target_uuid)
         if other is None:

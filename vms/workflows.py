@@ -134,9 +134,10 @@ def unless_deleted(value, field: str):
 # --- create / start ---------------------------------------------------------------------------
 
 def step_place(operation):
-    vm = vm_of(operation)
     try:
-        host = vm.host or scheduler.place(vm, avoid_host_ids=operation.payload.get("avoid_hosts", ()))
+        vm, host = scheduler.place_target(operation.target_uuid, avoid_host_ids=operation.payload.get("avoid_hosts", ()))
+    except VM.DoesNotExist:
+        raise PermanentStepError("The VM no longer exists.") from None
     except scheduler.NotWanted as reason:
         raise PermanentStepError(str(reason)) from None
     if host is None:
