@@ -428,8 +428,13 @@ def wake_waiting(kinds: list[str] | None = None) -> int:
         ids.extend(gate(operations))
     if not ids:
         return 0
-    woken = Operation.objects.filter(id__in=ids, state=OperationState.WAITING).update(
-        state=OperationState.PENDING, updated=timezone.now())  # sent now: not stale for the resumer
+    with transaction.atomic():
+        # Locked in id order first: two wakers (or a waker and the placer) then never wait for each
+        # other's rows in opposite orders, as one UPDATE over many rows could.
+        ids = list(Operation.objects.select_for_update()
+                   .filter(id__in=ids, state=OperationState.WAITING).order_by("id").values_list("id", flat=True))
+        woken = Operation.objects.filter(id__in=ids).update(
+            state=OperationState.PENDING, updated=timezone.now())  # sent now: not stale for the resumer
     for operation_id in ids:
         if not send(operation_id):
             break  # the broker is down: the resumer sends the rest
