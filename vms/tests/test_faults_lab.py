@@ -47,15 +47,16 @@ def test_a_full_disk_during_disk_creation_fails_clearly_and_leaves_nothing(lab, 
     cloud = cloud([lab_host])
     disks = str(Path(lab_host.state_dir) / "disks")
     Path(disks).mkdir(parents=True, exist_ok=True)
-    # The host's disk directory on a filesystem with room for the disk's record, not for its qcow2.
-    failures.in_host_mounts(lab_host, ["mount", "-t", "tmpfs", "-o", "size=16k", "uncloud-lab-full", disks])
+    # The host's disk directory on a filesystem with room for the disk's record and one page of its
+    # qcow2 (a new qcow2 writes three: its header, refcount table and refcount block).
+    failures.in_host_mounts(lab_host, ["mount", "-t", "tmpfs", "-o", "size=8k", "uncloud-lab-full", disks])
     try:
         vm = cloud.create("no-room")
         create = wait_for_operation(Operation.objects.get(target_uuid=vm.uuid, kind="vm.create"), cloud.processes)
         assert create.state == "failed"
         # The customer reads the cause; staff read the host's own words.
         assert create.error == "Its host ran out of disk space."
-        assert "No space left on device" in create.error_detail and "qemu-img" in create.error_detail
+        assert "No space left on device" in create.error_detail and ".qcow2.tmp" in create.error_detail
         body = api["alice"].get(f"/api/v1/vms/{vm.uuid}/").json()
         assert (body["status"], body["status_message"]) == ("error", "vm.create failed: Its host ran out of disk space.")
         operation = api["alice"].get(f"/api/v1/operations/{create.uuid}/").json()

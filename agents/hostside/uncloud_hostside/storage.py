@@ -1,5 +1,6 @@
 """Images, disks and snapshots in files under state_dir (the layout is in paths.py)."""
 
+import errno
 import hashlib
 import json
 import os
@@ -201,11 +202,13 @@ def verb_disk_ensure(spec):
                 remove_file(temporary)
                 write_qcow2(temporary, size_bytes, backing_file=base)
                 os.replace(temporary, path)
-            except BaseException:
+            except BaseException as error:
                 # A full disk (or any failure) leaves nothing half-made: no partial file, no record.
                 remove_file(temporary)
                 if record is None:
                     remove_file(record_path)
+                if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise HostsideError("disk_full", f"writing {temporary} ran out of disk space: {error}") from None
                 raise
             changes.append(f"created {os.path.basename(path)}")
             size = size_bytes
