@@ -19,7 +19,7 @@ argument list; no shell is ever involved. Where to find what:
     guests     running qemu and what it holds open       hotplug   NICs, firewall, disks live
     nat64      nat64-sync (tayga)                        inventory what runs, for the reconciler
     storage    images, disks, snapshots in files         rbd       the same in Ceph
-    rbd_import a base image into Ceph once, under a lock
+    rbd_import a base image into Ceph once, under a lock netlink   links, addresses, nft tables read, no process
     metadata   config drives, metadata-up/-down          metadata_server  the HTTP daemon
     hostinfo   host-info                                 kvm       whether KVM really runs guests
     hostdown   host-down (everything of a state dir down)

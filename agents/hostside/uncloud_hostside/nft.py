@@ -7,6 +7,7 @@ import os
 from .addressing import METADATA_ADDRESS, METADATA_PORT, VXLAN_PORT
 from .checks import check_fields, check_int, check_list
 from .errors import bad_spec
+from .netlink import NetlinkError, nft_table_exists
 from .paths import (
     metadata_server_paths,
     network_state_path,
@@ -281,16 +282,37 @@ def nft_table_chains():
     return sorted(item["chain"]["name"] for item in items if "chain" in item)
 
 
+def ruleset_of_state(state_dir):
+    """The rule set the state files under state_dir ask for."""
+    metadata_spec = read_json_file(metadata_server_paths(state_dir)["spec"]) or {}
+    return render_ruleset(load_network_states(state_dir), load_port_states(state_dir),
+                          metadata_spec.get("port", METADATA_PORT))
+
+
+def tables_present():
+    """Both of this program's tables exist in the kernel (asked over netlink: no `nft` process).
+    Someone's `nft flush ruleset` leaves the applied file as it was: this is what notices. A reply
+    the reader does not understand counts as absent: the rules are then applied once more."""
+    try:
+        return nft_table_exists(NFT_FAMILY, NFT_TABLE) and nft_table_exists(SG_FAMILY, SG_TABLE)
+    except (OSError, NetlinkError):
+        return False
+
+
+def ruleset_in_place(state_dir, ruleset=None):
+    """True when the rule set of the state files is the one last applied and its tables are there."""
+    ruleset = ruleset_of_state(state_dir) if ruleset is None else ruleset
+    return read_text(ruleset_path(state_dir)) == ruleset and tables_present()
+
+
 def apply_ruleset(state_dir):
     """Rebuild the table from state files and swap it in one transaction. Skipped when nothing
     changed, so repeating a verb does not reset the counters. No `nft -c` first: `nft -f` sends
     the whole file as one netlink batch, which the kernel applies entirely or not at all (the old
     table stays, and the error is the one -c would give), so a check would only double the cost."""
-    metadata_spec = read_json_file(metadata_server_paths(state_dir)["spec"]) or {}
-    ruleset = render_ruleset(load_network_states(state_dir), load_port_states(state_dir),
-                             metadata_spec.get("port", METADATA_PORT))
+    ruleset = ruleset_of_state(state_dir)
     applied_path = ruleset_path(state_dir)
-    if read_text(applied_path) == ruleset and nft_table_chains() is not None:
+    if ruleset_in_place(state_dir, ruleset):
         return False
     candidate_path = ruleset_candidate_path(state_dir)
     write_file_atomically(candidate_path, ruleset)
