@@ -157,6 +157,15 @@ class HostAgent:
         with _streams_lock:
             _idle_streams.setdefault((self.connection, self._program_path()), []).append(stream)
 
+    def warm(self, timeout: float = 30) -> None:
+        """Do now what this process's first call to the host would: connect, check (or ship) the
+        program and start one `serve` process, left idle for the next call. An empty batch is the
+        request: it changes nothing on the host and answers once the program runs."""
+        with _streams_lock:
+            if _idle_streams.get((self.connection, self._program_path())):
+                return
+        self.call_batch([], timeout=timeout)
+
     def call(self, verb: str, spec: dict | None = None, timeout: float | None = None) -> dict:
         """Run one verb through a long-lived `serve` process of the host-side program.
 

@@ -54,6 +54,9 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then N creates and deletes run in this process (Celery eager), every step "
                              "and host verb timed")
+    parser.add_argument("--cprofile", metavar="FILE",
+                        help="with --profile: the in-process creates under cProfile, stats written to FILE "
+                             "(read them with python -m pstats FILE)")
     args = parser.parse_args()
 
     try:
@@ -164,7 +167,7 @@ def run_benchmarks(lab, args) -> int:
           f"(OpenStack Rally's published median: 5100 ms)")
     if args.profile:
         # While the warm-up VMs still run, as in the runs above: their networks stay up.
-        profile_in_process(args.profile, client, create, delete)
+        profile_in_process(args.profile, client, create, delete, cprofile_to=args.cprofile)
     for vm_uuid in VM.objects.exclude(status="deleted").values_list("uuid", flat=True):
         delete(api, str(vm_uuid))
     return 0
@@ -197,7 +200,7 @@ def print_phases(title, phases_list):
         f"{name} {statistics.median(phases[name] for phases in phases_list) * 1000:.0f}" for name in names))
 
 
-def profile_in_process(count, client, create, delete):
+def profile_in_process(count, client, create, delete, cprofile_to=None):
     """Run creates and deletes with the workflow in this process (Celery eager): no queue, no
     worker, so what is left is the API, the steps' database work and the host calls, each timed."""
     from collections import defaultdict
@@ -259,14 +262,25 @@ def profile_in_process(count, client, create, delete):
         queries[name].append(len(calls))
         return result
 
+    profiler = None
+    if cprofile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
     try:
         for index in range(count):
             # Eager: the whole workflow runs inside the request.
             name = f"profile-{index}"
+            if profiler is not None:
+                profiler.enable()
             vm_uuid = counted("create (POST, all steps inline)", lambda name=name: create(api, name))
+            if profiler is not None:
+                profiler.disable()
             wait_status(vm_uuid, "running")
             counted("delete (DELETE, all steps inline)", lambda vm_uuid=vm_uuid: delete(api, vm_uuid))
     finally:
+        if profiler is not None:
+            profiler.dump_stats(cprofile_to)
         app.conf.task_always_eager = False
         HostAgent.call = real_call
     print(f"\nprofile: {count} creates and deletes in this process (Celery eager), median / max ms, calls per run")

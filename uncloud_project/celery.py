@@ -1,10 +1,12 @@
+import logging
 import os
+import threading
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "uncloud_project.settings")
 
@@ -27,6 +29,25 @@ app.conf.update(
 # per task. Django's own rules still apply before and after each task: a connection that failed
 # or is older than CONN_MAX_AGE is closed, and a reused one is pinged first (CONN_HEALTH_CHECKS).
 app.conf["CELERY_DB_REUSE_MAX"] = 10**9
+
+
+@worker_process_init.connect
+def warm_host_connections_in_background(**kwargs):
+    """A new worker process connects to the hosts before its first task needs one (agents/hosts.py).
+    In a thread of its own: the process takes tasks meanwhile, and a slow host holds only the thread."""
+    if settings.UNCLOUD_WORKER_WARM_CONNECTIONS:
+        threading.Thread(target=_warm_host_connections, name="warm-host-connections", daemon=True).start()
+
+
+def _warm_host_connections():
+    from agents.hosts import warm_host_connections
+
+    try:
+        warm_host_connections()
+    except Exception:  # the database not ready yet, say: the first calls connect as before
+        logging.getLogger(__name__).warning("could not warm the host connections", exc_info=True)
+    finally:
+        connection.close()  # this thread's own
 
 
 @task_prerun.connect

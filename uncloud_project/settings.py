@@ -460,6 +460,9 @@ UNCLOUD_HOST_CALL_TIMEOUT = envint("UNCLOUD_HOST_CALL_TIMEOUT", 120)
 # At most this many operations hold a worker for one host at a time (agents/hostslots.py); more
 # wait in turn without a worker. Keep it below the worker pool (concurrency x workers); 0: no bound.
 UNCLOUD_HOST_WORKER_SLOTS = envint("UNCLOUD_HOST_WORKER_SLOTS", 2)
+# Each worker process connects to the hosts as it starts (agents.hosts.warm_host_connections), so
+# no customer's operation pays for a cold SSH connection.
+UNCLOUD_WORKER_WARM_CONNECTIONS = envbool("UNCLOUD_WORKER_WARM_CONNECTIONS", True)
 # A VM that failed to start this many times in a row on one host is moved (RBD) or left stopped.
 UNCLOUD_START_FAILURES_BEFORE_GIVING_UP = envint("UNCLOUD_START_FAILURES_BEFORE_GIVING_UP", 3)
 

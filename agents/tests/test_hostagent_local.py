@@ -25,3 +25,41 @@ def test_local_calls_share_one_serve_process_and_errors_stay_structured():
     finally:
         close_streams()
         shutil.rmtree(state_dir)
+
+
+def test_a_worker_process_warms_its_connections_to_the_hosts_it_will_call(db):
+    # What celery.py's worker_process_init runs in a new worker process: afterwards each host that
+    # may get work has an idle serve process, and the first real call takes it instead of starting one.
+    from django.utils import timezone
+
+    from agents.choices import HostLiveness, HostStatus
+    from agents.hostagent import _idle_streams
+    from agents.hosts import agent_for, warm_host_connections
+    from agents.models import Host
+
+    state_dirs = [tempfile.mkdtemp(prefix="uc-", dir="/tmp") for _ in range(4)]
+    hosts = {}
+    for name, status, liveness, state_dir in zip(
+            ("ready", "draining", "silent", "maintenance"),
+            (HostStatus.ENABLED, HostStatus.DRAINING, HostStatus.ENABLED, HostStatus.MAINTENANCE),
+            (HostLiveness.ALIVE, HostLiveness.ALIVE, HostLiveness.SUSPECT, HostLiveness.ALIVE), state_dirs, strict=True):
+        hosts[name] = Host.objects.create(name=name, transport="local", state_dir=state_dir, cores=4, memory_mib=4096,
+                                          disk_gib=10, status=status, liveness=liveness, last_heartbeat=timezone.now())
+    close_streams()
+    try:
+        assert warm_host_connections() == []
+
+        def idle(host):
+            agent = agent_for(host, even_if_silent=True)
+            return len(_idle_streams.get((agent.connection, agent._program_path()), []))
+
+        assert {name: idle(host) for name, host in hosts.items()} == {
+            "ready": 1, "draining": 1, "silent": 0, "maintenance": 0}
+        warm_host_connections()  # again (a second process start, a retry): nothing more is opened
+        assert idle(hosts["ready"]) == 1
+        agent_for(hosts["ready"]).call("host-info")
+        assert idle(hosts["ready"]) == 1  # the call took the warm process and gave it back
+    finally:
+        close_streams()
+        for state_dir in state_dirs:
+            shutil.rmtree(state_dir)

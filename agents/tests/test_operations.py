@@ -294,3 +294,45 @@ def test_a_wake_gate_wakes_only_what_can_proceed(db, enqueued):
     assert seen == [[operation.id for operation in parked]]  # oldest first
     assert sorted(op_id for op_id, _ in enqueued) == sorted([parked[0].id, other.id])
     assert Operation.objects.filter(kind="test.parked", state="waiting").count() == 4
+
+
+def _commit_mode(operation):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        mode = cursor.fetchone()[0]
+    calls.append(("mode", mode))
+    if operation.payload.get("crash"):
+        raise RuntimeError("a bug in the step")
+    return {"mode": mode}
+
+
+register_workflow("test.commit-mode", [Step("look", _commit_mode), Step("look-again", _commit_mode)])
+
+
+def _session_commit_mode():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+def test_the_engine_commits_unflushed_and_puts_the_connection_back(transactional_db, enqueued):
+    # Run on PostgreSQL (the suite's database): its steps' commits do not wait for the disk, and
+    # whatever runs on the connection afterwards (an API request, billing) waits again.
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "bin/test runs agents/ on PostgreSQL, whose setting this is"
+    assert _session_commit_mode() == "on"
+    one_by_one = operations.start_operation("test.commit-mode")
+    assert operations.advance(one_by_one.id) == "advanced"
+    assert _session_commit_mode() == "on"
+    chained = operations.start_operation("test.commit-mode")
+    assert operations.advance_steps(chained.id, budget_s=30) == "succeeded"
+    assert _session_commit_mode() == "on"
+    crashing = operations.start_operation("test.commit-mode", payload={"crash": True})
+    assert operations.advance_steps(crashing.id, budget_s=30) == "failed"
+    assert _session_commit_mode() == "on"
+    assert [mode for name, mode in calls if name == "mode"] == ["off"] * 4
