@@ -266,7 +266,10 @@ def advance(operation_id: int, *, enqueue_next: bool = True) -> str:
         operation = claim(operation_id)
         if operation is None:
             return "not-claimed"
-        outcome, _ = _run_step(operation, enqueue_next=enqueue_next)
+        try:
+            outcome, _ = _run_step(operation, enqueue_next=enqueue_next)
+        finally:
+            _report_steps_ran(operation)
     return outcome
 
 
@@ -280,11 +283,15 @@ def advance_steps(operation_id: int, budget_s: float) -> str:
     """
     deadline = time.monotonic() + budget_s
     with commits_unflushed():
-        operation = claim(operation_id)
-        while operation is not None:
-            outcome, operation = _run_step(operation, enqueue_next=True, hold_until=deadline)
-            if operation is None:
-                return outcome
+        operation = claimed = claim(operation_id)
+        try:
+            while operation is not None:
+                outcome, operation = _run_step(operation, enqueue_next=True, hold_until=deadline)
+                if operation is None:
+                    return outcome
+        finally:
+            if claimed is not None:
+                _report_steps_ran(claimed)
     return "not-claimed"
 
 
@@ -366,12 +373,22 @@ def _run_step(operation: Operation, *, enqueue_next: bool, hold_until: float | N
 
 
 def _step_ran(operation: Operation, step: str, started: float, outcome: str) -> None:
-    # Step durations are metrics (observability/ records them); a listener's failure is logged, never
-    # the step's.
-    for _, error in operation_step_ran.send_robust(sender=Operation, operation=operation, step=step,
-                                                    seconds=time.monotonic() - started, outcome=outcome):
-        if isinstance(error, Exception):
-            log.warning("operation_step_ran listener failed: %s", error)
+    """Note the step's duration; _report_steps_ran() tells the listeners when the worker's turn ends."""
+    if not hasattr(operation, "steps_ran"):
+        operation.steps_ran = []
+    operation.steps_ran.append((step, time.monotonic() - started, outcome))
+
+
+def _report_steps_ran(operation: Operation) -> None:
+    """Step durations are metrics (observability/ records them): sent once the worker's turn on the
+    operation is over, so recording them (a statement per step) is not on the way from a create to
+    its VM running. A listener's failure is logged, never the step's."""
+    ran, operation.steps_ran = getattr(operation, "steps_ran", []), []
+    for step, seconds, outcome in ran:
+        for _, error in operation_step_ran.send_robust(sender=Operation, operation=operation, step=step,
+                                                        seconds=seconds, outcome=outcome):
+            if isinstance(error, Exception):
+                log.warning("operation_step_ran listener failed: %s", error)
 
 
 def _operation_ended(operation: Operation, state: str, finished) -> None:
