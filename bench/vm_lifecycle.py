@@ -18,9 +18,12 @@ from pathlib import Path
 from controlplane import BenchControlPlane, LabUnavailable, api_client, bench_customer, percentile, run_in_threads
 
 POLL_S = 0.01
+# The sequential runs poll more often: one thread alone, and a 10 ms poll added 5 ms on average to
+# what it measured (create-to-running minus vm-up is the control plane's share, a figure of ~50 ms).
+SEQUENTIAL_POLL_S = 0.002
 
 
-def wait_status(vm_uuid, wanted, timeout=120):
+def wait_status(vm_uuid, wanted, timeout=120, poll_s=POLL_S):
     from django.db import connection
 
     deadline = time.monotonic() + timeout
@@ -33,7 +36,7 @@ def wait_status(vm_uuid, wanted, timeout=120):
             return
         if status == "error":
             raise RuntimeError(f"VM {vm_uuid} failed: {message}")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
     raise TimeoutError(f"VM {vm_uuid} not {wanted} after {timeout} s")
 
 
@@ -103,14 +106,18 @@ def run_benchmarks(lab, args) -> int:
     # Their guests boot under TCG for several seconds, taking the CPU the timed runs want: wait.
     for vm_uuid in warm:
         wait_guest_ready(VM.objects.select_related("host").get(uuid=vm_uuid))
-    create_to_running, agent_only, create_phases, delete_phases = [], [], [], []
+    create_to_running, stamped_to_running, agent_only, create_phases, delete_phases = [], [], [], [], []
     for run in range(args.runs):
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         vm_uuid = create(api, f"run-{run}")
         posted = time.perf_counter()
-        wait_status(vm_uuid, "running")
+        wait_status(vm_uuid, "running", poll_s=SEQUENTIAL_POLL_S)
         create_to_running.append(time.perf_counter() - started)
         create_phases.append(operation_phases(vm_uuid, "vm.create", posted - started))
+        # Without any poll: to the moment the worker stamped the operation's end, in the transaction
+        # that says "running" (same machine, same clock).
+        stamped_to_running.append(create_phases[-1]["finished at"] - started_at)
+        del create_phases[-1]["finished at"]
         # The agent alone, same VM, same host: vm-down, then time one vm-up.
         vm = VM.objects.select_related("host").get(uuid=vm_uuid)
         agent = agent_for(vm.host)
@@ -151,10 +158,14 @@ def run_benchmarks(lab, args) -> int:
     print(f"VM lifecycle through the API, real Celery worker (concurrency 4) on Redis + PostgreSQL, "
           f"{len(hosts)} lab hosts over SSH, TCG, demo guest 128 MiB / 1 core / 1 GiB overlay")
     print(f"{'ms':34} {'p50':>7} {'p95':>7}")
-    print(f"{'create-to-running (API)':34} {ms(create_to_running, 0.5)} {ms(create_to_running, 0.95)}")
+    print(f"{'create-to-running (API)':34} {ms(create_to_running, 0.5)} {ms(create_to_running, 0.95)}"
+          f"   (polled every {SEQUENTIAL_POLL_S * 1000:.0f} ms)")
+    print(f"{'  to the operation end stamped':34} {ms(stamped_to_running, 0.5)} {ms(stamped_to_running, 0.95)}")
     print(f"{'agent-only vm-up (same VMs)':34} {ms(agent_only, 0.5)} {ms(agent_only, 0.95)}")
     overhead = statistics.median(create_to_running) - statistics.median(agent_only)
-    print(f"control plane's own share at p50: {overhead * 1000:.0f} ms")
+    stamped = statistics.median(stamped_to_running) - statistics.median(agent_only)
+    print(f"control plane's own share at p50: {overhead * 1000:.0f} ms (goal <= 50 ms: "
+          f"{'met' if overhead <= 0.050 else 'NOT met'}; to the stamped end: {stamped * 1000:.0f} ms)")
     print(f"boot-and-delete cycle, concurrency 4, {len(cycles)} cycles: median {statistics.median(cycles) * 1000:.0f} ms,"
           f" p95 {percentile(cycles, 0.95) * 1000:.0f} ms, wall {wall:.1f} s")
     print_phases("create (sequential runs), median ms", create_phases)
@@ -184,7 +195,8 @@ def operation_phases(vm_uuid, kind, post_s, total_s=None) -> dict:
     while (operation := operations.first()).finished is None and time.monotonic() < deadline:
         time.sleep(POLL_S)
     phases = {"steps": (operation.finished - operation.started).total_seconds(),
-              "created->claimed": (operation.started - operation.created).total_seconds()}
+              "created->claimed": (operation.started - operation.created).total_seconds(),
+              "finished at": operation.finished.timestamp()}
     if post_s is not None:
         phases["API POST"] = post_s
     if total_s is not None:
@@ -195,7 +207,7 @@ def operation_phases(vm_uuid, kind, post_s, total_s=None) -> dict:
 def print_phases(title, phases_list):
     if not phases_list:
         return
-    names = list(phases_list[0])
+    names = [name for name in phases_list[0] if name != "finished at"]
     print(f"{title}: " + ", ".join(
         f"{name} {statistics.median(phases[name] for phases in phases_list) * 1000:.0f}" for name in names))
 
