@@ -150,19 +150,25 @@ def do_open_order(project, product_code: str, *, quantity=1, resource_uuid=None,
                   replaces: Order | None = None, account: BillingAccount | None = None) -> Order:
     """Start charging `project`'s owner for a product from `starts_at` (now) on, at today's price.
     `account`: the project's billing account, when the caller has just read it."""
-    try:
-        product = Product.objects.get(code=product_code, active=True)
-    except Product.DoesNotExist:
-        raise Conflict(f"There is no product {product_code!r} on sale.") from None
     quantity = Decimal(str(quantity))
-    if quantity <= 0:
-        raise Conflict("The quantity must be positive.")
     account = account or account_of_project(project)
     starts_at = starts_at or timezone.now()
+    # The product and its price in one read (every create opens an order); when there is none, the
+    # product alone tells which of the two is missing.
+    price = (Price.objects.select_related("product")
+             .filter(product__code=product_code, product__active=True, currency=account.currency,
+                     valid_from__lte=starts_at).order_by("-valid_from").first())
+    if price is None:
+        product = Product.objects.filter(code=product_code, active=True).first()
+        if product is None:
+            raise Conflict(f"There is no product {product_code!r} on sale.")
+        price = price_for(product, account.currency, starts_at)  # raises: it has no price
+    product = price.product
+    if quantity <= 0:
+        raise Conflict("The quantity must be positive.")
     billed_end = last_billed_end(account)
     if billed_end is not None and starts_at < billed_end:
         raise Conflict(f"{starts_at:%Y-%m-%d} lies in a month that is billed already.")
-    price = price_for(product, account.currency, starts_at)
     amount = order_amount(product, price, quantity=quantity, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
     order = Order.objects.create(
         account=account, project=project, product=product, price=price,
