@@ -150,8 +150,7 @@ def vm_metadata_paths(state_dir, vm_uuid):
     directory = vm_metadata_dir(state_dir, vm_uuid)
     return {"dir": directory,
             "record": os.path.join(directory, "metadata.json"),
-            "drive": os.path.join(directory, "cidata.iso"),
-            "drive_content": os.path.join(directory, "cidata.tmpdir")}
+            "drive": os.path.join(directory, "cidata.iso")}
 
 
 def ha_paths(state_dir):
