@@ -183,44 +183,49 @@ def place(vm: VM, avoid_host_ids=()) -> Host | None:
     return _place({"pk": vm.pk}, avoid_host_ids)[1]
 
 
-def place_target(vm_uuid, avoid_host_ids=()) -> tuple[VM, Host | None]:
+def place_target(vm_uuid, avoid_host_ids=(), when_placed: dict | None = None) -> tuple[VM, Host | None, bool]:
     """place() for the VM of a place step, known by its UUID: its locked read is its only read.
-    Returns (the VM as read under its lock, its host or None). VM.DoesNotExist when it is gone."""
-    return _place({"uuid": vm_uuid}, avoid_host_ids)
+    Returns (the VM as read under its lock, its host or None, whether it got that host now).
+    when_placed: more fields for the UPDATE that gives the VM its host (the step's start generation
+    and status), written only if it gets one now. VM.DoesNotExist when it is gone."""
+    return _place({"uuid": vm_uuid}, avoid_host_ids, when_placed or {})
 
 
-def _place(lookup: dict, avoid_host_ids) -> tuple[VM, Host | None]:
+def _place(lookup: dict, avoid_host_ids, when_placed: dict | None = None) -> tuple[VM, Host | None, bool]:
+    when_placed = when_placed or {}
     while True:
         with transaction.atomic():
             vm = VM.objects.select_for_update(no_key=True).get(**lookup)
             if vm.host_id is not None:
-                return vm, vm.host
+                return vm, vm.host, False
             if vm.desired_state != DesiredState.RUNNING or vm.status == VMStatus.DELETED:
                 raise NotWanted(f"{vm.name} is no longer meant to run ({vm.get_desired_state_display().lower()}).")
-            host = take_claim(vm, avoid_host_ids)
+            host = take_claim(vm, avoid_host_ids, when_placed)
             if host is CLAIM_GIVEN_UP:
                 # It holds the claimed host's lock now: end this transaction before taking every
                 # candidate's in id order (the lock order), and place the VM afresh.
                 continue
             if host is not None:
-                return vm, host
+                return vm, host, True
             # One placer decides at a time: every candidate host's row, in id order (no deadlock between
             # placers; one that holds a VM's row and waits here is skipped by the one deciding, below).
             hosts = list(candidate_hosts().select_for_update())
             # The placer we waited for may have claimed room for this VM (given up: placed afresh below).
-            host = take_claim(vm, avoid_host_ids)
+            host = take_claim(vm, avoid_host_ids, when_placed)
             if host is not None and host is not CLAIM_GIVEN_UP:
-                return vm, host
-            return vm, place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids)
+                return vm, host, True
+            host = place_waiting(vm, [host for host in hosts if not lacks_what_vms_need(host)], avoid_host_ids,
+                                 when_placed)
+            return vm, host, host is not None
 
 
 CLAIM_GIVEN_UP = object()  # take_claim(): the claim was on a host that can no longer take the VM
 
 
-def take_claim(vm: VM, avoid_host_ids=()):
+def take_claim(vm: VM, avoid_host_ids=(), when_placed: dict | None = None):
     """The VM's claimed host made its host (the room is already counted there); None when it has
     no claim; CLAIM_GIVEN_UP when its claim was on a host that can no longer take it (the claim is
-    then given up)."""
+    then given up). when_placed: see place_target()."""
     operation = (Operation.objects.filter(target_uuid=vm.uuid, kind__in=PLACING_KINDS, step=PLACE_STEP)
                  .exclude(host=None).exclude(state__in=TERMINAL_OPERATION_STATES).first())
     if operation is None:
@@ -231,11 +236,11 @@ def take_claim(vm: VM, avoid_host_ids=()):
     if host is None or lacks_what_vms_need(host):
         Operation.objects.filter(pk=operation.pk).update(host=None)
         return CLAIM_GIVEN_UP
-    VM.objects.filter(pk=vm.pk).update(host=host)
+    VM.objects.filter(pk=vm.pk).update(host=host, **(when_placed or {}))
     return host
 
 
-def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=()) -> Host | None:
+def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=(), when_placed: dict | None = None) -> Host | None:
     """Under the locks of `hosts` (every candidate): place `vm` and claim room for every other VM
     waiting for its place step, oldest operation first, against one read of the hosts' usage.
     Returns `vm`'s host, or None when it does not fit."""
@@ -295,7 +300,7 @@ def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=()) -> Host | None:
     if woken:
         transaction.on_commit(lambda: [send(operation_id) for operation_id in woken])
     if own_host is not None:
-        VM.objects.filter(pk=vm.pk).update(host=own_host)
+        VM.objects.filter(pk=vm.pk).update(host=own_host, **(when_placed or {}))
     return own_host
 
 

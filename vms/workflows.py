@@ -134,8 +134,18 @@ def unless_deleted(value, field: str):
 # --- create / start ---------------------------------------------------------------------------
 
 def step_place(operation):
+    if operation.kind == "vm.evacuate":
+        status, message = VMStatus.STARTING, "Host failure: restarting it on another host."
+    else:
+        status, message = (VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING), ""
+    # A new start generation: a copy started by an earlier one (on a host that failed, or by a
+    # worker that lost its lease) is refused or killed by the host. The status in the same statement,
+    # and both in the one that gives the VM its host when it gets one now.
+    started = {"generation": F("generation") + 1, "status": unless_deleted(status, "status"),
+               "status_message": unless_deleted(message, "status_message")}
     try:
-        vm, host = scheduler.place_target(operation.target_uuid, avoid_host_ids=operation.payload.get("avoid_hosts", ()))
+        vm, host, placed_now = scheduler.place_target(
+            operation.target_uuid, avoid_host_ids=operation.payload.get("avoid_hosts", ()), when_placed=started)
     except VM.DoesNotExist:
         raise PermanentStepError("The VM no longer exists.") from None
     except scheduler.NotWanted as reason:
@@ -151,14 +161,8 @@ def step_place(operation):
         raise StepWaiting(message)
     Operation.objects.filter(pk=operation.pk).update(host=host)
     operation.host_id = host.pk  # the engine's host-slot check before the next step need not read it back
-    if operation.kind == "vm.evacuate":
-        status, message = VMStatus.STARTING, "Host failure: restarting it on another host."
-    else:
-        status, message = (VMStatus.BUILDING if operation.kind == "vm.create" else VMStatus.STARTING), ""
-    # A new start generation: a copy started by an earlier one (on a host that failed, or by a
-    # worker that lost its lease) is refused or killed by the host. The status in the same statement.
-    VM.objects.filter(pk=vm.pk).update(generation=F("generation") + 1, status=unless_deleted(status, "status"),
-                                       status_message=unless_deleted(message, "status_message"))
+    if not placed_now:  # placed before (a step run again): a new start all the same
+        VM.objects.filter(pk=vm.pk).update(**started)
     return {"host": host.name}
 
 
