@@ -38,7 +38,7 @@ from billing.models import (
     Product,
     Refund,
 )
-from billing.money import to_cents
+from billing.money import to_cents, to_rate
 from billing.periods import local_midnight
 
 logger = logging.getLogger(__name__)
@@ -122,15 +122,16 @@ def price_for(product: Product, currency: str, at: datetime) -> Price:
 
 def order_amount(product: Product, price: Price, *, quantity: Decimal, cores=None, memory_mib=None,
                  disk_mib=None) -> Decimal:
-    """The order's price per period (not rounded: hourly prices have more than two decimals)."""
+    """The order's price per period, to six decimals (not to cents: hourly prices have more than two;
+    bills round to cents). The quote (billing/pricing.py) uses it too, so it says what the bill says."""
     if product.kind == ProductKind.VM:
-        return (
+        return to_rate((
             price.amount
             + price.per_core * (cores or 0)
             + price.per_memory_gib * Decimal(memory_mib or 0) / MIB_PER_GIB
             + price.per_disk_gib * Decimal(disk_mib or 0) / MIB_PER_GIB
-        ) * quantity
-    return price.amount * quantity
+        ) * quantity)
+    return to_rate(price.amount * quantity)
 
 
 def _vm_description(name, cores, memory_mib, disk_mib) -> str:

@@ -142,3 +142,18 @@ def test_no_vm_price_is_409(api, alice_project):
     Product.objects.filter(code="vm").update(active=False)
     answer = api["alice"].get(URL, {"cores": 1, "memory_mib": 1024, "disk_mib": 10240})
     assert answer.status_code == 409
+
+
+def test_a_vm_of_odd_mib_sizes_is_ordered_at_its_rate_to_six_decimals(api, alice_project):
+    # 130 MiB and 1030 MiB: 5.00 + 2.50 x 130/1024 + 0.10 x 1030/1024 = 5.41796875 a month, one decimal
+    # more than an order's amount holds. It was a 500 (the field refused it); now the rate is rounded
+    # half up to 6 decimals, and the quote says what the order charges.
+    from billing.models import Order
+
+    response = api["alice"].post("/api/v1/vms/", {"name": "odd", "cores": 1, "memory": "130M", "disk": "1030M",
+                                                  "image": None}, format="json")
+    assert response.status_code == 201, response.content
+    order = Order.objects.get(resource_uuid=response.json()["uuid"])
+    assert order.amount == D("5.417969")
+    quote = monthly_vm_price(alice_project, cores=1, memory_mib=130, disk_mib=1030)
+    assert quote.monthly.excl_vat == D("5.42")
