@@ -42,12 +42,13 @@ deadlock; vms/tests/test_lock_order.py runs placers, deletes, stops and starts a
   host (a foreign key), which a no-key lock does not block.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Sum, Value, When
 from django.utils import timezone
 
@@ -98,69 +99,87 @@ def lacks_what_vms_need(host: Host) -> str:
     return f"missing {', '.join(missing)}" if missing else ""
 
 
-def incoming_needs(hosts: list[Host], ignoring: VM | None = None) -> dict[int, tuple[int, int, int]]:
-    """{host id: (cores, memory MiB, disk MiB)} of the VMs moving to these hosts that still have
-    their rows on the source. `ignoring`: the VM being planned (its own earlier plan holds nothing)."""
-    by_name = {host.name: host.id for host in hosts}
-    moves = Operation.objects.filter(kind__in=MOVES, result__destination__in=list(by_name)).exclude(
-        state__in=TERMINAL_OPERATION_STATES)
-    if ignoring is not None:
-        moves = moves.exclude(target_uuid=ignoring.uuid)
-    destinations = {str(uuid): by_name[result["destination"]] for uuid, result in moves.values_list("target_uuid",
-                                                                                                  "result")}
-    needs = {}
-    vms = VM.objects.filter(uuid__in=list(destinations)).exclude(status=VMStatus.DELETED).annotate(
-        disk_mib=Sum("disks__size_mib"))
-    for vm in vms:
-        host_id = destinations[str(vm.uuid)]
-        if vm.host_id == host_id:
-            continue  # switched: counted as placed there
-        cores, memory, disk = needs.get(host_id, (0, 0, 0))
-        needs[host_id] = (cores + vm.cores, memory + vm.memory_mib, disk + (vm.disk_mib or 0))
-    return needs
-
-
-def claimed_needs(hosts: list[Host]) -> dict[int, tuple[int, int, int]]:
-    """{host id: (cores, memory MiB, disk MiB)} claimed for VMs whose own place step has not taken
-    the claim yet (see the module's doc)."""
-    claims = dict(Operation.objects.filter(kind__in=PLACING_KINDS, step=PLACE_STEP, host__in=hosts)
-                  .exclude(state__in=TERMINAL_OPERATION_STATES).exclude(target_uuid=None)
-                  .values_list("target_uuid", "host_id"))
-    needs = {}
-    if not claims:
-        return needs
-    vms = VM.objects.filter(uuid__in=list(claims), host=None).exclude(status=VMStatus.DELETED).annotate(
-        disk_mib=Sum("disks__size_mib"))
-    for vm in vms:
-        host_id = claims[vm.uuid]
-        cores, memory, disk = needs.get(host_id, (0, 0, 0))
-        needs[host_id] = (cores + vm.cores, memory + vm.memory_mib, disk + (vm.disk_mib or 0))
-    return needs
-
-
 def rooms(hosts: list[Host], ignoring: VM | None = None) -> list[HostRoom]:
-    placed = VM.objects.filter(host__in=hosts).exclude(status=VMStatus.DELETED)
-    used = {row["host"]: row for row in placed.values("host").annotate(cores=Sum("cores"), memory=Sum("memory_mib"))}
-    disks = {
-        row["vm__host"]: row["size"]
-        for row in Disk.objects.filter(vm__host__in=hosts).exclude(vm__status=VMStatus.DELETED)
-        .values("vm__host").annotate(size=Sum("size_mib"))
-    }
-    incoming = incoming_needs(hosts, ignoring)
-    claimed = claimed_needs(hosts)
+    """What each host has free: its capacity (with overbooking) less what is counted on it, which
+    is three kinds of VM (not deleted):
+    - placed there;
+    - moving there (a migration or cold move names it as destination) and not switched yet, except
+      `ignoring` (the VM being planned: its own earlier plan holds nothing);
+    - claimed there: waiting for their own place step to take the room a placer claimed for them
+      (see the module's doc).
+    One statement for all of it (rooms_sql): built by the ORM, as five queries, it cost 3.4 ms of
+    every place step."""
+    if not hosts:
+        return []
+    host_ids = [host.id for host in hosts]
+    uuid_field = VM._meta.get_field("uuid")
+    ignored = uuid_field.get_db_prep_value(ignoring.uuid, connection) if ignoring is not None else None
+    params = [*host_ids, VMStatus.DELETED,
+              *MOVES, *TERMINAL_OPERATION_STATES, *host_ids, VMStatus.DELETED, *([ignored] if ignoring else []),
+              *PLACING_KINDS, PLACE_STEP, *host_ids, *TERMINAL_OPERATION_STATES, VMStatus.DELETED]
+    with connection.cursor() as cursor:
+        cursor.execute(_rooms_sql(connection.vendor, len(host_ids), ignoring is not None), params)
+        counted = {host_id: (cores, memory, disk) for host_id, cores, memory, disk in cursor.fetchall()}
     result = []
     for host in hosts:
-        row = used.get(host.id, {})
-        in_cores, in_memory, in_disk = incoming.get(host.id, (0, 0, 0))
-        claimed_cores, claimed_memory, claimed_disk = claimed.get(host.id, (0, 0, 0))
+        cores, memory, disk = counted.get(host.id, (0, 0, 0))
         result.append(HostRoom(
             host=host,
-            free_cores=host.cores * host.cpu_overbooking - (row.get("cores") or 0) - in_cores - claimed_cores,
-            free_memory_mib=(host.memory_mib * host.memory_overbooking - (row.get("memory") or 0) - in_memory
-                             - claimed_memory),
-            free_disk_mib=host.disk_gib * 1024 - disks.get(host.id, 0) - in_disk - claimed_disk,
+            free_cores=host.cores * host.cpu_overbooking - int(cores or 0),
+            free_memory_mib=host.memory_mib * host.memory_overbooking - int(memory or 0),
+            free_disk_mib=host.disk_gib * 1024 - int(disk or 0),
         ))
     return result
+
+
+@functools.cache
+def _rooms_sql(vendor: str, host_count: int, ignoring: bool) -> str:
+    quote = connection.ops.quote_name
+
+    def table(model):
+        return quote(model._meta.db_table)
+
+    def column(model, name):
+        return quote(model._meta.get_field(name).column)
+
+    vm, disk, operation, host = table(VM), table(Disk), table(Operation), table(Host)
+
+    def listed(count):
+        return ", ".join(["%s"] * count)
+
+    hosts_in = listed(host_count)
+    vm_id, vm_host, vm_status, vm_uuid = (column(VM, "id"), column(VM, "host"), column(VM, "status"),
+                                          column(VM, "uuid"))
+    cores, memory = column(VM, "cores"), column(VM, "memory_mib")
+    result = column(Operation, "result")
+    destination = (f"o.{result} ->> 'destination'" if vendor == "postgresql"
+                   else f"json_extract(o.{result}, '$.destination')")
+    # A VM's disks: every disk attached to it counts where the VM counts.
+    disk_of_vm = (f"(SELECT COALESCE(SUM(d.{column(Disk, 'size_mib')}), 0) FROM {disk} AS d"
+                  f" WHERE d.{column(Disk, 'vm')} = v.{vm_id})")
+    kind, state, target = column(Operation, "kind"), column(Operation, "state"), column(Operation, "target_uuid")
+    return (
+        f"SELECT needs.host_id, SUM(needs.cores), SUM(needs.memory), SUM(needs.disk) FROM ("
+        # placed there
+        f" SELECT v.{vm_host} AS host_id, v.{cores} AS cores, v.{memory} AS memory, {disk_of_vm} AS disk"
+        f" FROM {vm} AS v WHERE v.{vm_host} IN ({hosts_in}) AND v.{vm_status} <> %s"
+        # moving there
+        f" UNION ALL SELECT h.{column(Host, 'id')}, v.{cores}, v.{memory}, {disk_of_vm}"
+        f" FROM {operation} AS o JOIN {host} AS h ON h.{column(Host, 'name')} = {destination}"
+        f" JOIN {vm} AS v ON v.{vm_uuid} = o.{target}"
+        f" WHERE o.{kind} IN ({listed(len(MOVES))}) AND o.{state} NOT IN ({listed(len(TERMINAL_OPERATION_STATES))})"
+        f" AND h.{column(Host, 'id')} IN ({hosts_in}) AND v.{vm_status} <> %s"
+        f" AND (v.{vm_host} IS NULL OR v.{vm_host} <> h.{column(Host, 'id')})"
+        + (f" AND o.{target} <> %s" if ignoring else "") +
+        # claimed there
+        f" UNION ALL SELECT o.{column(Operation, 'host')}, v.{cores}, v.{memory}, {disk_of_vm}"
+        f" FROM {operation} AS o JOIN {vm} AS v ON v.{vm_uuid} = o.{target}"
+        f" WHERE o.{kind} IN ({listed(len(PLACING_KINDS))}) AND o.{column(Operation, 'step')} = %s"
+        f" AND o.{column(Operation, 'host')} IN ({hosts_in})"
+        f" AND o.{state} NOT IN ({listed(len(TERMINAL_OPERATION_STATES))})"
+        f" AND v.{vm_host} IS NULL AND v.{vm_status} <> %s"
+        f") AS needs GROUP BY needs.host_id"
+    )
 
 
 def candidate_hosts():

@@ -80,3 +80,45 @@ def test_concurrent_placers_never_overcommit_with_claims(transactional_db, alice
     assert len(held) == 12
     for host in hosts:
         assert sum(1 for host_id in held.values() if host_id == host.pk) == 4
+
+
+def test_rooms_count_placed_moving_and_claimed_vms_once_each(alice, alice_project):
+    # Every kind of VM that holds room on a host, and the ones that must not: on both databases
+    # (rooms() is one hand-written statement; bin/test runs this file on PostgreSQL).
+    from images.models import Disk
+
+    do_set_quota(None, alice_project, quota_vms=20, quota_cores=64, quota_memory_mib=65536, quota_disk_mib=65536)
+    hv1, hv2 = make_host("hv1", cores=32, memory_mib=32768), make_host("hv2", cores=32, memory_mib=32768)
+
+    def vm(name, cores, memory_mib, disk_mib, host=None):
+        made = create(alice, alice_project, name, cores=cores, memory_mib=memory_mib, disk_mib=disk_mib)
+        Operation.objects.filter(target_uuid=made.uuid).update(state=OperationState.SUCCEEDED)
+        VM.objects.filter(pk=made.pk).update(host=host)
+        return made
+
+    placed = vm("placed", 2, 1024, 1000, hv1)
+    Disk.objects.create(project=alice_project, name="data", vm=placed, size_mib=500)  # a second disk counts
+    gone = vm("gone", 8, 8192, 8000, hv1)
+    VM.objects.filter(pk=gone.pk).update(status="deleted")
+    moving = vm("moving", 3, 2048, 2000, hv2)  # hv2 -> hv1, not switched yet: counted on both
+    Operation.objects.create(kind="vm.migrate", target_kind="vm", target_uuid=moving.uuid, host=hv2,
+                             state=OperationState.RUNNING, step="transfer", result={"destination": "hv1"})
+    switched = vm("switched", 4, 4096, 4000, hv1)  # its move switched it to hv1 already: counted once
+    Operation.objects.create(kind="vm.move", target_kind="vm", target_uuid=switched.uuid, host=hv2,
+                             state=OperationState.RUNNING, step="finish", result={"destination": "hv1"})
+    done = vm("done", 5, 5120, 5000, hv2)  # a move that ended holds nothing on its destination
+    Operation.objects.create(kind="vm.migrate", target_kind="vm", target_uuid=done.uuid, host=hv2,
+                             state=OperationState.FAILED, step="transfer", result={"destination": "hv1"})
+    claimed = vm("claimed", 6, 6144, 6000)  # room claimed on hv1 for its own place step
+    Operation.objects.filter(target_uuid=claimed.uuid).update(state=OperationState.PENDING, host=hv1, step="place")
+
+    def used(host, ignoring=None):
+        (room,) = scheduler.rooms([host], ignoring=ignoring)
+        return 32 - int(room.free_cores), 32768 - int(room.free_memory_mib), 100 * 1024 - int(room.free_disk_mib)
+
+    assert used(hv1) == (2 + 3 + 4 + 6, 1024 + 2048 + 4096 + 6144, 1500 + 2000 + 4000 + 6000)
+    assert used(hv2) == (3 + 5, 2048 + 5120, 2000 + 5000)
+    assert used(hv1, ignoring=moving) == (2 + 4 + 6, 1024 + 4096 + 6144, 1500 + 4000 + 6000)
+    both = {room.host.name: int(room.free_cores) for room in scheduler.rooms([hv1, hv2])}
+    assert both == {"hv1": 32 - 15, "hv2": 32 - 8}
+    assert scheduler.rooms([]) == []
