@@ -170,6 +170,11 @@ def step_disks(operation):
     vm = placed_vm(operation)
     with host_errors_as_step_errors():
         disks = hostwork.ensure_vm_disks(agent_for(vm.host), vm)
+    # For the boot step, when the same worker runs it next (agents.operations.advance_steps keeps this
+    # operation object, and its lease, from step to step): a read a few milliseconds old. What boot
+    # takes from it does not change meanwhile: resizes and moves refuse a busy VM, a stop or delete
+    # cancels this operation (and the lease with it); a rename shows at the next start.
+    operation.vm_read_by_disks_step = vm
     return {"disks": disks}
 
 
@@ -180,7 +185,7 @@ def vm_networks(vm: VM) -> list[Network]:
 def step_networks_and_boot(operation):
     """net-up for each of the VM's networks, the host's metadata service (it waits until it
     serves their bridges) and vm-up, in one round trip (a host-side batch)."""
-    vm = placed_vm(operation)
+    vm = operation.__dict__.pop("vm_read_by_disks_step", None) or placed_vm(operation)
     disks = operation.result.get("disks")
     if disks is None:
         raise PermanentStepError("The disks step left no disk list.")
