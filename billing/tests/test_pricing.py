@@ -157,3 +157,37 @@ def test_a_vm_of_odd_mib_sizes_is_ordered_at_its_rate_to_six_decimals(api, alice
     assert order.amount == D("5.417969")
     quote = monthly_vm_price(alice_project, cores=1, memory_mib=130, disk_mib=1030)
     assert quote.monthly.excl_vat == D("5.42")
+
+
+def test_a_creates_one_read_of_the_accounts_standing_says_what_the_orm_reads_say(alice, alice_project):
+    # billing.actions.account_in_good_standing(), one hand-written statement, against the reads it
+    # stands for (account_of_project, ledger.bill_in_arrears, last_billed_end), on both databases.
+    from datetime import date
+
+    from billing import ledger
+    from billing.actions import account_in_good_standing, account_of_project, last_billed_end
+    from billing.models import Bill
+
+    assert account_in_good_standing(alice_project) is None  # no account yet: made by the slow path
+    account = account_of_project(alice_project)
+    assert account_in_good_standing(alice_project) == (account, None)
+
+    def bill(number, start, end, due, state):
+        return Bill.objects.create(account=account, number=number, reference=f"R{number}", period_start=start,
+                                   period_end=end, issued_on=start, due_on=due, state=state, subtotal=D("1.00"),
+                                   vat_treatment="none", total=D("1.00"))
+
+    bill(1, date(2026, 9, 1), date(2026, 10, 1), timezone.localdate() + timedelta(days=10), "paid")
+    bill(2, date(2026, 10, 1), date(2026, 11, 1), timezone.localdate() + timedelta(days=10), "open")
+    bill(3, date(2026, 11, 1), date(2026, 12, 1), timezone.localdate() + timedelta(days=10), "cancelled")
+    assert last_billed_end(account).date() == date(2026, 11, 1)  # the cancelled bill's month is not billed
+    assert account_in_good_standing(alice_project) == (account, last_billed_end(account))
+    assert ledger.bill_in_arrears(account) is None
+
+    overdue = bill(4, date(2026, 8, 1), date(2026, 9, 1), timezone.localdate() - timedelta(days=60), "overdue")
+    assert ledger.bill_in_arrears(account) == overdue
+    assert account_in_good_standing(alice_project) is None  # the slow path refuses, naming the bill
+    Bill.objects.filter(pk=overdue.pk).update(state="paid")
+    assert account_in_good_standing(alice_project) is not None
+    BillingAccount.objects.filter(pk=account.pk).update(suspended_at=timezone.now())
+    assert account_in_good_standing(alice_project) is None
