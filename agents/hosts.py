@@ -1,10 +1,12 @@
 """Host rows to connections and agents, and the host check workflow."""
 
+import contextvars
 import logging
+import threading
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from accounts import audit
@@ -73,6 +75,34 @@ def warm_host_connections() -> list[str]:
             log.info("could not warm the connection to %s: %s", host.name, error)
             failed.append(host.name)
     return failed
+
+
+class HostCallInFlight:
+    """A host call running in a thread of its own while the step does database work that does not
+    need its answer: the host's time and the control plane's overlap instead of adding up. The
+    thread only talks to the host (and asks whether it went silent, on a connection of its own that
+    it closes); result() waits for it and raises what the call raised. Host calls carry the step's
+    claim (agents.hostagent.acting_for): the thread runs in a copy of the caller's context."""
+
+    def __init__(self, call):
+        self._answer, self._error = None, None
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=self._run, args=(context, call), name="host-call", daemon=True)
+        self._thread.start()
+
+    def _run(self, context, call):
+        try:
+            self._answer = context.run(call)
+        except BaseException as error:  # handed to the waiting step as it is
+            self._error = error
+        finally:
+            connections.close_all()  # this thread's own, opened only if it asked whether the host is silent
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._answer
 
 
 def silent_host_reason(host_id: int) -> str | None:

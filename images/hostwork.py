@@ -12,11 +12,13 @@ live in the host's pool instead. Each disk's storage backend (images/backends.py
 work; this module only orders it for a VM.
 """
 
+import contextlib
 import re
 
 from django.conf import settings
 
 from agents.hostagent import HostAgent, HostError
+from agents.hosts import HostCallInFlight
 from images.backends import backend_for
 from images.baseimage import ensure_base_image
 from images.choices import DiskRole
@@ -85,16 +87,25 @@ def ensure_disk(agent: HostAgent, disk: Disk, host_id: int | None = None) -> dic
     return backend_for(disk.storage).ensure_disk(agent, disk, host_id)
 
 
-def ensure_vm_disks(agent: HostAgent, vm) -> list[dict]:
+def ensure_vm_disks(agent: HostAgent, vm, while_the_host_works=None) -> list[dict]:
     """Every disk of the VM on the host, root disk first, then data volumes, then the config
     drive: the `disks` list of the host-side vm-up spec. The local disks and the metadata take one
-    round trip (a batch); Ceph RBD disks take their own calls."""
+    round trip (a batch); Ceph RBD disks take their own calls. while_the_host_works(): database
+    work of the caller's that does not need the disks, done while the host makes them."""
     disks = vm_disks_in_order(vm)
     local = [disk for disk in disks if backend_for(disk.storage).batchable]
     specs = [local_disk_spec(disk, vm.host_id) for disk in local]
     calls = [("disk-ensure", spec) for spec in specs] + [("vm-metadata", metadata_spec(vm))]
+    in_flight = HostCallInFlight(lambda: agent.call_batch(calls, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT))
+    if while_the_host_works is not None:
+        try:
+            while_the_host_works()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                in_flight.result()  # no call left running behind a failed step
+            raise
     try:
-        results = agent.call_batch(calls, timeout=settings.UNCLOUD_HOST_CALL_TIMEOUT)
+        results = in_flight.result()
     except HostError as error:
         index = error.extra.get("batch_index")
         if index is None or index >= len(local) or not base_image_missing(error, specs[index]):

@@ -168,13 +168,16 @@ def step_place(operation):
 
 def step_disks(operation):
     vm = placed_vm(operation)
+    prepared = {}
     with host_errors_as_step_errors():
-        disks = hostwork.ensure_vm_disks(agent_for(vm.host), vm)
+        disks = hostwork.ensure_vm_disks(agent_for(vm.host), vm, while_the_host_works=lambda: prepared.update(
+            boot=boot_preparation(vm)))
     # For the boot step, when the same worker runs it next (agents.operations.advance_steps keeps this
-    # operation object, and its lease, from step to step): a read a few milliseconds old. What boot
-    # takes from it does not change meanwhile: resizes and moves refuse a busy VM, a stop or delete
-    # cancels this operation (and the lease with it); a rename shows at the next start.
-    operation.vm_read_by_disks_step = vm
+    # operation object, and its lease, from step to step): reads a few milliseconds old. What boot
+    # takes from them does not change meanwhile: resizes and moves refuse a busy VM, NICs are attached
+    # to a VM that is not busy, a stop or delete cancels this operation (and the lease with it); a
+    # rename shows at the next start.
+    operation.vm_read_by_disks_step, operation.boot_prepared = vm, prepared.get("boot")
     return {"disks": disks}
 
 
@@ -182,23 +185,31 @@ def vm_networks(vm: VM) -> list[Network]:
     return list(Network.objects.filter(nics__vm=vm).distinct().order_by("vni"))
 
 
+def boot_preparation(vm: VM) -> dict:
+    """What the boot step sends, but for the disks: net-up for each of the VM's networks and its
+    vm-up spec. The disks step reads it while the host makes the disks."""
+    nics = list(vm.nics.select_related("network").order_by("index"))
+    # Its networks from the NICs' read (vm_networks() would read them again): by VNI, each once.
+    networks = sorted({nic.network_id: nic.network for nic in nics}.values(), key=lambda network: network.vni)
+    return {"networks": [network.vni for network in networks],
+            "net_up": [("net-up", net_up_spec(network, vm.host)) for network in networks],
+            "vm_up": vm_up_spec(vm, [], nics)}
+
+
 def step_networks_and_boot(operation):
     """net-up for each of the VM's networks, the host's metadata service (it waits until it
     serves their bridges) and vm-up, in one round trip (a host-side batch)."""
     vm = operation.__dict__.pop("vm_read_by_disks_step", None) or placed_vm(operation)
+    prepared = operation.__dict__.pop("boot_prepared", None) or boot_preparation(vm)
     disks = operation.result.get("disks")
     if disks is None:
         raise PermanentStepError("The disks step left no disk list.")
-    nics = list(vm.nics.select_related("network").order_by("index"))
-    # Its networks from the NICs' read (vm_networks() would read them again): by VNI, each once.
-    networks = sorted({nic.network_id: nic.network for nic in nics}.values(), key=lambda network: network.vni)
-    calls = [("net-up", net_up_spec(network, vm.host)) for network in networks]
-    calls += [("metadata-up", {}), ("vm-up", vm_up_spec(vm, disks, nics))]
+    calls = [*prepared["net_up"], ("metadata-up", {}), ("vm-up", {**prepared["vm_up"], "disks": disks})]
     with host_errors_as_step_errors():
         answer = agent_for(vm.host).call_batch(calls)[-1]
     if answer.get("status") != "running":
         raise TransientStepError(f"qemu runs but reports {answer.get('status')}: {answer.get('qmp_error') or ''}")
-    return {"networks": [network.vni for network in networks], "pid": answer.get("pid"), "accel": answer.get("accel")}
+    return {"networks": prepared["networks"], "pid": answer.get("pid"), "accel": answer.get("accel")}
 
 
 def started(operation):

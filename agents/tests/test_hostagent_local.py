@@ -63,3 +63,27 @@ def test_a_worker_process_warms_its_connections_to_the_hosts_it_will_call(db):
         close_streams()
         for state_dir in state_dirs:
             shutil.rmtree(state_dir)
+
+
+def test_a_host_call_in_flight_carries_the_steps_claim_and_hands_back_its_error():
+    # The disks step runs its host batch in a thread while it reads what boot will send
+    # (images/hostwork.py): the call must still carry the step's claim, and fail the step as it failed.
+    import uuid
+
+    import pytest
+
+    from agents.hostagent import _holder, acting_for
+    from agents.hosts import HostCallInFlight
+
+    target = uuid.uuid4()
+    with acting_for(target, 42):
+        seen = HostCallInFlight(lambda: _holder.get()).result()
+    assert seen == {"target": str(target), "token": 42}
+    assert HostCallInFlight(lambda: _holder.get()).result() is None  # outside a step: no claim
+
+    def refused():
+        raise HostError("stale_generation", "a newer start of this VM exists")
+
+    with pytest.raises(HostError) as raised:
+        HostCallInFlight(refused).result()
+    assert raised.value.code == "stale_generation"
