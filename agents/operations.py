@@ -41,6 +41,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.sql import column, columns, table
 from agents import hostslots
 from agents.choices import TERMINAL_OPERATION_STATES, OperationState
 from agents.hostagent import acting_for
@@ -212,22 +213,20 @@ def claim(operation_id: int) -> Operation | None:
 def _claim_sql(vendor: str) -> str:
     """The claim's statement, composed once per process: built by the ORM (an UpdateQuery with a
     subquery in it) it cost a millisecond of Python per claim, the statement itself a tenth."""
-    quote = connection.ops.quote_name
-    table = quote(Operation._meta.db_table)
 
-    def column(name):
-        return quote(Operation._meta.get_field(name).column)
+    def op(name):
+        return column(Operation, name)
 
+    operations = table(Operation)
     greatest = "GREATEST" if vendor == "postgresql" else "MAX"  # SQLite's two-argument MAX is the same
-    state, lease_until, token, target = column("state"), column("lease_until"), column("holder_token"), column("target_uuid")
-    returned = ", ".join(quote(field.column) for field in Operation._meta.concrete_fields)
+    state, lease_until, token, target = op("state"), op("lease_until"), op("holder_token"), op("target_uuid")
     return (
-        f"UPDATE {table} SET {state} = %s, {column('lease_owner')} = %s, {lease_until} = %s,"
-        f" {column('attempts')} = {column('attempts')} + 1, {column('started')} = COALESCE({column('started')}, %s),"
-        f" {token} = {greatest}(%s, COALESCE((SELECT MAX(earlier.{token}) FROM {table} AS earlier"
-        f" WHERE earlier.{target} = {table}.{target}), 0) + 1)"
-        f" WHERE {column('id')} = %s AND {state} IN (%s, %s) AND ({lease_until} IS NULL OR {lease_until} < %s)"
-        f" RETURNING {returned}"
+        f"UPDATE {operations} SET {state} = %s, {op('lease_owner')} = %s, {lease_until} = %s,"
+        f" {op('attempts')} = {op('attempts')} + 1, {op('started')} = COALESCE({op('started')}, %s),"
+        f" {token} = {greatest}(%s, COALESCE((SELECT MAX(earlier.{token}) FROM {operations} AS earlier"
+        f" WHERE earlier.{target} = {operations}.{target}), 0) + 1)"
+        f" WHERE {op('id')} = %s AND {state} IN (%s, %s) AND ({lease_until} IS NULL OR {lease_until} < %s)"
+        f" RETURNING {columns(Operation)}"
     )
 
 

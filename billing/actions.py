@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.errors import Conflict
+from accounts.sql import column, columns, placeholders, table
 from billing import ledger, signals, stripe_payments
 from billing.choices import (
     UNPAID_BILL_STATES,
@@ -283,21 +284,15 @@ def account_in_good_standing(project):
 
 @functools.cache
 def _standing_sql() -> str:
-    quote = connection.ops.quote_name
-    account, bill = quote(BillingAccount._meta.db_table), quote(Bill._meta.db_table)
-
-    def column(model, name):
-        return quote(model._meta.get_field(name).column)
-
-    columns = ", ".join(f"a.{quote(field.column)}" for field in BillingAccount._meta.concrete_fields)
-    bill_account, state = column(Bill, "account"), column(Bill, "state")
+    account, bill = table(BillingAccount), table(Bill)
+    bill_account, state, account_id = column(Bill, "account"), column(Bill, "state"), column(BillingAccount, "id")
     return (
-        f"SELECT {columns},"
-        f" EXISTS(SELECT 1 FROM {bill} AS b WHERE b.{bill_account} = a.{column(BillingAccount, 'id')}"
-        f" AND b.{state} IN ({', '.join(['%s'] * len(UNPAID_BILL_STATES))}) AND b.{column(Bill, 'due_on')} <= %s)"
+        f"SELECT {columns(BillingAccount, 'a')},"
+        f" EXISTS(SELECT 1 FROM {bill} AS b WHERE b.{bill_account} = a.{account_id}"
+        f" AND b.{state} IN ({placeholders(len(UNPAID_BILL_STATES))}) AND b.{column(Bill, 'due_on')} <= %s)"
         f" AS in_arrears,"
         f" (SELECT MAX(b.{column(Bill, 'period_end')}) FROM {bill} AS b"
-        f" WHERE b.{bill_account} = a.{column(BillingAccount, 'id')} AND b.{state} <> %s) AS billed_until"
+        f" WHERE b.{bill_account} = a.{account_id} AND b.{state} <> %s) AS billed_until"
         f" FROM {account} AS a WHERE a.{column(BillingAccount, 'owner')} = %s"
     )
 

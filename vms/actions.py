@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts import audit
 from accounts.errors import Conflict, Unprocessable
 from accounts.quotas import Usage, check_quota, lock_project
+from accounts.sql import column, table
 from agents.choices import HostLiveness
 from agents.models import Host, Operation
 from agents.operations import active_operation, cancel, start_operation
@@ -129,12 +130,6 @@ def project_usage_and_name_taken(project, name: str | None = None) -> tuple[Usag
 
 @functools.cache
 def _usage_sql() -> str:
-    def table(model):
-        return connection.ops.quote_name(model._meta.db_table)
-
-    def column(model, field):
-        return connection.ops.quote_name(model._meta.get_field(field).column)
-
     vm, disk, address = table(VM), table(Disk), table(IPv4Address)
     vm_project, disk_project = column(VM, "project"), column(Disk, "project")
     return (

@@ -52,6 +52,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Sum, Value, When
 from django.utils import timezone
 
+from accounts.sql import column, placeholders, table
 from agents.choices import TERMINAL_OPERATION_STATES, HostLiveness, HostStatus
 from agents.models import Host, Operation
 from images.models import Disk
@@ -134,19 +135,8 @@ def rooms(hosts: list[Host], ignoring: VM | None = None) -> list[HostRoom]:
 
 @functools.cache
 def _rooms_sql(vendor: str, host_count: int, ignoring: bool) -> str:
-    quote = connection.ops.quote_name
-
-    def table(model):
-        return quote(model._meta.db_table)
-
-    def column(model, name):
-        return quote(model._meta.get_field(name).column)
-
     vm, disk, operation, host = table(VM), table(Disk), table(Operation), table(Host)
-
-    def listed(count):
-        return ", ".join(["%s"] * count)
-
+    listed = placeholders
     hosts_in = listed(host_count)
     vm_id, vm_host, vm_status, vm_uuid = (column(VM, "id"), column(VM, "host"), column(VM, "status"),
                                           column(VM, "uuid"))
@@ -267,16 +257,14 @@ def take_claim(vm: VM, avoid_host_ids=(), when_placed: dict | None = None):
 def _claim_sql(vendor: str) -> str:
     """The VM's claim: its place step's operation (id, host) when a placer claimed a host for it.
     Composed once per process: asked twice by most place steps, built by the ORM it cost 0.8 ms."""
-    quote = connection.ops.quote_name
+    def op(name):
+        return column(Operation, name)
 
-    def column(name):
-        return quote(Operation._meta.get_field(name).column)
-
-    return (f"SELECT {column('id')}, {column('host')} FROM {quote(Operation._meta.db_table)}"
-            f" WHERE {column('target_uuid')} = %s AND {column('kind')} IN ({', '.join(['%s'] * len(PLACING_KINDS))})"
-            f" AND {column('step')} = %s AND {column('host')} IS NOT NULL"
-            f" AND {column('state')} NOT IN ({', '.join(['%s'] * len(TERMINAL_OPERATION_STATES))})"
-            f" ORDER BY {column('created')} DESC, {column('id')} DESC LIMIT 1")  # the newest, as .first() took it
+    return (f"SELECT {op('id')}, {op('host')} FROM {table(Operation)}"
+            f" WHERE {op('target_uuid')} = %s AND {op('kind')} IN ({placeholders(len(PLACING_KINDS))})"
+            f" AND {op('step')} = %s AND {op('host')} IS NOT NULL"
+            f" AND {op('state')} NOT IN ({placeholders(len(TERMINAL_OPERATION_STATES))})"
+            f" ORDER BY {op('created')} DESC, {op('id')} DESC LIMIT 1")  # the newest, as .first() took it
 
 
 def place_waiting(vm: VM, hosts: list[Host], avoid_host_ids=(), when_placed: dict | None = None) -> Host | None:
