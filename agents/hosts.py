@@ -34,22 +34,25 @@ def connection_for(host: Host) -> HostConnection:
     )
 
 
-def agent_for(host: Host, *, even_if_silent: bool = False) -> HostAgent:
+def agent_for(host: Host, *, even_if_silent: bool = False, read_just_now: bool = True) -> HostAgent:
     """An agent for the host's work. Unless even_if_silent, it refuses to call a host the heartbeat
     watcher no longer hears, and gives up a call in flight once the host goes silent: one dead host
-    never holds a worker for a call's whole timeout."""
-    give_up = None if even_if_silent else SilenceCheck(host)
+    never holds a worker for a call's whole timeout. read_just_now=False: `host` was read earlier
+    (a step before, or before a long call), so whether it is silent is asked afresh."""
+    give_up = None if even_if_silent else SilenceCheck(host, trust_the_row=read_just_now)
     return HostAgent(connection_for(host), host.state_dir, give_up=give_up)
 
 
 class SilenceCheck:
-    """Why not to call `host` now, or None. The first question is answered from the row in hand: a
-    step has just read it, and a statement per host call was a tenth of a create's. A host that went
-    silent since is caught by the next question, which the call in flight asks about once a second."""
+    """Why not to call `host` now, or None. The first question is answered from the row in hand when
+    the step has just read it (trust_the_row): a statement per host call was a tenth of a create's. A
+    host that went silent since is caught by the next question, which the call in flight asks about
+    once a second. A row read before a call that may have taken seconds is never trusted: a host the
+    watcher called silent meanwhile must not be called (its guests may be restarting elsewhere)."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: Host, trust_the_row: bool = True):
         self.host = host
-        self.asked = False
+        self.asked = not trust_the_row
 
     def __call__(self) -> str | None:
         if not self.asked and self.host.liveness == HostLiveness.ALIVE:

@@ -173,8 +173,9 @@ def step_disks(operation):
         disks = hostwork.ensure_vm_disks(agent_for(vm.host), vm, while_the_host_works=lambda: prepared.update(
             boot=boot_preparation(vm)))
     # For the boot step, when the same worker runs it next (agents.operations.advance_steps keeps this
-    # operation object, and its lease, from step to step): reads a few milliseconds old. What boot
-    # takes from them does not change meanwhile: resizes and moves refuse a busy VM, NICs are attached
+    # operation object, and its lease, from step to step): reads a few milliseconds old, or seconds if
+    # the host was slow to answer; boot asks afresh whether the host is silent. What else boot takes
+    # from them does not change meanwhile: resizes and moves refuse a busy VM, NICs are attached
     # to a VM that is not busy, a stop or delete cancels this operation (and the lease with it); a
     # rename shows at the next start.
     operation.vm_read_by_disks_step, operation.boot_prepared = vm, prepared.get("boot")
@@ -199,14 +200,16 @@ def boot_preparation(vm: VM) -> dict:
 def step_networks_and_boot(operation):
     """net-up for each of the VM's networks, the host's metadata service (it waits until it
     serves their bridges) and vm-up, in one round trip (a host-side batch)."""
-    vm = operation.__dict__.pop("vm_read_by_disks_step", None) or placed_vm(operation)
+    earlier = operation.__dict__.pop("vm_read_by_disks_step", None)
+    vm = earlier or placed_vm(operation)
     prepared = operation.__dict__.pop("boot_prepared", None) or boot_preparation(vm)
     disks = operation.result.get("disks")
     if disks is None:
         raise PermanentStepError("The disks step left no disk list.")
     calls = [*prepared["net_up"], ("metadata-up", {}), ("vm-up", {**prepared["vm_up"], "disks": disks})]
     with host_errors_as_step_errors():
-        answer = agent_for(vm.host).call_batch(calls)[-1]
+        # A host row read before the disks' call (which may have waited out a cut) says nothing of now.
+        answer = agent_for(vm.host, read_just_now=earlier is None).call_batch(calls)[-1]
     if answer.get("status") != "running":
         raise TransientStepError(f"qemu runs but reports {answer.get('status')}: {answer.get('qmp_error') or ''}")
     return {"networks": prepared["networks"], "pid": answer.get("pid"), "accel": answer.get("accel")}

@@ -87,3 +87,20 @@ def test_a_host_call_in_flight_carries_the_steps_claim_and_hands_back_its_error(
     with pytest.raises(HostError) as raised:
         HostCallInFlight(refused).result()
     assert raised.value.code == "stale_generation"
+
+
+def test_a_host_row_read_before_a_call_is_not_trusted_to_say_the_host_is_heard(db):
+    # The boot step may take its host row from the disks step, read before a call that waited out a
+    # cut: the watcher may have called the host silent since, and then it must not be called.
+    from django.utils import timezone
+
+    from agents.hosts import agent_for
+    from agents.models import Host
+
+    host = Host.objects.create(name="hv-read-earlier", transport="local", state_dir="/tmp/hv-read-earlier", cores=4,
+                               memory_mib=4096, disk_gib=10, liveness="alive", last_heartbeat=timezone.now())
+    Host.objects.filter(pk=host.pk).update(liveness="partitioned", liveness_since=timezone.now())
+    assert host.liveness == "alive"  # the row in hand, read before the watcher's word
+    assert agent_for(host).give_up() is None  # read just now: trusted for the first question
+    reason = agent_for(host, read_just_now=False).give_up()
+    assert reason and "partitioned" in reason

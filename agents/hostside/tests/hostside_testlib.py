@@ -87,9 +87,14 @@ def net_spec(vni, prefix, host, **extra):
 
 
 def process_gone(pid):
+    """No thread of it runs any more. A killed process's first thread shows Z while its others still
+    exit, and they hold its files until the last one is gone: a qemu's tap stayed busy (EBUSY to the
+    next process that attached to it, seen once in CI)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            if handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        return os.listdir(f"/proc/{pid}/task") == [str(pid)]
     except FileNotFoundError:
         return True
 
