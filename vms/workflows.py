@@ -178,7 +178,7 @@ def step_disks(operation):
     # from them does not change meanwhile: resizes and moves refuse a busy VM, NICs are attached
     # to a VM that is not busy, a stop or delete cancels this operation (and the lease with it); a
     # rename shows at the next start.
-    operation.vm_read_by_disks_step, operation.boot_prepared = vm, prepared.get("boot")
+    operation.boot_prepared = prepared["boot"]
     return {"disks": disks}
 
 
@@ -188,11 +188,12 @@ def vm_networks(vm: VM) -> list[Network]:
 
 def boot_preparation(vm: VM) -> dict:
     """What the boot step sends, but for the disks: net-up for each of the VM's networks and its
-    vm-up spec. The disks step reads it while the host makes the disks."""
+    vm-up spec, with the VM they were read from. The disks step reads it while the host makes the
+    disks."""
     nics = list(vm.nics.select_related("network").order_by("index"))
     # Its networks from the NICs' read (vm_networks() would read them again): by VNI, each once.
     networks = sorted({nic.network_id: nic.network for nic in nics}.values(), key=lambda network: network.vni)
-    return {"networks": [network.vni for network in networks],
+    return {"vm": vm, "networks": [network.vni for network in networks],
             "net_up": [("net-up", net_up_spec(network, vm.host)) for network in networks],
             "vm_up": vm_up_spec(vm, [], nics)}
 
@@ -200,9 +201,9 @@ def boot_preparation(vm: VM) -> dict:
 def step_networks_and_boot(operation):
     """net-up for each of the VM's networks, the host's metadata service (it waits until it
     serves their bridges) and vm-up, in one round trip (a host-side batch)."""
-    earlier = operation.__dict__.pop("vm_read_by_disks_step", None)
-    vm = earlier or placed_vm(operation)
-    prepared = operation.__dict__.pop("boot_prepared", None) or boot_preparation(vm)
+    earlier = operation.__dict__.pop("boot_prepared", None)
+    prepared = earlier or boot_preparation(placed_vm(operation))
+    vm = prepared["vm"]
     disks = operation.result.get("disks")
     if disks is None:
         raise PermanentStepError("The disks step left no disk list.")
